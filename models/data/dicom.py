@@ -1,0 +1,180 @@
+"""DICOM mammogram I/O with pydicom.
+
+Reading returns display-ready intensities: modality LUT, then VOI LUT or window when the file has one,
+then MONOCHROME1 inversion, then min-max scaling, so that 0 is the darkest (least attenuating) and 1
+the brightest pixel, whatever the photometric interpretation or bit depth.
+Writing produces real MG objects (16-bit, MONOCHROME1/2, optionally JPEG 2000 or RLE compressed);
+the synthetic generator uses it, and tests use it to make files with known content.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.uid import (
+    UID,
+    DigitalMammographyXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    RLELossless,
+    generate_uid,
+)
+
+from models.data.errors import DicomError
+
+PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2")
+COMPRESSIONS: dict[str, UID | None] = {
+    "none": None,
+    "jpeg2000": JPEG2000Lossless,
+    "rle": RLELossless,
+}
+
+
+@dataclass(frozen=True)
+class DicomImage:
+    """A decoded mammogram. ``pixels`` is float32 (H, W) in [0, 1], bright = dense."""
+
+    pixels: np.ndarray
+    photometric: str
+    bits_stored: int
+    laterality: str | None
+    view_position: str | None
+    transfer_syntax: str
+    windowed: bool
+
+
+def _tag(ds: Dataset, *names: str) -> str | None:
+    for name in names:
+        value = ds.get(name)
+        if value not in (None, ""):
+            return str(value)
+    return None
+
+
+def read_dicom(path: str | Path, apply_window: bool = True) -> DicomImage:
+    """Read and decode one mammogram.
+
+    Args:
+        path: DICOM file.
+        apply_window: apply the file's VOI LUT / window when present (else min-max only).
+
+    Raises:
+        DicomError: not a DICOM file, truncated, no pixel data, unsupported photometric
+            interpretation, or a compressed transfer syntax without an installed decoder.
+    """
+    path = Path(path)
+    try:
+        ds = pydicom.dcmread(path)
+    except InvalidDicomError as exc:
+        raise DicomError(path, f"not a DICOM file ({exc})", "a DICOM Part 10 file") from exc
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise DicomError(path, f"unreadable DICOM ({type(exc).__name__}: {exc})") from exc
+    if "PixelData" not in ds:
+        raise DicomError(path, "no PixelData element", "an image object with pixel data")
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if photometric not in PHOTOMETRIC:
+        raise DicomError(path, f"PhotometricInterpretation {photometric!r}", " or ".join(PHOTOMETRIC))
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", "unknown"))
+    try:
+        raw = ds.pixel_array
+    except (NotImplementedError, RuntimeError) as exc:
+        raise DicomError(
+            path,
+            f"cannot decode transfer syntax {syntax} ({UID(syntax).name}): {exc}",
+            "an installed pydicom pixel-data plugin for it (pylibjpeg-openjpeg, -libjpeg, -rle)",
+        ) from exc
+    except (ValueError, EOFError, OSError) as exc:
+        raise DicomError(path, f"pixel data truncated or corrupt ({exc})") from exc
+    if raw.ndim != 2:
+        raise DicomError(path, f"pixel array of shape {raw.shape}", "a single 2-D frame")
+    pixels = apply_modality_lut(raw, ds).astype(np.float64)
+    windowed = apply_window and ("WindowCenter" in ds or "VOILUTSequence" in ds)
+    if windowed:
+        pixels = apply_voi_lut(pixels, ds, prefer_lut=True).astype(np.float64)
+    low, high = float(pixels.min()), float(pixels.max())
+    scaled = (pixels - low) / (high - low) if high > low else np.zeros_like(pixels)
+    if photometric == "MONOCHROME1":
+        scaled = 1.0 - scaled
+    return DicomImage(
+        pixels=scaled.astype(np.float32),
+        photometric=photometric,
+        bits_stored=int(ds.get("BitsStored", raw.dtype.itemsize * 8)),
+        laterality=_tag(ds, "ImageLaterality", "Laterality"),
+        view_position=_tag(ds, "ViewPosition"),
+        transfer_syntax=syntax,
+        windowed=windowed,
+    )
+
+
+@dataclass(frozen=True)
+class DicomWriteSpec:
+    """What to write besides the pixels: identifiers, orientation and encoding."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    laterality: str
+    view_position: str
+    photometric: str = "MONOCHROME2"
+    compression: str = "none"
+    window: tuple[float, float] | None = None  # (center, width) in stored values
+    bits_stored: int = 16
+    manufacturer: str = "mammo-interp synthetic"
+
+
+def write_dicom(path: str | Path, stored: np.ndarray, spec: DicomWriteSpec) -> None:
+    """Write a uint16 array of stored values as an MG DICOM file.
+
+    ``stored`` holds values as they go in the file: for MONOCHROME1, bright-on-display dense tissue
+    must already be encoded as *low* values. The file is written to a temporary name and renamed, so a
+    crash never leaves a half-written image.
+    """
+    path = Path(path)
+    if stored.dtype != np.uint16 or stored.ndim != 2:
+        raise ValueError(f"stored pixels must be a 2-D uint16 array, got {stored.dtype} {stored.shape}")
+    if spec.photometric not in PHOTOMETRIC:
+        raise ValueError(f"photometric must be one of {PHOTOMETRIC}, got {spec.photometric!r}")
+    if spec.compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {sorted(COMPRESSIONS)}, got {spec.compression!r}")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = DigitalMammographyXRayImageStorageForPresentation
+    meta.MediaStorageSOPInstanceUID = spec.sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = generate_uid(entropy_srcs=["mammo-interp"])
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = spec.sop_uid
+    ds.StudyInstanceUID = spec.study_uid
+    ds.SeriesInstanceUID = spec.series_uid
+    ds.Modality = "MG"
+    ds.Manufacturer = spec.manufacturer
+    ds.StudyDate = datetime.date(2000, 1, 1).strftime("%Y%m%d")
+    ds.ImageLaterality = spec.laterality
+    ds.ViewPosition = spec.view_position
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = spec.photometric
+    ds.BitsAllocated = 16
+    ds.BitsStored = spec.bits_stored
+    ds.HighBit = spec.bits_stored - 1
+    ds.PixelRepresentation = 0
+    if spec.window is not None:
+        ds.WindowCenter, ds.WindowWidth = (float(v) for v in spec.window)
+        ds.VOILUTFunction = "LINEAR"
+    ds.PixelData = np.ascontiguousarray(stored).tobytes()
+    syntax = COMPRESSIONS[spec.compression]
+    if syntax is not None:
+        ds.compress(syntax, stored)
+    tmp = path.with_name(path.name + ".part")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(tmp, enforce_file_format=True)
+    tmp.replace(path)
