@@ -40,3 +40,15 @@ RSNA_TRAIN_COLUMNS = (
     "invasive", "BIRADS", "implant", "density", "machine_id", "difficult_negative_case",
 )
 RSNA_VIEWS = ("CC", "MLO", "ML", "LM", "LMO", "AT")
+
+# Files the synthetic generator writes beside the VinDr tables (real VinDr has none of these; the
+# readers join them when present). One row per lesion box / per study.
+SYNTH_LESIONS_CSV = "synthetic_lesions.csv"
+SYNTH_LESION_COLUMNS = (
+    "study_id", "image_id", "laterality", "view_position", "lesion_id", "finding_category",
+    "mass_shape", "mass_margin", "finding_birads", "malignant", "xmin", "ymin", "xmax", "ymax",
+)
+REPORTS_CSV = "reports.csv"
+REPORT_COLUMNS = ("study_id", "report")
+MASS_SHAPES = ("round", "oval", "irregular", "lobulated")
+MASS_MARGINS = ("circumscribed", "obscured", "microlobulated", "ill-defined", "spiculated")
