@@ -173,7 +173,7 @@ def write_dicom(path: str | Path, stored: np.ndarray, spec: DicomWriteSpec) -> N
     ds.PixelData = np.ascontiguousarray(stored).tobytes()
     syntax = COMPRESSIONS[spec.compression]
     if syntax is not None:
-        ds.compress(syntax, stored)
+        ds.compress(syntax, stored, generate_instance_uid=False)
     tmp = path.with_name(path.name + ".part")
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(tmp, enforce_file_format=True)

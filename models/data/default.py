@@ -1,0 +1,63 @@
+"""The embedded default dataset: a synthetic VinDr-layout dataset generated on first use and cached.
+
+Location: ``$MAMMO_INTERP_DATA`` if set (a dataset root, synthetic or real), else
+``$MAMMO_INTERP_CACHE`` (default ``$XDG_CACHE_HOME/mammo-interp`` or ``~/.cache/mammo-interp``)
+``/synthetic-v<version>-n<studies>-s<seed>-h<height>``. A cache entry is complete only once its
+``metadata.json`` exists (the generator renames a finished staging directory into place).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from models.data.schema import METADATA_JSON
+from models.data.synth import GENERATOR_VERSION, SynthConfig, generate_dataset
+
+DATA_ENV = "MAMMO_INTERP_DATA"
+CACHE_ENV = "MAMMO_INTERP_CACHE"
+DEFAULT_SYNTH = SynthConfig(n_studies=300, seed=0, image_height=512)
+
+
+def cache_dir() -> Path:
+    """Root of everything mammo-interp caches (datasets, preprocessed images, default models)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "mammo-interp"
+
+
+def synthetic_cache_path(config: SynthConfig = DEFAULT_SYNTH) -> Path:
+    name = f"synthetic-v{GENERATOR_VERSION}-n{config.n_studies}-s{config.seed}-h{config.image_height}"
+    if config != SynthConfig(n_studies=config.n_studies, seed=config.seed, image_height=config.image_height):
+        digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+        name += f"-d{config.difficulty:g}-{digest}"
+    return cache_dir() / name
+
+
+def default_data_root(data: str | Path | None = None, config: SynthConfig = DEFAULT_SYNTH,
+                      progress: bool = True) -> Path:
+    """The dataset every command uses unless told otherwise.
+
+    ``data`` (a ``--data`` flag) wins, then ``$MAMMO_INTERP_DATA``; both must already exist. Otherwise
+    the synthetic dataset for ``config`` is generated into the cache on first use and reused.
+    """
+    chosen = data or os.environ.get(DATA_ENV)
+    if chosen:
+        root = Path(chosen)
+        if not root.is_dir():
+            source = "--data" if data else f"${DATA_ENV}"
+            raise FileNotFoundError(f"{source} points to {root}, which is not a directory")
+        return root
+    root = synthetic_cache_path(config)
+    if (root / METADATA_JSON).is_file():
+        return root
+    try:
+        generate_dataset(root, config, overwrite=root.exists(), progress=progress)
+    except OSError:
+        # Another process finished the same dataset first.
+        if not (root / METADATA_JSON).is_file():
+            raise
+    return root

@@ -1,0 +1,171 @@
+"""Writing a synthetic dataset in the VinDr-Mammo layout.
+
+``DIR/images/<study_id>/<image_id>.dicom``, ``breast-level_annotations.csv``,
+``finding_annotations.csv`` (VinDr's exact columns), plus ``synthetic_lesions.csv`` (shape, margin,
+malignancy per box), ``reports.csv`` and ``metadata.json``. Every study draws from its own seeded
+stream, so the output is identical for a seed whatever the number of worker processes, and the
+dataset is written under a temporary name and renamed at the end: an interrupted run leaves nothing
+that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydicom.uid import generate_uid
+from tqdm import tqdm
+
+from models.data import schema
+from models.data.dicom import DicomWriteSpec, write_dicom
+from models.data.synth.anatomy import BreastShape
+from models.data.synth.config import GENERATOR_VERSION, SynthConfig
+from models.data.synth.findings import sample_study
+from models.data.synth.render import render_view
+
+VIEW_ORDER = (("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO"))
+UID_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's root for generated UIDs
+
+
+def _hex_id(rng: np.random.Generator) -> str:
+    return "".join(f"{b:02x}" for b in rng.integers(0, 256, 16))
+
+
+def _image_size(rng: np.random.Generator, height: int) -> tuple[int, int]:
+    """Two detector formats, as in VinDr: 3518 x 2800 (most) and 2812 x 2012, same pixel pitch."""
+    if rng.random() < 0.8:
+        return height, int(round(height * 2800 / 3518))
+    return int(round(height * 2812 / 3518)), int(round(height * 2012 / 3518))
+
+
+def generate_study(index: int, config: SynthConfig, split: str, image_dir: Path) -> tuple[list[dict], list[dict], dict]:
+    """Render and write one study; return its breast-level rows, finding rows, and lesion rows."""
+    root = (config.seed, index)
+    rng = np.random.default_rng([*root, 7])
+    study = sample_study(np.random.default_rng([*root, 1]), index, config)
+    study_id = _hex_id(rng)
+    height, width = _image_size(rng, config.image_height)
+    photometric = "MONOCHROME1" if rng.random() < config.monochrome1_fraction else "MONOCHROME2"
+    compression = "jpeg2000" if rng.random() < config.jpeg2000_fraction else "none"
+    shapes = {side: BreastShape.sample(np.random.default_rng([*root, 2, ord(side)]), study.density)
+              for side in ("R", "L")}
+    breast_rows, finding_rows, lesion_rows = [], [], []
+    study_uid = UID_ROOT + str(int.from_bytes(bytes.fromhex(study_id[:16]), "big"))
+    for side, view in VIEW_ORDER:
+        breast = study.breasts[side]
+        image_id = _hex_id(rng)
+        series_id = _hex_id(rng)
+        rendered = render_view(breast, shapes[side], view, height, width, config.mm_per_pixel,
+                               config.difficulty, (*root, 3, ord(side)))
+        stored = rendered.stored
+        if photometric == "MONOCHROME1":
+            stored = (2**rendered.bits_stored - 1 - stored.astype(np.int64)).astype(np.uint16)
+        window = rendered.window
+        if photometric == "MONOCHROME1":
+            window = (2**rendered.bits_stored - 1 - window[0], window[1])
+        spec = DicomWriteSpec(
+            study_uid=study_uid,
+            series_uid=UID_ROOT + str(int.from_bytes(bytes.fromhex(series_id[:16]), "big")),
+            sop_uid=UID_ROOT + str(int.from_bytes(bytes.fromhex(image_id[:16]), "big")),
+            laterality=side, view_position=view, photometric=photometric, compression=compression,
+            window=window if rng.random() < config.window_tag_fraction else None,
+            bits_stored=rendered.bits_stored,
+        )
+        write_dicom(image_dir / study_id / f"{image_id}{schema.DICOM_SUFFIX}", stored, spec)
+        common = dict(study_id=study_id, series_id=series_id, image_id=image_id, laterality=side,
+                      view_position=view, height=height, width=width,
+                      breast_birads=f"BI-RADS {breast.birads}", breast_density=f"DENSITY {study.density}")
+        breast_rows.append({**common, "split": split})
+        if not rendered.boxes:
+            finding_rows.append({**common, "finding_categories": str([schema.NO_FINDING]), "finding_birads": "",
+                                 "xmin": np.nan, "ymin": np.nan, "xmax": np.nan, "ymax": np.nan, "split": split})
+        for lesion, box in rendered.boxes:
+            xyxy = dict(zip(schema.BOX_COLUMNS, (round(v, 2) for v in box)))
+            finding_rows.append({**common, "finding_categories": str([lesion.category]),
+                                 "finding_birads": f"BI-RADS {lesion.birads}", **xyxy, "split": split})
+            lesion_rows.append(dict(study_id=study_id, image_id=image_id, laterality=side, view_position=view,
+                                    lesion_id=lesion.lesion_id, finding_category=lesion.category,
+                                    mass_shape=lesion.shape or "", mass_margin=lesion.margin or "",
+                                    finding_birads=f"BI-RADS {lesion.birads}", malignant=int(lesion.malignant),
+                                    **xyxy))
+    return breast_rows, finding_rows, lesion_rows, {"study_id": study_id, "report": study.report}
+
+
+def _job(args):
+    return generate_study(*args)
+
+
+def _splits(config: SynthConfig) -> list[str]:
+    rng = np.random.default_rng([config.seed, 0xC0FFEE])
+    n_test = int(round(config.n_studies * config.test_fraction))
+    test = set(rng.permutation(config.n_studies)[:n_test].tolist())
+    return ["test" if i in test else "training" for i in range(config.n_studies)]
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    frame.to_csv(path, index=False, float_format="%.2f")
+
+
+def generate_dataset(out: str | Path, config: SynthConfig = SynthConfig(), workers: int | None = None,
+                     overwrite: bool = False, progress: bool = True) -> Path:
+    """Generate a synthetic dataset into ``out``; returns ``out``.
+
+    Raises:
+        FileExistsError: ``out`` exists and is not empty, unless ``overwrite``.
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty (pass overwrite=True / --overwrite to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    started = time.perf_counter()
+    try:
+        image_dir = staging / schema.IMAGES_DIR
+        jobs = [(i, config, split, image_dir) for i, split in enumerate(_splits(config))]
+        workers = workers or min(len(jobs), os.cpu_count() or 1)
+        bar = tqdm(total=len(jobs), desc="synthesizing studies", unit="study", disable=not progress)
+        if workers > 1:
+            with multiprocessing.get_context("spawn" if os.name == "nt" else "fork").Pool(workers) as pool:
+                results = []
+                for result in pool.imap(_job, jobs, chunksize=max(1, len(jobs) // (workers * 8))):
+                    results.append(result)
+                    bar.update()
+        else:
+            results = []
+            for job in jobs:
+                results.append(_job(job))
+                bar.update()
+        bar.close()
+        breast = pd.DataFrame([r for res in results for r in res[0]], columns=schema.BREAST_LEVEL_COLUMNS)
+        finding = pd.DataFrame([r for res in results for r in res[1]], columns=schema.FINDING_COLUMNS)
+        lesions = pd.DataFrame([r for res in results for r in res[2]], columns=schema.SYNTH_LESION_COLUMNS)
+        reports = pd.DataFrame([res[3] for res in results], columns=schema.REPORT_COLUMNS)
+        _write_csv(breast, staging / schema.BREAST_LEVEL_CSV)
+        _write_csv(finding, staging / schema.FINDING_CSV)
+        _write_csv(lesions, staging / schema.SYNTH_LESIONS_CSV)
+        _write_csv(reports, staging / schema.REPORTS_CSV)
+        metadata = {
+            "generator": "models.data.synth",
+            "generator_version": GENERATOR_VERSION,
+            "seed": config.seed,
+            "config": config.to_dict(),
+            "n_images": len(breast),
+            "n_boxes": int(finding["xmin"].notna().sum()),
+            "seconds": round(time.perf_counter() - started, 2),
+            "workers": workers,
+        }
+        (staging / schema.METADATA_JSON).write_text(json.dumps(metadata, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
