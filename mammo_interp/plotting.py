@@ -1,0 +1,58 @@
+"""Publication figure helpers shared by every analysis: box overlays and PNG+PDF saving."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+# Colour-blind-safe (Okabe-Ito) colours per finding category.
+CATEGORY_COLORS = {
+    "Mass": "#E69F00",
+    "Suspicious Calcification": "#56B4E9",
+    "Architectural Distortion": "#CC79A7",
+    "Focal Asymmetry": "#009E73",
+    "Asymmetry": "#F0E442",
+}
+DEFAULT_COLOR = "#D55E00"
+
+
+def draw_boxes(ax: Axes, boxes: Iterable[Sequence], labels: Iterable[str] | None = None,
+               color: str | None = None, linewidth: float = 1.2, linestyle: str = "-") -> None:
+    """Draw ``xyxy`` pixel boxes (max edges exclusive) on an image axis, coloured by label."""
+    labels = list(labels) if labels is not None else None
+    for k, box in enumerate(boxes):
+        x0, y0, x1, y1 = (float(v) for v in box[:4])
+        label = labels[k] if labels is not None else None
+        edge = color or CATEGORY_COLORS.get(label, DEFAULT_COLOR)
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=edge,
+                               linewidth=linewidth, linestyle=linestyle))
+
+
+def save_figure(fig: Figure, path: str | Path, formats: Sequence[str] = ("png", "pdf"), dpi: int = 200) -> list[Path]:
+    """Save ``fig`` as ``path`` with each suffix in ``formats``; each file is written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        target = path.with_suffix("." + fmt)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        written.append(target)
+    plt.close(fig)
+    return written

@@ -1,0 +1,53 @@
+"""The shared dataclass CLI: flags, defaults, --config precedence and its errors."""
+
+import argparse
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from models.cli import add_config_file_argument, add_dataclass_arguments, build_dataclass, parse_with_config_file
+
+
+@dataclass(frozen=True)
+class Toy:
+    steps: int = field(default=3, metadata={"help": "how many"})
+    rate: float = 0.5
+    name: str | None = None
+    sizes: tuple[int, ...] = (1, 2)
+    verbose: bool = False
+
+
+def _parser():
+    parser = argparse.ArgumentParser()
+    add_config_file_argument(parser)
+    add_dataclass_arguments(parser, Toy)
+    return parser
+
+
+def test_defaults_flags_and_types():
+    assert build_dataclass(Toy, parse_with_config_file(_parser(), [])) == Toy()
+    args = parse_with_config_file(_parser(), ["--steps", "7", "--sizes", "4", "5", "6", "--verbose", "--name", "x"])
+    assert build_dataclass(Toy, args) == Toy(steps=7, sizes=(4, 5, 6), verbose=True, name="x")
+    assert "how many (default: 3)" in _parser().format_help()
+
+
+def test_config_file_sets_defaults_and_flags_override(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"steps": 9, "rate": 0.1}))
+    args = parse_with_config_file(_parser(), ["--config", str(path), "--rate", "0.2"])
+    assert build_dataclass(Toy, args) == Toy(steps=9, rate=0.2)
+
+
+def test_config_file_errors_name_the_file_and_keys(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"stepz": 1}))
+    with pytest.raises(SystemExit):
+        parse_with_config_file(_parser(), ["--config", str(bad)])
+    err = capsys.readouterr().err
+    assert "bad.json" in err and "stepz" in err
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    with pytest.raises(SystemExit):
+        parse_with_config_file(_parser(), ["--config", str(broken)])
+    assert "broken.json" in capsys.readouterr().err
