@@ -30,6 +30,7 @@ from pydicom.uid import (
 from models.data.errors import DicomError
 
 PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2")
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) as stored in little-endian files
 COMPRESSIONS: dict[str, UID | None] = {
     "none": None,
     "jpeg2000": JPEG2000Lossless,
@@ -77,6 +78,9 @@ def read_dicom(path: str | Path, apply_window: bool = True) -> DicomImage:
     except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
         raise DicomError(path, f"unreadable DICOM ({type(exc).__name__}: {exc})") from exc
     if "PixelData" not in ds:
+        if _PIXEL_DATA_TAG in path.read_bytes():
+            # pydicom drops an element cut short by the end of the file (with only a warning)
+            raise DicomError(path, "PixelData cut short: file truncated", "a complete DICOM file")
         raise DicomError(path, "no PixelData element", "an image object with pixel data")
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if photometric not in PHOTOMETRIC:

@@ -1,0 +1,130 @@
+"""On-disk cache of preprocessed images, so a DICOM is decoded and cropped once, not every epoch.
+
+An entry is keyed by a hash of (absolute path, file size, mtime, laterality, preprocessing config,
+cache format version): editing or replacing a DICOM, or changing any preprocessing setting, makes a
+new key, never a stale hit. Each entry is a 16-bit grayscale PNG (``round(image * 65535)``) plus a
+JSON sidecar with the :class:`GeometricTransform`. Both are written to a temporary file in the same
+folder and renamed with :func:`os.replace`, the sidecar last, so readers (other DataLoader workers,
+a crashed run) see a whole entry or none. An unreadable or inconsistent entry is rebuilt.
+
+Cached images are quantized to 16 bits (steps of 1/65535); a miss returns the same quantized array a
+later hit does, so results never depend on whether the cache was warm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from models.data.preprocess import GeometricTransform, PreprocessConfig, load_preprocessed
+
+CACHE_VERSION = 1
+_LEVELS = 65535
+logger = logging.getLogger(__name__)
+
+
+def _quantize(image: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(image, 0.0, 1.0) * _LEVELS).astype(np.uint16)
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class PreprocessCache:
+    """Preprocessed images on disk under ``root``, for one :class:`PreprocessConfig`.
+
+    Args:
+        root: cache folder (created on first write); one folder can hold several configs.
+        config: the preprocessing every entry of this cache object uses.
+
+    Attributes:
+        hits, misses: counts since construction (diagnostics; not persisted).
+    """
+
+    def __init__(self, root: str | Path, config: PreprocessConfig) -> None:
+        self.root = Path(root)
+        self.config = config
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, path: str | Path, laterality: str | None = None) -> str:
+        """Hex key of ``path``'s entry; stats the file, so a changed file gets a new key.
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist.
+        """
+        path = Path(path).absolute()
+        stat = path.stat()
+        identity = {
+            "version": CACHE_VERSION,
+            "path": str(path),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "laterality": laterality,
+            "config": self.config.to_dict(),
+        }
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+    def entry_paths(self, key: str) -> tuple[Path, Path]:
+        """``(png, json)`` paths of an entry."""
+        folder = self.root / key[:2]
+        return folder / f"{key}.png", folder / f"{key}.json"
+
+    def get(
+        self, path: str | Path, laterality: str | None = None
+    ) -> tuple[np.ndarray, GeometricTransform]:
+        """The preprocessed image (float32 ``config.size`` in [0, 1]) and its transform.
+
+        Raises:
+            DicomError: on a miss, when the DICOM cannot be read.
+        """
+        key = self.key(path, laterality)
+        png, sidecar = self.entry_paths(key)
+        cached = self._load(key, png, sidecar)
+        if cached is not None:
+            self.hits += 1
+            return cached
+        self.misses += 1
+        image, transform = load_preprocessed(path, self.config, laterality)
+        stored = _quantize(image)
+        png.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(png, lambda stream: Image.fromarray(stored).save(stream, format="PNG"))
+        meta = {"key": key, "source": str(Path(path).absolute()), "transform": transform.to_dict()}
+        _atomic_write(sidecar, lambda stream: stream.write(json.dumps(meta).encode()))
+        return stored.astype(np.float32) / _LEVELS, transform
+
+    def _load(
+        self, key: str, png: Path, sidecar: Path
+    ) -> tuple[np.ndarray, GeometricTransform] | None:
+        if not sidecar.is_file():
+            return None
+        try:
+            meta = json.loads(sidecar.read_text())
+            if meta["key"] != key:
+                raise ValueError("sidecar of another key")
+            transform = GeometricTransform.from_dict(meta["transform"])
+            with Image.open(png) as handle:
+                stored = np.asarray(handle)
+            if stored.dtype != np.uint16 or stored.shape != tuple(self.config.size):
+                raise ValueError(f"image {stored.dtype} {stored.shape}")
+        except (OSError, ValueError, KeyError, TypeError, SyntaxError) as exc:
+            logger.warning("rebuilding corrupt cache entry %s: %s", sidecar, exc)
+            return None
+        return stored.astype(np.float32) / _LEVELS, transform
