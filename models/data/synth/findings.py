@@ -84,10 +84,6 @@ class Breast:
             return max(lesion.birads for lesion in self.lesions)
         return 2 if self.benign_calcifications else 1
 
-    @property
-    def malignant(self) -> bool:
-        return any(lesion.malignant for lesion in self.lesions)
-
 
 @dataclass
 class Study:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydicom.uid import generate_uid
 from tqdm import tqdm
 
 from models.data import schema
@@ -38,6 +37,11 @@ def _hex_id(rng: np.random.Generator) -> str:
     return "".join(f"{b:02x}" for b in rng.integers(0, 256, 16))
 
 
+def _uid(hex_id: str) -> str:
+    """A DICOM UID derived from a 32-hex identifier (deterministic for a seed)."""
+    return UID_ROOT + str(int.from_bytes(bytes.fromhex(hex_id[:16]), "big"))
+
+
 def _image_size(rng: np.random.Generator, height: int) -> tuple[int, int]:
     """Two detector formats, as in VinDr: 3518 x 2800 (most) and 2812 x 2012, same pixel pitch."""
     if rng.random() < 0.8:
@@ -45,8 +49,9 @@ def _image_size(rng: np.random.Generator, height: int) -> tuple[int, int]:
     return int(round(height * 2812 / 3518)), int(round(height * 2012 / 3518))
 
 
-def generate_study(index: int, config: SynthConfig, split: str, image_dir: Path) -> tuple[list[dict], list[dict], dict]:
-    """Render and write one study; return its breast-level rows, finding rows, and lesion rows."""
+def generate_study(index: int, config: SynthConfig, split: str,
+                   image_dir: Path) -> tuple[list[dict], list[dict], list[dict], dict]:
+    """Render and write one study; return its breast-level, finding and lesion rows, and its report."""
     root = (config.seed, index)
     rng = np.random.default_rng([*root, 7])
     study = sample_study(np.random.default_rng([*root, 1]), index, config)
@@ -57,7 +62,7 @@ def generate_study(index: int, config: SynthConfig, split: str, image_dir: Path)
     shapes = {side: BreastShape.sample(np.random.default_rng([*root, 2, ord(side)]), study.density)
               for side in ("R", "L")}
     breast_rows, finding_rows, lesion_rows = [], [], []
-    study_uid = UID_ROOT + str(int.from_bytes(bytes.fromhex(study_id[:16]), "big"))
+    study_uid = _uid(study_id)
     for side, view in VIEW_ORDER:
         breast = study.breasts[side]
         image_id = _hex_id(rng)
@@ -72,8 +77,8 @@ def generate_study(index: int, config: SynthConfig, split: str, image_dir: Path)
             window = (2**rendered.bits_stored - 1 - window[0], window[1])
         spec = DicomWriteSpec(
             study_uid=study_uid,
-            series_uid=UID_ROOT + str(int.from_bytes(bytes.fromhex(series_id[:16]), "big")),
-            sop_uid=UID_ROOT + str(int.from_bytes(bytes.fromhex(image_id[:16]), "big")),
+            series_uid=_uid(series_id),
+            sop_uid=_uid(image_id),
             laterality=side, view_position=view, photometric=photometric, compression=compression,
             window=window if rng.random() < config.window_tag_fraction else None,
             bits_stored=rendered.bits_stored,
