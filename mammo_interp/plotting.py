@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -14,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
+
+from models.io import atomic_write  # noqa: E402
 
 # Colour-blind-safe (Okabe-Ito) colours per finding category.
 CATEGORY_COLORS = {
@@ -39,20 +39,10 @@ def draw_boxes(ax: Axes, boxes: Iterable[Sequence], labels: Iterable[str] | None
 
 
 def save_figure(fig: Figure, path: str | Path, formats: Sequence[str] = ("png", "pdf"), dpi: int = 200) -> list[Path]:
-    """Save ``fig`` as ``path`` with each suffix in ``formats``; each file is written atomically."""
+    """Save ``fig`` as ``path`` with each suffix in ``formats``, each file written atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    for fmt in formats:
-        target = path.with_suffix("." + fmt)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        written.append(target)
+    written = [atomic_write(path.with_suffix("." + fmt),
+                            lambda stream, fmt=fmt: fig.savefig(stream, format=fmt, dpi=dpi, bbox_inches="tight"))
+               for fmt in formats]
     plt.close(fig)
     return written

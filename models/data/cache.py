@@ -16,16 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from models.data.preprocess import GeometricTransform, PreprocessConfig, load_preprocessed
+from models.io import atomic_write
 
 CACHE_VERSION = 1
 _LEVELS = 65535
@@ -34,17 +31,6 @@ logger = logging.getLogger(__name__)
 
 def _quantize(image: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(image, 0.0, 1.0) * _LEVELS).astype(np.uint16)
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class PreprocessCache:
@@ -105,9 +91,9 @@ class PreprocessCache:
         image, transform = load_preprocessed(path, self.config, laterality)
         stored = _quantize(image)
         png.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(png, lambda stream: Image.fromarray(stored).save(stream, format="PNG"))
+        atomic_write(png, lambda stream: Image.fromarray(stored).save(stream, format="PNG"))
         meta = {"key": key, "source": str(Path(path).absolute()), "transform": transform.to_dict()}
-        _atomic_write(sidecar, lambda stream: stream.write(json.dumps(meta).encode()))
+        atomic_write(sidecar, lambda stream: stream.write(json.dumps(meta).encode()))
         return stored.astype(np.float32) / _LEVELS, transform
 
     def _load(

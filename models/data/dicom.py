@@ -28,6 +28,7 @@ from pydicom.uid import (
 )
 
 from models.data.errors import DicomError
+from models.io import atomic_write
 
 PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2")
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) as stored in little-endian files
@@ -137,7 +138,7 @@ def write_dicom(path: str | Path, stored: np.ndarray, spec: DicomWriteSpec) -> N
     """Write a uint16 array of stored values as an MG DICOM file.
 
     ``stored`` holds values as they go in the file: for MONOCHROME1, bright-on-display dense tissue
-    must already be encoded as *low* values. The file is written to a temporary name and renamed, so a
+    must already be encoded as *low* values. The write is atomic (:func:`models.io.atomic_write`), so a
     crash never leaves a half-written image.
     """
     path = Path(path)
@@ -178,7 +179,4 @@ def write_dicom(path: str | Path, stored: np.ndarray, spec: DicomWriteSpec) -> N
     syntax = COMPRESSIONS[spec.compression]
     if syntax is not None:
         ds.compress(syntax, stored, generate_instance_uid=False)
-    tmp = path.with_name(path.name + ".part")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(tmp, enforce_file_format=True)
-    tmp.replace(path)
+    atomic_write(path, lambda stream: ds.save_as(stream, enforce_file_format=True))
