@@ -29,29 +29,40 @@ def _scalar_type(annotation: Any) -> Any:
     return annotation
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """Add one flag per field of ``cls``; tuple and dict fields are read as JSON (dicts) or lists."""
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, skip: tuple[str, ...] = (),
+    prefix: str = "",
+) -> None:
+    """Add one flag per field of ``cls``; tuple and dict fields are read as JSON (dicts) or lists.
+
+    A field whose type is itself a dataclass (e.g. ``image: ImageEncoderConfig``) becomes a group of
+    flags named after it (``--image-name``, ``--image-weights``...).
+    """
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         if field.name in skip or not field.init:
             continue
         kind = _scalar_type(hints[field.name])
+        dest = prefix + field.name
+        if dataclasses.is_dataclass(kind):
+            group = parser.add_argument_group(f"{field.name} ({kind.__name__})",
+                                              field.metadata.get("help"))
+            add_dataclass_arguments(group, kind, prefix=dest + "_")
+            continue
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
         help_text = field.metadata.get("help", "")
         help_text = f"{help_text} (default: {default})".strip()
         origin = typing.get_origin(kind)
+        flag = _flag(dest)
         if kind is bool:
-            parser.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, default=default,
-                                help=help_text)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif origin is tuple:
             item = typing.get_args(kind)[0]
-            parser.add_argument(_flag(field.name), type=item, nargs="+", default=default, help=help_text)
+            parser.add_argument(flag, type=item, nargs="+", default=default, help=help_text)
         elif origin is dict or kind is dict:
-            parser.add_argument(_flag(field.name), type=json.loads, default=default, help=help_text + " [JSON]")
-        elif kind is Path:
-            parser.add_argument(_flag(field.name), type=Path, default=default, help=help_text)
+            parser.add_argument(flag, type=json.loads, default=default, help=help_text + " [JSON]")
         else:
-            parser.add_argument(_flag(field.name), type=kind, default=default, help=help_text)
+            parser.add_argument(flag, type=kind, default=default, help=help_text)
 
 
 def add_config_file_argument(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +80,7 @@ def parse_with_config_file(parser: argparse.ArgumentParser, argv: list[str] | No
         except (OSError, json.JSONDecodeError) as exc:
             parser.error(f"--config {config_path}: cannot read JSON ({exc})")
         known = {action.dest for action in parser._actions}
+        values = _flatten(values, known)
         unknown = sorted(set(values) - known)
         if unknown:
             parser.error(f"--config {config_path}: unknown keys {unknown}")
@@ -76,11 +88,39 @@ def parse_with_config_file(parser: argparse.ArgumentParser, argv: list[str] | No
     return parser.parse_args(argv)
 
 
-def build_dataclass(cls: type[T], namespace: argparse.Namespace) -> T:
-    """Instantiate ``cls`` from the parsed flags that match its fields."""
+def _flatten(values: dict[str, Any], known: set[str], prefix: str = "") -> dict[str, Any]:
+    """``{"image": {"name": x}}`` -> ``{"image_name": x}`` where that is a flag, so config files
+    may nest the sections of nested dataclasses (dict-valued flags stay dicts)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        section = f"{prefix}{key}_"
+        if isinstance(value, dict) and any(dest.startswith(section) for dest in known):
+            flat.update(_flatten(value, known, section))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def build_dataclass(cls: type[T], namespace: argparse.Namespace, prefix: str = "") -> T:
+    """Instantiate ``cls`` (and its nested dataclass fields) from the parsed flags."""
+    hints = typing.get_type_hints(cls)
     values = {}
     for field in dataclasses.fields(cls):
-        if field.init and hasattr(namespace, field.name):
-            value = getattr(namespace, field.name)
+        if not field.init:
+            continue
+        kind = _scalar_type(hints[field.name])
+        dest = prefix + field.name
+        if dataclasses.is_dataclass(kind):
+            values[field.name] = build_dataclass(kind, namespace, prefix=dest + "_")
+        elif hasattr(namespace, dest):
+            value = getattr(namespace, dest)
             values[field.name] = tuple(value) if isinstance(value, list) else value
     return cls(**values)
+
+
+def parse_config(cls: type[T], argv: list[str] | None, prog: str, description: str) -> T:
+    """The whole CLI of an entry point: ``--config FILE`` plus one flag per field of ``cls``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_config_file_argument(parser)
+    add_dataclass_arguments(parser, cls)
+    return build_dataclass(cls, parse_with_config_file(parser, argv))

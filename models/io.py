@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+import torch
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
@@ -21,8 +30,19 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     try:
         with os.fdopen(handle, "wb") as stream:
             write(stream)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_json(path: str | Path, values: dict[str, Any]) -> Path:
+    """Write ``values`` as indented JSON, atomically."""
+    return atomic_write(path, lambda s: s.write(json.dumps(values, indent=2, default=str).encode()))
+
+
+def save_torch(path: str | Path, payload: dict[str, Any]) -> Path:
+    """``torch.save(payload)`` atomically (checkpoints survive a crash mid-write)."""
+    return atomic_write(path, lambda stream: torch.save(payload, stream))

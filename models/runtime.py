@@ -30,6 +30,8 @@ def force_offline() -> None:
     """Turn hub access off for this process (weights come from installed packages or local paths)."""
     for name in OFFLINE_ENV:
         os.environ[name] = "1"
+    # Loading a local model is instant; the hub's per-file progress bars would only clutter logs.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def nms_cpu(dets: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:

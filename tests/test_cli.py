@@ -51,3 +51,22 @@ def test_config_file_errors_name_the_file_and_keys(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_with_config_file(_parser(), ["--config", str(broken)])
     assert "broken.json" in capsys.readouterr().err
+
+
+@dataclass(frozen=True)
+class Outer:
+    inner: Toy = field(default_factory=Toy, metadata={"help": "the toy"})
+    epochs: int = 2
+
+
+def test_nested_dataclass_flags_and_nested_config_sections(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_config_file_argument(parser)
+    add_dataclass_arguments(parser, Outer)
+    assert "--inner-steps" in parser.format_help()
+    args = parse_with_config_file(parser, ["--inner-steps", "5", "--epochs", "4"])
+    assert build_dataclass(Outer, args) == Outer(inner=Toy(steps=5), epochs=4)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"inner": {"rate": 0.25}, "epochs": 1}))
+    args = parse_with_config_file(parser, ["--config", str(path)])
+    assert build_dataclass(Outer, args) == Outer(inner=Toy(rate=0.25), epochs=1)

@@ -1,0 +1,188 @@
+"""Checkpoints: crash-safe saving, weights-only loading, and import of published Mammo-CLIP models.
+
+Loading always uses ``torch.load(weights_only=True)``: tensors and plain containers only, never
+arbitrary pickled objects. Our checkpoints are ``{"format", "config", "model", ...training state}``;
+Mammo-CLIP's are ``{"config": {"model": {...}}, "model": state_dict}`` with keys prefixed
+``image_encoder.``, ``text_encoder.text_encoder.``, ``image_projection.``, ``text_projection.`` and a
+``logit_scale``; :func:`import_mammo_clip` maps them onto :class:`models.clip.ClipModel`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.clip import ClipConfig, ClipModel
+from models.encoders import ImageEncoderConfig, TextEncoderConfig
+from models.io import save_torch
+
+FORMAT = "mammo-interp/clip-1"
+
+# Mammo-CLIP encoder names -> (timm architecture, global pooling). The "-detect" encoders are
+# EfficientNet-PyTorch models (keys ``_conv_stem``...); the others wrap a timm model as ``.model``.
+MAMMO_CLIP_ENCODERS: dict[str, tuple[str, str]] = {
+    "tf_efficientnet_b5_ns-detect": ("tf_efficientnet_b5", "avg"),
+    "tf_efficientnetv2-detect": ("tf_efficientnet_b2", "avg"),
+    "tf_efficientnet_b5_ns": ("tf_efficientnet_b5", "gem"),
+    "tf_efficientnetv2_s": ("tf_efficientnetv2_s", "gem"),
+}
+# Keys a Mammo-CLIP state dict may carry that have no counterpart here and no effect on embeddings.
+_IGNORED_KEYS = ("image_encoder.fc.", "image_encoder._fc.", "text_encoder.text_encoder.embeddings.position_ids")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model; the message says why."""
+
+
+def _text_weights_are_stock(config: ClipConfig) -> bool:
+    """A frozen, pretrained text encoder still has the weights of its local folder."""
+    return config.freeze_text and config.text.pretrained
+
+
+def clip_state(model: ClipModel) -> dict[str, torch.Tensor]:
+    """The weights to save: everything, except a frozen stock text encoder (rebuilt from its
+    folder on load; it is most of the model's size)."""
+    skip = "text_encoder." if _text_weights_are_stock(model.config) else None
+    return {k: v for k, v in model.state_dict().items() if skip is None or not k.startswith(skip)}
+
+
+def restore_clip_state(model: ClipModel, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load :func:`clip_state` output strictly (the omitted stock text weights may be absent)."""
+    missing, unexpected = model.load_state_dict(dict(state), strict=False)
+    if _text_weights_are_stock(model.config):
+        missing = [k for k in missing if not k.startswith("text_encoder.")]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source} does not fit the model: missing keys {sorted(missing)}, "
+            f"unexpected keys {sorted(unexpected)}"
+        )
+
+
+def save_checkpoint(path: str | Path, model: ClipModel, **state: Any) -> Path:
+    """Write ``model``'s weights, its config and extra training ``state`` atomically."""
+    return save_torch(path, {"format": FORMAT, "config": model.config.to_dict(), "model": clip_state(model),
+                             **state})
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointError: the file holds non-allow-listed objects or is not a checkpoint dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused to unpickle objects beyond tensors and plain containers "
+            f"(weights_only=True): {str(exc).splitlines()[0]}"
+        ) from exc
+    except (RuntimeError, EOFError) as exc:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+    if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
+        raise CheckpointError(f"{path}: expected a dict with 'config' and 'model' entries")
+    return payload
+
+
+def load_clip(path: str | Path, text_encoder: str | None = None) -> ClipModel:
+    """Rebuild a :class:`ClipModel` from our checkpoint or a Mammo-CLIP one (detected).
+
+    Args:
+        path: checkpoint file.
+        text_encoder: local folder of the text model (config + tokenizer) for Mammo-CLIP imports,
+            whose configs name hub models that are not available offline.
+    """
+    payload = load_checkpoint(path)
+    if payload.get("format") == FORMAT:
+        saved = ClipConfig.from_dict(payload["config"])
+        # The checkpoint holds the image weights; skip loading the encoder's initial weights.
+        config = dataclasses.replace(saved, image=dataclasses.replace(saved.image, weights="none"))
+        model = ClipModel(config)
+        restore_clip_state(model, payload["model"], str(path))
+        return model
+    if isinstance(payload["config"], Mapping) and "image_encoder" in payload["config"].get("model", {}):
+        return import_mammo_clip(payload, text_encoder, source=str(path))
+    raise CheckpointError(f"{path}: neither a {FORMAT} checkpoint nor a Mammo-CLIP one")
+
+
+def mammo_clip_config(checkpoint_config: Mapping[str, Any], text_encoder: str) -> ClipConfig:
+    """Our :class:`ClipConfig` for a Mammo-CLIP ``config`` dict."""
+    model = checkpoint_config["model"]
+    name = model["image_encoder"]["name"]
+    timm_name, pooling = MAMMO_CLIP_ENCODERS.get(name, (name, "avg"))
+    head = model.get("projection_head", {"name": "linear", "proj_dim": 512, "dropout": 0.0})
+    if head["name"].lower() not in ("linear", "mlp"):
+        raise CheckpointError(f"unknown Mammo-CLIP projection head {head['name']!r}")
+    return ClipConfig(
+        image=ImageEncoderConfig(name=timm_name, weights="none", pooling=pooling),
+        text=TextEncoderConfig(name=text_encoder, pooling=_text_pooling(model["text_encoder"]),
+                               pretrained=False),
+        embed_dim=int(head["proj_dim"]),
+        projection_layers=1,
+        projection_kind="residual" if head["name"].lower() == "mlp" else "mlp",
+        projection_dropout=float(head.get("dropout", 0.0)),
+        temperature=float(model.get("temperature", 0.07)),
+    )
+
+
+def _text_pooling(text_config: Mapping[str, Any]) -> str:
+    pooling = text_config.get("pooling", "eos")
+    return "cls" if pooling == "bos" else pooling
+
+
+def import_mammo_clip(
+    checkpoint: Mapping[str, Any], text_encoder: str | None = None, source: str = "checkpoint"
+) -> ClipModel:
+    """Build a :class:`ClipModel` from a Mammo-CLIP checkpoint dict (``config`` + ``model``).
+
+    Raises:
+        CheckpointError: a text encoder folder is needed, or keys are missing/unexpected after
+            mapping (both lists are in the message).
+    """
+    text_config = checkpoint["config"]["model"]["text_encoder"]
+    text_encoder = text_encoder or text_config.get("name", "")
+    if not Path(text_encoder).is_dir():
+        raise CheckpointError(
+            f"{source}: its text encoder {text_config.get('name')!r} must be a local folder "
+            "(config + tokenizer, e.g. a downloaded Bio_ClinicalBERT); pass text_encoder=PATH"
+        )
+    model = ClipModel(mammo_clip_config(checkpoint["config"], text_encoder))
+    state = {k: v for k, v in checkpoint["model"].items() if not k.startswith(_IGNORED_KEYS)}
+    image_state = {}
+    mapped: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.startswith("image_encoder."):
+            name = key.removeprefix("image_encoder.")
+            image_state[name.removeprefix("model.")] = value
+        elif key.startswith("text_encoder.text_encoder."):
+            mapped["text_encoder.model." + key.removeprefix("text_encoder.text_encoder.")] = value
+        elif key.startswith(("image_projection.", "text_projection.")) and model.config.projection_kind == "mlp":
+            head, rest = key.split(".", 1)
+            mapped[f"{head}.mlp.0.{rest.removeprefix('projection.')}"] = value
+        elif key == "logit_scale":
+            mapped["log_logit_scale"] = value.reshape(())
+        else:
+            mapped[key] = value
+    try:
+        model.image_encoder.load_backbone_state(image_state, source=f"{source} image_encoder")
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc
+    expected = {k for k in model.state_dict() if not k.startswith("image_encoder.")}
+    missing = sorted(expected - set(mapped))
+    unexpected = sorted(set(mapped) - expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source} is not a Mammo-CLIP checkpoint this importer understands: missing keys "
+            f"{missing}, unexpected keys {unexpected}"
+        )
+    model.load_state_dict({**model.state_dict(), **mapped})
+    return model

@@ -1,0 +1,86 @@
+"""One entry to a dataset folder: detect VinDr or RSNA layout, carve the validation split, and set
+up the preprocessing cache, so every command (pretrain, fine-tune, FActOR) reads data the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.data import schema
+from models.data.cache import PreprocessCache
+from models.data.default import cache_dir, default_data_root
+from models.data.errors import DataError
+from models.data.preprocess import PreprocessConfig
+from models.data.rsna import read_rsna
+from models.data.tables import VALIDATION_SPLIT, with_validation_split
+from models.data.vindr import read_vindr
+
+TRAIN, VALIDATION, TEST = "training", VALIDATION_SPLIT, "test"
+RSNA_TRAIN_CSV = "train.csv"
+
+
+def read_table(root: str | Path) -> pd.DataFrame:
+    """The per-image table of a VinDr-Mammo (or synthetic) or RSNA folder, detected by its CSVs."""
+    root = Path(root)
+    if (root / schema.BREAST_LEVEL_CSV).is_file():
+        return read_vindr(root)
+    if (root / RSNA_TRAIN_CSV).is_file():
+        return read_rsna(root)
+    raise DataError(
+        root, "no dataset tables found",
+        f"a VinDr-Mammo folder ({schema.BREAST_LEVEL_CSV}) or an RSNA folder ({RSNA_TRAIN_CSV})",
+    )
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Per-split tables of one dataset; validation is carved from training by study."""
+
+    root: Path
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        return {TRAIN: self.train, VALIDATION: self.validation, TEST: self.test}[name]
+
+
+def load_splits(data: str | Path | None = None, validation_fraction: float = 0.1,
+                seed: int = 0) -> Splits:
+    """Read ``data`` (default: the embedded synthetic set, generated on first use) into splits.
+
+    Datasets without a test split (RSNA) get one carved from training like validation.
+    """
+    root = default_data_root(data)
+    table = read_table(root)
+    if not (table["split"] == TEST).any():
+        table = with_validation_split(table, validation_fraction, seed + 1, name=TEST)
+    table = with_validation_split(table, validation_fraction, seed)
+    parts = {name: table[table["split"] == name].reset_index(drop=True)
+             for name in (TRAIN, VALIDATION, TEST)}
+    empty = [name for name, part in parts.items() if part.empty]
+    if empty:
+        raise DataError(root, f"splits {empty} are empty ({len(table)} images in all)",
+                        "enough studies for training, validation and test")
+    return Splits(root, parts[TRAIN], parts[VALIDATION], parts[TEST])
+
+
+def preprocess_cache(size: tuple[int, int], **options: object) -> PreprocessCache:
+    """The shared on-disk cache of preprocessed images at ``size`` (H, W)."""
+    config = PreprocessConfig(size=tuple(size), **options)
+    return PreprocessCache(cache_dir() / "preprocessed", config)
+
+
+def subsample_studies(table: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """Keep ``fraction`` of the studies (all their images), chosen by ``seed`` (data-efficiency runs)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return table
+    studies = np.array(sorted(set(table["study_id"])))
+    keep = np.random.default_rng(seed).permutation(len(studies))[: max(1, round(fraction * len(studies)))]
+    return table[table["study_id"].isin(set(studies[keep]))].reset_index(drop=True)

