@@ -151,17 +151,17 @@ class ClipModel(nn.Module):
         """Pooled text-encoder features ``(B, H)``; memoized per string when the text encoder is
         frozen (it is then a fixed function of the text, and most training texts repeat)."""
         if not self.config.freeze_text:
-            tokens = self.text_encoder.tokenize(texts)
-            return self.text_encoder(**{k: v.to(self.log_logit_scale.device) for k, v in tokens.items()})
+            return self._encode_tokens(texts)
         new = sorted({t for t in texts if t not in self._text_memo})
         if new:
-            tokens = self.text_encoder.tokenize(new)
             with torch.no_grad():
-                pooled = self.text_encoder(
-                    **{k: v.to(self.log_logit_scale.device) for k, v in tokens.items()}
-                )
-            self._text_memo.update(zip(new, pooled))
+                self._text_memo.update(zip(new, self._encode_tokens(new)))
         return torch.stack([self._text_memo[t] for t in texts])
+
+    def _encode_tokens(self, texts: Sequence[str]) -> torch.Tensor:
+        tokens = self.text_encoder.tokenize(texts)
+        device = self.log_logit_scale.device
+        return self.text_encoder(**{k: v.to(device) for k, v in tokens.items()})
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         return F.normalize(self.text_projection(self.text_features(texts)), dim=-1)

@@ -13,6 +13,7 @@ A linear probe extracts the frozen encoder's features once and trains only the h
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -106,7 +107,7 @@ def probabilities(logits: torch.Tensor, kind: str) -> np.ndarray:
 
 
 class ImageClassifier(nn.Module):
-    """Image encoder + linear head; ``features`` skips the head (for probes and t-SNE)."""
+    """Image encoder + linear head, trained end to end (``--mode full``)."""
 
     def __init__(self, encoder: ImageEncoder, num_outputs: int) -> None:
         super().__init__()
@@ -138,17 +139,25 @@ class _Targets(Dataset):
         return item["image"], item[self.task]
 
 
+FeatureMemo = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
 @torch.no_grad()
 def extract_features(encoder: ImageEncoder, dataset: ImageDataset, task: str, batch_size: int,
-                     progress: bool = True) -> TensorDataset:
-    """Frozen-encoder features and targets of every image (computed once for a linear probe)."""
+                     memo: FeatureMemo, progress: bool = True) -> TensorDataset:
+    """Frozen-encoder features and targets of every image of ``dataset``. Images already in
+    ``memo`` (image id -> (feature, target)) are not encoded again, so the fractions and folds of
+    a linear-probe study each cost no new forward passes."""
     encoder.eval()
-    features, targets = [], []
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
-    for batch in tqdm(loader, desc="features", disable=not progress, leave=False):
-        features.append(encoder(batch["image"]))
-        targets.append(batch[task])
-    return TensorDataset(torch.cat(features), torch.cat(targets))
+    table = dataset.table
+    missing = dataset.table[~table["image_id"].astype(str).isin(memo)].reset_index(drop=True)
+    if len(missing):
+        subset = ImageDataset(missing, cache=dataset.cache, labels=dataset.labels)
+        loader = DataLoader(subset, batch_size=batch_size, collate_fn=collate)
+        for batch in tqdm(loader, desc="features", disable=not progress, leave=False):
+            memo.update(zip(batch["image_id"], zip(encoder(batch["image"]), batch[task])))
+    pairs = [memo[str(i)] for i in table["image_id"]]
+    return TensorDataset(torch.stack([f for f, _ in pairs]), torch.stack([t for _, t in pairs]))
 
 
 def _batches(data: Dataset, batch_size: int, generator: torch.Generator | None) -> Iterator[Any]:
@@ -199,25 +208,28 @@ def _fold_tables(pool: pd.DataFrame, folds: int, validation_fraction: float,
         yield (k, rest[rest["split"] == TRAIN], rest[rest["split"] == VALIDATION], pool[fold == k])
 
 
-def run_one(config: FinetuneConfig, train: pd.DataFrame, validation: pd.DataFrame,
-            evaluation: pd.DataFrame) -> dict[str, Estimate]:
-    """Train on ``train`` (stopping on ``validation``) and score ``evaluation``."""
+def run_one(config: FinetuneConfig, encoder: ImageEncoder, memo: FeatureMemo, train: pd.DataFrame,
+            validation: pd.DataFrame, evaluation: pd.DataFrame) -> dict[str, Estimate]:
+    """Train on ``train`` (stopping on ``validation``) and score ``evaluation``.
+
+    ``encoder`` is shared by the runs of a study: a linear probe only reads it (through ``memo``),
+    full fine-tuning trains a copy.
+    """
     seed_everything(config.seed)
     kind = task_kind(config.task)
     cache = preprocess_cache(tuple(config.image_size))
     datasets = [ImageDataset(t.reset_index(drop=True), cache=cache) for t in (train, validation, evaluation)]
-    encoder = load_encoder(config.checkpoint)
-    classifier = ImageClassifier(encoder, DEFAULT_LABELS[config.task].num_classes)
+    num_outputs = DEFAULT_LABELS[config.task].num_classes
     if config.mode == "linear":
-        for parameter in encoder.parameters():
-            parameter.requires_grad_(False)
-        parts = [extract_features(encoder, d, config.task, config.batch_size, config.progress) for d in datasets]
-        head = fit(classifier.head, parts[0], parts[1], kind, config,
-                   [{"params": classifier.head.parameters(), "lr": config.lr}])
+        parts = [extract_features(encoder, d, config.task, config.batch_size, memo, config.progress)
+                 for d in datasets]
+        head = nn.Linear(encoder.out_dim, num_outputs)
+        fit(head, parts[0], parts[1], kind, config, [{"params": head.parameters(), "lr": config.lr}])
         logits, targets = predict(head, parts[2], config.batch_size)
     else:
+        classifier = ImageClassifier(copy.deepcopy(encoder), num_outputs)
         parts = [_Targets(d, config.task) for d in datasets]
-        groups = [{"params": encoder.parameters(), "lr": config.encoder_lr},
+        groups = [{"params": classifier.encoder.parameters(), "lr": config.encoder_lr},
                   {"params": classifier.head.parameters(), "lr": config.lr}]
         fit(classifier, parts[0], parts[1], kind, config, groups)
         logits, targets = predict(classifier, parts[2], config.batch_size)
@@ -228,6 +240,8 @@ def run_one(config: FinetuneConfig, train: pd.DataFrame, validation: pd.DataFram
 def finetune(config: FinetuneConfig) -> pd.DataFrame:
     """Run every (fraction, fold) of ``config``; writes and returns the results table."""
     splits = load_splits(config.data, config.validation_fraction, config.seed)
+    encoder = load_encoder(config.checkpoint)
+    memo: FeatureMemo = {}
     results: dict[str, dict[str, Estimate]] = {}
     runs = []
     for fraction in config.fractions:
@@ -240,7 +254,7 @@ def finetune(config: FinetuneConfig) -> pd.DataFrame:
     for name, fraction, train, validation, evaluation in tqdm(runs, desc=f"{config.task} runs",
                                                             disable=not config.progress):
         train = subsample_studies(train, fraction, config.seed)
-        results[name] = run_one(config, train, validation, evaluation)
+        results[name] = run_one(config, encoder, memo, train, validation, evaluation)
     stem = f"{config.task}_{config.mode}"
     caption = (f"{config.task} ({config.mode} {'probe' if config.mode == 'linear' else 'fine-tuning'}), "
                f"{'held-out folds' if config.folds else 'test split'}; 95% bootstrap CIs "

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from models.checkpoints import save_checkpoint
-from models.finetune import FinetuneConfig, finetune, task_kind, task_loss
+from models.data.datasets import ImageDataset
+from models.data.sources import load_splits, preprocess_cache
+from models.finetune import FinetuneConfig, extract_features, finetune, task_kind, task_loss
 from models.data.labels import IGNORE_INDEX
 
 
@@ -52,3 +54,21 @@ def test_linear_probe_from_checkpoint_with_fractions(tiny_synthetic, clip_model,
 def test_full_finetune_k_fold(tiny_synthetic, tmp_path):
     table = finetune(_config(tiny_synthetic, tmp_path, task="malignancy", mode="full", folds=2, epochs=1))
     assert table["training fraction"].tolist() == ["1 fold 0", "1 fold 1"]
+
+
+def test_feature_memo_encodes_each_image_once(tiny_synthetic, clip_model):
+    table = load_splits(tiny_synthetic, 0.2).train
+    dataset = ImageDataset(table, cache=preprocess_cache((128, 80)))
+    calls = []
+    encoder = clip_model.image_encoder
+    original = encoder.forward
+    encoder.forward = lambda images: calls.append(len(images)) or original(images)
+    try:
+        memo = {}
+        first = extract_features(encoder, dataset, "density", 16, memo, progress=False)
+        half = ImageDataset(table.iloc[: len(table) // 2].reset_index(drop=True), cache=dataset.cache)
+        second = extract_features(encoder, half, "density", 16, memo, progress=False)
+    finally:
+        del encoder.forward
+    assert sum(calls) == len(table)
+    assert torch.equal(second.tensors[0], first.tensors[0][: len(table) // 2])
