@@ -264,10 +264,12 @@ def evaluate_retrieval(objective: PretrainObjective, dataset: PairedText, config
         texts.extend(batch["text"])
     seconds = time.perf_counter() - started
     image = torch.cat(images)
-    text = objective.clip.encode_text(texts)
-    loss = clip_loss(image, text, objective.clip.logit_scale(), positives_from_texts(texts))
     distinct = sorted(set(texts))
-    similarity = (image @ objective.clip.encode_text(distinct).T).numpy()
+    distinct_embeddings = objective.clip.encode_text(distinct)  # each distinct text encoded once
+    row_of = {t: i for i, t in enumerate(distinct)}
+    text = distinct_embeddings[[row_of[t] for t in texts]]
+    loss = clip_loss(image, text, objective.clip.logit_scale(), positives_from_texts(texts))
+    similarity = (image @ distinct_embeddings.T).numpy()
     relevant = np.array([[t == d for d in distinct] for t in texts])
     return {
         "val_loss": float(loss),
