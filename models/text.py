@@ -328,6 +328,19 @@ def synthesize_report(row: Mapping[str, Any], rng: np.random.Generator | None = 
     return " ".join(describe_image(row, rng))
 
 
+def attribute_category(attribute: str) -> str:
+    """The :data:`models.data.schema.FINDING_CATEGORIES` name of an attribute ("mass",
+    "Suspicious Calcification", "architectural_distortion", ...; case-insensitive).
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones).
+    """
+    category = _ATTRIBUTE_NAMES.get(attribute.strip().lower().replace("_", " "))
+    if category is None:
+        raise ValueError(f"unknown attribute {attribute!r}; valid: {sorted(_ATTRIBUTE_NAMES)}")
+    return category
+
+
 def attribute_sentences(attribute: str) -> list[str]:
     """A deterministic, deduplicated bank of sentences describing one finding category.
 
@@ -342,9 +355,7 @@ def attribute_sentences(attribute: str) -> list[str]:
     Raises:
         ValueError: an unknown name (the message lists the valid ones).
     """
-    category = _ATTRIBUTE_NAMES.get(attribute.strip().lower().replace("_", " "))
-    if category is None:
-        raise ValueError(f"unknown attribute {attribute!r}; valid: {sorted(_ATTRIBUTE_NAMES)}")
+    category = attribute_category(attribute)
     if category == "Mass":
         phrases = tuple(
             _mass_phrases(shape, margin)[0]

@@ -141,11 +141,12 @@ class ImageEncoder(nn.Module):
             raise ValueError(f"feature layer {layer!r} is not one of {self.feature_layers}")
         return None if layer == HEAD_LAYER else self.feature_layers.index(layer)
 
-    def feature_channels(self) -> int:
-        """Channels of the exposed feature map."""
-        if self._feature_index is None:
+    def feature_channels(self, layer: str | None = None) -> int:
+        """Channels of the exposed (or the named) feature map."""
+        index = self._feature_index if layer is None else self._resolve_feature_layer(layer)
+        if index is None:
             return self.out_dim
-        return int(self.backbone.feature_info[self._feature_index]["num_chs"])
+        return int(self.backbone.feature_info[index]["num_chs"])
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.mean) / self.std
@@ -154,14 +155,40 @@ class ImageEncoder(nn.Module):
         """Last conv feature map ``(B, out_dim, h, w)``."""
         return self.backbone.forward_features(self.normalize(images))
 
-    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
-        """The configured feature layer's map; stops the network early for shallower layers."""
-        if self._feature_index is None:
+    def feature_map(self, images: torch.Tensor, layer: str | None = None) -> torch.Tensor:
+        """The configured (or the named) feature layer's map; stops the network early for
+        shallower layers."""
+        index = self._feature_index if layer is None else self._resolve_feature_layer(layer)
+        if index is None:
             return self.forward_head_map(images)
         return self.backbone.forward_intermediates(
-            self.normalize(images), indices=[self._feature_index], intermediates_only=True,
-            stop_early=True,
+            self.normalize(images), indices=[index], intermediates_only=True, stop_early=True,
         )[0]
+
+    def feature_module(self, layer: str | None = None) -> nn.Module:
+        """The module whose output is the feature map (for hook-based methods such as Grad-CAM).
+
+        For ``head`` that is the last top-level backbone module that ``forward_features`` runs
+        (``bn2`` in EfficientNets), found by running it once on a tiny input.
+        """
+        layer = self.config.feature_layer if layer is None else layer
+        self._resolve_feature_layer(layer)
+        if layer != HEAD_LAYER:
+            return self.backbone.get_submodule(layer)
+        order: list[nn.Module] = []
+        hooks = [child.register_forward_hook(lambda module, *_: order.append(module))
+                 for child in self.backbone.children()]
+        try:
+            with torch.no_grad():
+                was_training = self.backbone.training
+                self.backbone.eval()
+                self.backbone.forward_features(torch.zeros(1, self.config.in_chans, 64, 64,
+                                                           device=self.mean.device))
+                self.backbone.train(was_training)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return order[-1]
 
     def pool_map(self, feature_map: torch.Tensor) -> torch.Tensor:
         """Global pooling of a head map to ``(B, out_dim)``."""

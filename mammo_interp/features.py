@@ -1,0 +1,147 @@
+"""Frozen-encoder feature maps of a split, extracted once and cached on disk.
+
+FActOR trains its mapper and every channel-based heatmap method on the same feature maps; they
+are the expensive part (a backbone forward per image), so they are computed once per
+(checkpoint, layer, image size, image list) and stored as float16 beside what localization needs:
+ground-truth boxes in preprocessed pixel coordinates, breast masks, and the geometric transforms
+that map predicted boxes back to the original DICOM pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from models.data.datasets import ImageDataset, collate
+from models.data.preprocess import otsu_threshold
+from models.encoders import ImageEncoder
+from models.io import atomic_write
+
+FEATURES_FORMAT = "mammo-interp/features-1"
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Run ``module`` in eval mode (BatchNorm statistics frozen) and restore its mode after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+def breast_mask(image: np.ndarray, fraction: float = 0.7) -> np.ndarray:
+    """Tissue pixels of a preprocessed image (bright = dense): above ``fraction`` × Otsu, the rule
+    the breast crop uses, so heatmaps and boxes stay off the air and the padding."""
+    return image > fraction * otsu_threshold(image)
+
+
+@dataclass
+class FeatureSet:
+    """Feature maps of one split and the per-image facts localization needs.
+
+    Attributes:
+        maps: ``(N, C, h, w)`` float16 feature maps of the frozen encoder.
+        image_ids: ``N`` image ids, in table order.
+        boxes: per image ``(G, 4)`` float32 ground-truth ``xyxy`` boxes in preprocessed pixels
+            (max edges exclusive).
+        box_labels: per image ``(G,)`` indices into ``schema.FINDING_CATEGORIES``.
+        masks: ``(N, H, W)`` bool breast masks at the preprocessed image size.
+        transforms: per image ``GeometricTransform.to_dict()`` (preprocessed <-> original pixels).
+        layer: the encoder layer the maps come from.
+    """
+
+    maps: torch.Tensor
+    image_ids: list[str]
+    boxes: list[np.ndarray]
+    box_labels: list[np.ndarray]
+    masks: torch.Tensor
+    transforms: list[dict[str, Any]]
+    layer: str
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.masks.shape[1]), int(self.masks.shape[2])
+
+    def has_category(self, category_index: int) -> np.ndarray:
+        """``(N,)`` bool: the image has at least one box of the category."""
+        return np.array([bool((labels == category_index).any()) for labels in self.box_labels])
+
+    def category_boxes(self, category_index: int) -> list[np.ndarray]:
+        """Per image, the ``(G, 4)`` boxes of one category (``(0, 4)`` where it is absent)."""
+        return [boxes[labels == category_index].reshape(-1, 4)
+                for boxes, labels in zip(self.boxes, self.box_labels)]
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"format": FEATURES_FORMAT, "maps": self.maps, "image_ids": self.image_ids,
+                "boxes": [torch.from_numpy(b) for b in self.boxes],
+                "box_labels": [torch.from_numpy(b) for b in self.box_labels],
+                "masks": self.masks, "transforms": json.dumps(self.transforms), "layer": self.layer}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> FeatureSet:
+        if payload.get("format") != FEATURES_FORMAT:
+            raise ValueError(f"not a {FEATURES_FORMAT} feature file")
+        return cls(payload["maps"], list(payload["image_ids"]), [b.numpy() for b in payload["boxes"]],
+                   [b.numpy() for b in payload["box_labels"]], payload["masks"],
+                   json.loads(payload["transforms"]), payload["layer"])
+
+
+@torch.no_grad()
+def extract_features(encoder: ImageEncoder, dataset: ImageDataset, layer: str | None = None,
+                     batch_size: int = 32, progress: bool = True, desc: str = "features") -> FeatureSet:
+    """Feature maps of every image of ``dataset`` at ``layer`` (default: the encoder's own), with
+    the encoder in eval mode (its BatchNorm statistics are never updated)."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    maps, masks, ids, boxes, labels, transforms = [], [], [], [], [], []
+    with eval_mode(encoder):
+        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            maps.append(encoder.feature_map(batch["image"], layer).to(torch.float16))
+            images = batch["image"][:, 0].numpy()
+            masks.append(torch.from_numpy(np.stack([breast_mask(image) for image in images])))
+            ids.extend(batch["image_id"])
+            boxes.extend(b.numpy().reshape(-1, 4) for b in batch["boxes"])
+            labels.extend(b.numpy() for b in batch["box_labels"])
+            transforms.extend(batch["transform"])
+    return FeatureSet(torch.cat(maps), ids, boxes, labels, torch.cat(masks), transforms,
+                      layer or encoder.config.feature_layer)
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """Identity of a file for cache keys: resolved path, size and modification time."""
+    stat = Path(path).stat()
+    return f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def cached_features(cache_dir: Path, key: dict[str, Any], encoder: ImageEncoder, dataset: ImageDataset,
+                    layer: str, batch_size: int = 32, progress: bool = True,
+                    desc: str = "features") -> FeatureSet:
+    """:func:`extract_features` through a file cache named by the hash of ``key`` plus the
+    dataset's image ids; a corrupt or foreign file is recomputed."""
+    key = {**key, "layer": layer, "image_ids": list(dataset.table["image_id"].astype(str)),
+           "preprocess": dataset.config.to_dict()}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"features-{digest}.pt"
+    if path.is_file():
+        try:
+            return FeatureSet.from_payload(torch.load(path, map_location="cpu", weights_only=True))
+        except (OSError, RuntimeError, ValueError, KeyError, EOFError):
+            pass  # rebuilt below
+    features = extract_features(encoder, dataset, layer, batch_size, progress, desc)
+    atomic_write(path, lambda stream: torch.save(features.to_payload(), stream))
+    return features

@@ -1,0 +1,148 @@
+"""Heatmap methods compared on the same images, boxes and heatmap→box rule.
+
+Every method returns ``(N, H, W)`` float32 heatmaps at the preprocessed image size, min-max
+normalized inside the breast mask and 0 outside it (tissue only: air and padding never win).
+
+- Channel methods weight feature-map channels and upsample: FActOR's top-k aligned channels,
+  ``k`` random channels, the mean of all channels, and one fixed channel (the box-supervised oracle).
+- Gradient methods go through the CLIP image tower with the cosine to the attribute's text
+  embedding as target: Grad-CAM at the feature layer (captum ``LayerGradCam``) and Integrated
+  Gradients on the pixels (captum, zero baseline, smoothed, since pixel maps are speckled).
+- The breast prior needs no model: the distance to the tissue's edge (a centre-of-breast prior).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from captum.attr import IntegratedGradients, LayerGradCam
+from scipy.ndimage import distance_transform_edt, gaussian_filter
+from torch import nn
+
+from mammo_interp.features import eval_mode
+from mammo_interp.mapper import ChannelMapper
+from models.clip import ClipModel
+
+
+def normalize_in_mask(heatmaps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Min-max each ``(H, W)`` map to [0, 1] over its mask; 0 outside. A flat map becomes 0."""
+    out = torch.zeros_like(heatmaps, dtype=torch.float32)
+    for i, (heatmap, mask) in enumerate(zip(heatmaps.float(), masks)):
+        if not bool(mask.any()):
+            continue
+        values = heatmap[mask]
+        low, high = values.min(), values.max()
+        if high > low:
+            out[i][mask] = (values - low) / (high - low)
+    return out
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear ``(N, h, w)`` -> ``(N, H, W)``."""
+    return F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def channel_heatmaps(maps: torch.Tensor, weights: torch.Tensor, masks: torch.Tensor,
+                     batch_size: int = 64) -> torch.Tensor:
+    """``sum_c weights[n, c] * maps[n, c]`` upsampled to the mask size and normalized in the mask.
+
+    Args:
+        maps: ``(N, C, h, w)`` feature maps.
+        weights: ``(N, C)`` channel weights (zeros drop a channel).
+        masks: ``(N, H, W)`` bool breast masks.
+    """
+    size = tuple(masks.shape[1:])
+    parts = []
+    for start in range(0, len(maps), batch_size):
+        chunk = maps[start:start + batch_size].float()
+        combined = torch.einsum("nchw,nc->nhw", chunk, weights[start:start + batch_size].float())
+        parts.append(upsample(combined, size))
+    return normalize_in_mask(torch.cat(parts), masks)
+
+
+def top_k_weights(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """``(N, C)`` weights keeping each row's ``k`` highest scores (clamped at 0), others 0."""
+    k = min(k, scores.shape[1])
+    values, index = scores.topk(k, dim=1)
+    return torch.zeros_like(scores).scatter(1, index, values.clamp(min=0) + 1e-6)
+
+
+def factor_weights(mapper: ChannelMapper, maps: torch.Tensor, text_embedding: torch.Tensor, k: int,
+                   batch_size: int = 64) -> torch.Tensor:
+    """FActOR: per image, the ``k`` channels best aligned with the attribute, weighted by cosine."""
+    with torch.no_grad(), eval_mode(mapper):
+        alignment = torch.cat([mapper.alignment(maps[i:i + batch_size], text_embedding)
+                               for i in range(0, len(maps), batch_size)])
+    return top_k_weights(alignment, k)
+
+
+def random_weights(n_images: int, n_channels: int, k: int, seed: int) -> torch.Tensor:
+    """``k`` channels drawn uniformly per image (seeded), equal weights: FActOR's chance level."""
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.rand(n_images, n_channels, generator=generator)
+    return (top_k_weights(scores, k) > 0).float()
+
+
+def mean_weights(n_images: int, n_channels: int) -> torch.Tensor:
+    return torch.full((n_images, n_channels), 1.0 / n_channels)
+
+
+def single_channel_weights(n_images: int, n_channels: int, channel: int) -> torch.Tensor:
+    weights = torch.zeros(n_images, n_channels)
+    weights[:, channel] = 1.0
+    return weights
+
+
+def breast_prior(masks: torch.Tensor) -> torch.Tensor:
+    """Distance to the nearest non-breast pixel or image border: peaks in the middle of the
+    tissue (not at the chest wall), knows nothing of lesions."""
+    distances = torch.stack([
+        torch.from_numpy(distance_transform_edt(np.pad(m.numpy(), 1))[1:-1, 1:-1].astype(np.float32))
+        for m in masks])
+    return normalize_in_mask(distances, masks)
+
+
+class SimilarityTarget(nn.Module):
+    """Image tower of a CLIP model -> ``(B,)`` cosine to a fixed text embedding (the attribution
+    target; a callable like pytorch-grad-cam's targets)."""
+
+    def __init__(self, model: ClipModel, text_embedding: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("text_embedding", F.normalize(text_embedding.detach(), dim=-1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(images) @ self.text_embedding
+
+
+def _batched(images: Callable[[slice], torch.Tensor], n: int, batch_size: int,
+             attribute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    return torch.cat([attribute(images(slice(i, i + batch_size))).detach()
+                      for i in range(0, n, batch_size)])
+
+
+def grad_cam(target: SimilarityTarget, layer: nn.Module, images: Callable[[slice], torch.Tensor], n: int,
+             masks: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """captum ``LayerGradCam`` (ReLU of the gradient-weighted channel sum) at ``layer``."""
+    method = LayerGradCam(target, layer)
+    with eval_mode(target):
+        maps = _batched(images, n, batch_size,
+                        lambda x: method.attribute(x.requires_grad_(True), relu_attributions=True)[:, 0])
+    return normalize_in_mask(upsample(maps, tuple(masks.shape[1:])), masks)
+
+
+def integrated_gradients(target: SimilarityTarget, images: Callable[[slice], torch.Tensor], n: int,
+                         masks: torch.Tensor, steps: int = 8, sigma: float = 4.0,
+                         batch_size: int = 8) -> torch.Tensor:
+    """captum Integrated Gradients from a black image, ``|attribution|`` smoothed by a Gaussian of
+    ``sigma`` pixels (pixel-level maps are speckled; boxes need regions)."""
+    method = IntegratedGradients(target)
+    with eval_mode(target):
+        maps = _batched(images, n, batch_size, lambda x: method.attribute(
+            x, baselines=torch.zeros_like(x), n_steps=steps, internal_batch_size=batch_size * steps,
+        ).abs()[:, 0])
+    smoothed = torch.stack([torch.from_numpy(gaussian_filter(m.numpy(), sigma)) for m in maps])
+    return normalize_in_mask(smoothed, masks)

@@ -1,0 +1,116 @@
+"""Heatmaps -> boxes -> localization metrics, tables and overlay figures, one rule for every method.
+
+A method is judged on the boxes its heatmaps give under one shared :class:`BoxRule` (quantile
+threshold inside the breast, minimum area, at most a few boxes), on all images of the evaluation
+split: images with the finding give hits and misses, images without it give false positives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from mammo_interp.boxes import heatmap_to_boxes
+from mammo_interp.features import FeatureSet
+from mammo_interp.metrics import ImageLocalization, localization_metrics
+from mammo_interp.plotting import draw_boxes, save_figure
+from models.data.preprocess import GeometricTransform
+from models.io import atomic_write
+from models.metrics import Estimate
+from models.report_tables import ci_frame, ci_long_frame, write_table
+
+# Column order of the tables (metric keys of :func:`mammo_interp.metrics.localization_metrics`).
+METRIC_LABELS = {
+    "iou_hit@0.25": "IoU-hit@0.25", "iou_hit@0.5": "IoU-hit@0.5", "mean_iou": "mean IoU",
+    "ap@0.25": "AP@0.25", "ap@0.5": "AP@0.5", "pointing_game": "pointing game",
+    "energy_pg": "energy PG",
+}
+
+
+@dataclass(frozen=True)
+class BoxRule:
+    """Heatmap -> boxes: connected regions above a quantile of the in-breast heatmap."""
+
+    quantile: float = field(default=0.95, metadata={"help": "heatmap quantile inside the breast (paper: 0.95)"})
+    min_area: int = field(default=16, metadata={"help": "smallest box region in pixels"})
+    max_boxes: int = field(default=3, metadata={"help": "boxes kept per image, by mean heatmap"})
+
+    def boxes(self, heatmap: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """``(K, 5)`` ``xyxy`` + score boxes of one heatmap."""
+        return heatmap_to_boxes(heatmap, self.quantile, self.min_area, self.max_boxes, mask)
+
+
+def localize(heatmaps: torch.Tensor, features: FeatureSet, category_index: int,
+             rule: BoxRule) -> list[ImageLocalization]:
+    """Boxes of every heatmap with the image's ground truth of one category."""
+    truths = features.category_boxes(category_index)
+    return [ImageLocalization(rule.boxes(h.numpy(), m.numpy()), truth, h.numpy())
+            for h, m, truth in zip(heatmaps, features.masks, truths)]
+
+
+def evaluate_methods(heatmaps: Mapping[str, torch.Tensor], features: FeatureSet, category_index: int,
+                     rule: BoxRule, n_boot: int = 1000, seed: int = 0,
+                     ) -> tuple[dict[str, dict[str, Estimate]], dict[str, list[ImageLocalization]]]:
+    """Metrics with bootstrap CIs per method (same images, same resamples), and the boxes."""
+    results, localized = {}, {}
+    for name, maps in heatmaps.items():
+        localized[name] = localize(maps, features, category_index, rule)
+        metrics = localization_metrics(localized[name], n_boot=n_boot, seed=seed)
+        results[name] = {METRIC_LABELS[k]: metrics[k] for k in METRIC_LABELS if k in metrics}
+    return results, localized
+
+
+def write_localization_table(results: Mapping[str, Mapping[str, Estimate]], stem: str | Path,
+                             caption: str, label: str) -> list[Path]:
+    """Methods x metrics as markdown, CSV and LaTeX (cells ``value (low–high)``), plus
+    ``stem_long.csv`` with the floats."""
+    paths = write_table(ci_frame(results), stem, caption=caption, label=label)
+    long_csv = ci_long_frame(results).to_csv(index=False).encode()
+    return [*paths, atomic_write(Path(f"{stem}_long.csv"), lambda stream: stream.write(long_csv))]
+
+
+def predictions_frame(localized: Sequence[ImageLocalization], features: FeatureSet, method: str) -> pd.DataFrame:
+    """Predicted boxes in preprocessed and in original DICOM pixel coordinates, one row per box."""
+    rows = []
+    for image_id, item, transform in zip(features.image_ids, localized, features.transforms):
+        if not len(item.predictions):
+            continue
+        original = GeometricTransform.from_dict(transform).invert_boxes(item.predictions[:, :4])
+        for rank, (box, back) in enumerate(zip(item.predictions, original)):
+            rows.append({"method": method, "image_id": image_id, "rank": rank, "score": float(box[4]),
+                         **dict(zip(("xmin", "ymin", "xmax", "ymax"), map(float, box[:4]))),
+                         **dict(zip(("orig_xmin", "orig_ymin", "orig_xmax", "orig_ymax"), map(float, back)))})
+    return pd.DataFrame(rows, columns=["method", "image_id", "rank", "score", "xmin", "ymin", "xmax",
+                                       "ymax", "orig_xmin", "orig_ymin", "orig_xmax", "orig_ymax"])
+
+
+def overlay_figure(images: Sequence[np.ndarray], localized: Mapping[str, Sequence[ImageLocalization]],
+                   cases: Sequence[int], titles: Sequence[str], path: str | Path,
+                   category: str) -> list[Path]:
+    """Rows = cases, columns = methods: image, heatmap overlay, ground truth (solid) and
+    predicted boxes (dashed, white). Saved as PNG and PDF."""
+    methods = list(localized)
+    fig, axes = plt.subplots(len(cases), len(methods), figsize=(1.55 * len(methods), 2.3 * len(cases)),
+                             squeeze=False)
+    for row, (case, image) in enumerate(zip(cases, images)):
+        for col, method in enumerate(methods):
+            item = localized[method][case]
+            ax = axes[row, col]
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+            ax.imshow(np.ma.masked_less_equal(item.heatmap, 0), cmap="inferno", alpha=0.45, vmin=0, vmax=1)
+            draw_boxes(ax, item.ground_truth, [category] * len(item.ground_truth), linewidth=1.4)
+            draw_boxes(ax, item.predictions, color="white", linewidth=1.0, linestyle="--")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(method, fontsize=7)
+            if col == 0:
+                ax.set_ylabel(titles[row], fontsize=6)
+    fig.tight_layout(pad=0.3)
+    return save_figure(fig, path)

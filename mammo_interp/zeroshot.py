@@ -1,0 +1,392 @@
+"""Zero-shot classification with a CLIP model: ``python -m mammo_interp.zeroshot --task mass``.
+
+Each class is described by prompts (:mod:`mammo_interp.prompts`); an image goes to the class whose
+text embedding is most similar. Probabilities are ``softmax(logit_scale * cosine)`` with the
+model's *learned* logit scale: without it (scale 1, as some published evaluations do) cosines in
+[-1, 1] give probabilities bunched near 1/C, ranking unchanged but calibration lost. Several prompts
+per class are combined either as an **embedding ensemble** (average the normalized prompt
+embeddings, renormalize, one softmax; CLIP's recipe) or a **score ensemble** (one softmax per prompt
+variant, average the probabilities). A task whose prompt set has ``negatives`` scores each class
+against its own negation instead (CXR-CLIP's multi-class protocol), so its probabilities need not
+sum to 1.
+
+Levels: ``image`` (each view), ``breast`` (CC + MLO of one side) and ``exam`` (all views). Multi-view
+embeddings average the image encoder features of the present views before the projection head
+(MMG-CLIP eq. 3, the ``mean`` pooling of :class:`models.clip.MultiViewClipModel`). Targets: the
+label encoders for malignancy/density/BI-RADS, the multi-hot ``findings`` entry for the finding tasks
+(:data:`models.text.FINDING_TASKS`), the mass boxes' shape/margin for mass_shape/mass_margin; a
+breast or exam is positive if any view is (BI-RADS: the maximum), and a shape, margin or density
+counts only when its views agree. Unknown targets are left out.
+
+Writes ``REPORT_DIR/{task}_{level}_{split}_{prompt set}`` tables (md, CSV, LaTeX: AUROC, macro-F1,
+balanced accuracy, ECE with bootstrap 95 % CIs), a reliability diagram (PNG, PDF), per-item
+predictions (CSV) and a JSON record of the config and numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import models  # noqa: F401 - runtime guard before torch/timm/transformers
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from mammo_interp.calibration import (
+    DEFAULT_BINS, ReliabilityBins, ece_estimate, plot_reliability, reliability_bins,
+)
+from mammo_interp.plotting import save_figure
+from mammo_interp.prompts import TaskPrompts, load_prompt_sets, prompt_set_for
+from models.checkpoints import load_clip
+from models.cli import parse_config
+from models.clip import ClipModel
+from models.data import schema
+from models.data.cache import PreprocessCache
+from models.data.datasets import BreastDataset, ExamDataset, ImageDataset, collate
+from models.data.labels import BIRADS5, DENSITY, FINDINGS, IGNORE_INDEX, MALIGNANCY
+from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache
+from models.default_model import default_checkpoint
+from models.io import atomic_write, save_json
+from models.metrics import Estimate, classification_metrics
+from models.report_tables import ci_frame, ci_long_frame, write_table
+from models.text import FINDING_TASKS, ZERO_SHOT_TASKS
+
+LEVELS = ("image", "breast", "exam")
+ENSEMBLES = ("embedding", "score")
+SPLITS = (TRAIN, VALIDATION, TEST)
+_ENCODED = {"malignancy": MALIGNANCY, "density": DENSITY, "birads": BIRADS5}
+_ATTRIBUTES = {"mass_shape": schema.MASS_SHAPES, "mass_margin": schema.MASS_MARGINS}
+_ANY_VIEW = (*FINDING_TASKS, "malignancy", "birads")  # breast/exam target: maximum over views
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig:
+    """One zero-shot evaluation: a task at one level on one split with one prompt set."""
+
+    task: str = field(default="mass", metadata={"help": f"task: {ZERO_SHOT_TASKS}"})
+    level: str = field(default="image", metadata={"help": f"{LEVELS}: views, breasts or exams"})
+    split: str = field(default=TEST, metadata={"help": f"split to evaluate: {SPLITS}"})
+    checkpoint: str | None = field(default=None, metadata={
+        "help": "CLIP checkpoint (ours or Mammo-CLIP); default: the default model, trained on first use"})
+    data: str | None = field(default=None, metadata={
+        "help": "dataset folder (VinDr or RSNA layout); default: the embedded synthetic set"})
+    prompt_set: str | None = field(default=None, metadata={
+        "help": "prompt set name; default: the first set of the prompt file covering the task"})
+    prompt_file: str | None = field(default=None, metadata={
+        "help": "prompt-set JSON (see mammo_interp.prompts); default: the packaged sets"})
+    ensemble: str = field(default="embedding", metadata={
+        "help": f"{ENSEMBLES}: average prompt embeddings, or average per-prompt probabilities"})
+    use_logit_scale: bool = field(default=True, metadata={
+        "help": "multiply cosines by the model's learned logit scale before the softmax"})
+    image_size: tuple[int, ...] = field(default=(256, 160), metadata={"help": "input H W"})
+    batch_size: int = field(default=32, metadata={"help": "images per forward pass"})
+    n_boot: int = field(default=1000, metadata={"help": "bootstrap samples for the CIs"})
+    n_bins: int = field(default=DEFAULT_BINS, metadata={"help": "equal-width calibration bins"})
+    validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
+    seed: int = field(default=0, metadata={"help": "seed of the validation split and bootstrap"})
+    report_dir: str = field(default="reports/zeroshot", metadata={"help": "where outputs go"})
+    progress: bool = field(default=True, metadata={"help": "progress bars"})
+
+    def __post_init__(self) -> None:
+        for name, value, valid in (("task", self.task, ZERO_SHOT_TASKS), ("level", self.level, LEVELS),
+                                   ("split", self.split, SPLITS), ("ensemble", self.ensemble, ENSEMBLES)):
+            if value not in valid:
+                raise ValueError(f"{name} {value!r} is not one of {valid}")
+        if len(self.image_size) != 2:
+            raise ValueError(f"image_size must be H W, got {self.image_size}")
+
+
+# --- scoring ---------------------------------------------------------------------------------
+
+
+def encode_prompts(model: ClipModel, prompts: Sequence[Sequence[str]]) -> list[torch.Tensor]:
+    """Normalized text embeddings per class: a list of ``C`` tensors ``(K_c, D)``."""
+    flat = [p for class_prompts in prompts for p in class_prompts]
+    if any(not class_prompts for class_prompts in prompts):
+        raise ValueError("every class needs at least one prompt")
+    with torch.no_grad():
+        embedded = F.normalize(model.encode_text(flat), dim=-1)
+    return list(torch.split(embedded, [len(p) for p in prompts]))
+
+
+def ensemble_embeddings(text: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Embedding ensemble: per class the mean of its normalized prompt embeddings, renormalized.
+    ``C`` tensors ``(K_c, D)`` -> ``(C, D)``."""
+    return F.normalize(torch.stack([F.normalize(t, dim=-1).mean(dim=0) for t in text]), dim=-1)
+
+
+def zero_shot_probabilities(image: torch.Tensor, text: Sequence[torch.Tensor], logit_scale: float,
+                            ensemble: str = "embedding") -> torch.Tensor:
+    """Class probabilities ``(N, C)`` of normalized image embeddings ``(N, D)``.
+
+    ``text`` holds ``C`` tensors ``(K_c, D)`` of prompt embeddings. ``embedding``:
+    ``softmax(scale * image @ ensemble_embeddings(text).T)``. ``score``: prompt variant ``k`` takes
+    prompt ``k mod K_c`` of every class, gets its own softmax, and the ``max K_c`` variants'
+    probabilities are averaged.
+    """
+    if ensemble not in ENSEMBLES:
+        raise ValueError(f"ensemble {ensemble!r} is not one of {ENSEMBLES}")
+    image = F.normalize(image, dim=-1)
+    if ensemble == "embedding":
+        return (logit_scale * image @ ensemble_embeddings(text).T).softmax(dim=-1)
+    variants = max(len(t) for t in text)
+    probs = [
+        (logit_scale * image @ torch.stack([F.normalize(t[k % len(t)], dim=-1) for t in text]).T
+         ).softmax(dim=-1)
+        for k in range(variants)
+    ]
+    return torch.stack(probs).mean(dim=0)
+
+
+def contrast_probabilities(image: torch.Tensor, positive: Sequence[torch.Tensor],
+                           negative: Sequence[torch.Tensor], logit_scale: float,
+                           ensemble: str = "embedding") -> torch.Tensor:
+    """``(N, C)``: per class the probability of its prompts against its negation's prompts."""
+    columns = [zero_shot_probabilities(image, [p, n], logit_scale, ensemble)[:, 0]
+               for p, n in zip(positive, negative)]
+    return torch.stack(columns, dim=1)
+
+
+class ZeroShotClassifier:
+    """A model bound to one task's prompts; classifies image embeddings of known side and view.
+
+    Text embeddings are computed once per (side, view) the prompts depend on. The model should be in
+    eval mode (projection-head dropout); this class does not change its mode.
+    """
+
+    def __init__(self, model: ClipModel, prompts: TaskPrompts, ensemble: str = "embedding",
+                 use_logit_scale: bool = True) -> None:
+        if ensemble not in ENSEMBLES:
+            raise ValueError(f"ensemble {ensemble!r} is not one of {ENSEMBLES}")
+        self.model, self.prompts, self.ensemble = model, prompts, ensemble
+        self.logit_scale = model.logit_scale().item() if use_logit_scale else 1.0
+        self._text: dict[tuple[str | None, str | None], tuple[list[torch.Tensor], list[torch.Tensor] | None]] = {}
+
+    def text(self, side: str | None, view: str | None) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """Prompt embeddings of every class (and class negation) for one side and view."""
+        key = (side, view)
+        if key not in self._text:
+            positive, negative = self.prompts.fill(side, view)
+            self._text[key] = (encode_prompts(self.model, positive),
+                               None if negative is None else encode_prompts(self.model, negative))
+        return self._text[key]
+
+    def predict(self, image: torch.Tensor, sides: Sequence[str | None],
+                views: Sequence[str | None]) -> np.ndarray:
+        """Probabilities ``(N, C)`` for image embeddings ``(N, D)`` with per-row side and view
+        codes (``"L"``/``"R"``, ``"CC"``/``"MLO"``, None = any)."""
+        out = np.zeros((len(image), len(self.prompts.classes)))
+        contexts = list(zip(sides, views))
+        for context in dict.fromkeys(contexts):
+            rows = [i for i, c in enumerate(contexts) if c == context]
+            positive, negative = self.text(*context)
+            if negative is None:
+                probs = zero_shot_probabilities(image[rows], positive, self.logit_scale, self.ensemble)
+            else:
+                probs = contrast_probabilities(image[rows], positive, negative, self.logit_scale,
+                                               self.ensemble)
+            out[rows] = probs.numpy()
+        return out
+
+
+# --- images, levels, targets -----------------------------------------------------------------
+
+
+@torch.no_grad()
+def image_features(model: ClipModel, table: pd.DataFrame, cache: PreprocessCache, batch_size: int = 32,
+                   progress: bool = True) -> torch.Tensor:
+    """Image-encoder features ``(N, F)`` of every row of ``table``, in order."""
+    dataset = ImageDataset(table.reset_index(drop=True), cache=cache, labels={})
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    parts = [model.image_encoder(batch["image"])
+             for batch in tqdm(loader, desc="images", disable=not progress, leave=False)]
+    return torch.cat(parts)
+
+
+@dataclass(frozen=True)
+class LevelEmbeddings:
+    """Normalized embeddings ``(G, D)`` of the items of one level, with each item's table rows
+    (views) and the side/view codes its prompts are filled with (None = any)."""
+
+    level: str
+    embeddings: torch.Tensor
+    rows: tuple[tuple[int, ...], ...]
+    sides: tuple[str | None, ...]
+    views: tuple[str | None, ...]
+
+
+def level_items(table: pd.DataFrame, level: str) -> list[tuple[tuple[int, ...], str | None, str | None]]:
+    """(row positions, side, view) of each image, breast or exam of ``table`` (dataset grouping)."""
+    table = table.reset_index(drop=True)
+    if level == "image":
+        return [((i,), _code(side, schema.LATERALITIES), _code(view, schema.VIEWS))
+                for i, (side, view) in enumerate(zip(table["laterality"], table["view"]))]
+    if level not in LEVELS:
+        raise ValueError(f"level {level!r} is not one of {LEVELS}")
+    grouped = (BreastDataset if level == "breast" else ExamDataset)(table, labels={})
+    return [(tuple(i for i in members if i is not None),
+             _code(key[1], schema.LATERALITIES) if level == "breast" else None, None)
+            for key, members in grouped.groups]
+
+
+def _code(value: Any, valid: tuple[str, ...]) -> str | None:
+    return value if value in valid else None
+
+
+@torch.no_grad()
+def embed_level(model: ClipModel, table: pd.DataFrame, level: str, features: torch.Tensor) -> LevelEmbeddings:
+    """Project ``features`` ``(N, F)`` (from :func:`image_features` on ``table``) at ``level``:
+    multi-view items average their views' features first (MMG-CLIP eq. 3)."""
+    items = level_items(table, level)
+    pooled = torch.stack([features[list(rows)].mean(dim=0) for rows, _, _ in items])
+    embeddings = model.project_image_features(pooled)
+    rows, sides, views = zip(*items) if items else ((), (), ())
+    return LevelEmbeddings(level, embeddings, tuple(rows), tuple(sides), tuple(views))
+
+
+def row_classes(row: Any, task: str) -> set[int]:
+    """Known class indices of one table row for ``task`` (empty when unknown)."""
+    if task in _ENCODED:
+        encoder = _ENCODED[task]
+        index = encoder.encode(row[encoder.column])
+        return set() if index == IGNORE_INDEX else {index}
+    if task in FINDING_TASKS:
+        value = FINDINGS.encode(row[FINDINGS.column])[FINDINGS.class_names.index(FINDING_TASKS[task])]
+        return set() if value == IGNORE_INDEX else {int(value)}
+    if task in _ATTRIBUTES:
+        names = _ATTRIBUTES[task]
+        boxes = row["boxes"] if isinstance(row["boxes"], (list, tuple)) else ()
+        values = (getattr(box, task) for box in boxes if box.category == "Mass")
+        return {names.index(v) for v in values if v in names}
+    raise ValueError(f"unknown zero-shot task {task!r}; valid: {list(ZERO_SHOT_TASKS)}")
+
+
+def level_targets(table: pd.DataFrame, task: str, rows: Sequence[Sequence[int]]) -> np.ndarray:
+    """``(G,)`` int64 targets of items made of table ``rows``; :data:`IGNORE_INDEX` where unknown.
+
+    Finding tasks, malignancy and BI-RADS take the maximum over views; mass shape/margin and density
+    need all known values of the item to agree.
+    """
+    table = table.reset_index(drop=True)
+    per_row = [row_classes(row, task) for _, row in table.iterrows()]
+    out = np.full(len(rows), IGNORE_INDEX, dtype=np.int64)
+    for g, members in enumerate(rows):
+        known = set().union(*(per_row[i] for i in members))
+        if known and (task in _ANY_VIEW or len(known) == 1):
+            out[g] = max(known)
+    return out
+
+
+# --- evaluation ------------------------------------------------------------------------------
+
+
+def evaluate(targets: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: int = 0,
+             n_bins: int = DEFAULT_BINS) -> dict[str, Estimate]:
+    """AUROC (± std over classes), macro-F1, balanced accuracy and ECE with bootstrap 95 % CIs.
+
+    ``targets`` ``(N,)`` class indices (IGNORE_INDEX rows dropped), ``probs`` ``(N, C)``.
+
+    Raises:
+        ValueError: no row with a known target.
+    """
+    keep = np.asarray(targets) != IGNORE_INDEX
+    if not keep.any():
+        raise ValueError("no item with a known target to evaluate")
+    kind = "binary" if probs.shape[1] == 2 else "multiclass"
+    metrics = classification_metrics(targets[keep], probs[keep], kind, n_boot=n_boot, seed=seed)
+    metrics["ece"] = ece_estimate(targets[keep], probs[keep], n_bins, n_boot=n_boot, seed=seed)
+    return metrics
+
+
+def load_model(checkpoint: str | None, data: str | None, progress: bool = True) -> tuple[ClipModel, str]:
+    """The checkpoint's CLIP model in eval mode (default: the cached default model) and its path."""
+    if checkpoint is None:
+        checkpoint = str(default_checkpoint(data=data, progress=progress))
+    return load_clip(checkpoint).eval(), str(checkpoint)
+
+
+@dataclass(frozen=True)
+class ZeroShotRun:
+    """Everything one evaluation produced: item targets ``(G,)``, probabilities ``(G, C)``."""
+
+    metrics: dict[str, Estimate]
+    targets: np.ndarray
+    probs: np.ndarray
+    reliability: ReliabilityBins
+    logit_scale: float
+    class_names: tuple[str, ...]
+
+
+def run_zero_shot(model: ClipModel, table: pd.DataFrame, embedded: LevelEmbeddings, prompts: TaskPrompts,
+                  ensemble: str = "embedding", use_logit_scale: bool = True, n_boot: int = 1000,
+                  seed: int = 0, n_bins: int = DEFAULT_BINS) -> ZeroShotRun:
+    """Classify ``embedded`` items of ``table`` with ``prompts`` and score them."""
+    classifier = ZeroShotClassifier(model, prompts, ensemble, use_logit_scale)
+    probs = classifier.predict(embedded.embeddings, embedded.sides, embedded.views)
+    targets = level_targets(table, prompts.task, embedded.rows)
+    metrics = evaluate(targets, probs, n_boot, seed, n_bins)
+    keep = targets != IGNORE_INDEX
+    return ZeroShotRun(metrics, targets, probs, reliability_bins(targets[keep], probs[keep], n_bins),
+                       classifier.logit_scale, prompts.class_names)
+
+
+def zeroshot(config: ZeroShotConfig) -> pd.DataFrame:
+    """Run ``config``; writes tables, a reliability diagram, predictions and JSON; returns the table."""
+    sets = load_prompt_sets(config.prompt_file)
+    prompt_set = prompt_set_for(sets, config.task, config.prompt_set)
+    model, checkpoint = load_model(config.checkpoint, config.data, config.progress)
+    table = load_splits(config.data, config.validation_fraction, config.seed)[config.split]
+    cache = preprocess_cache(tuple(config.image_size))
+    features = image_features(model, table, cache, config.batch_size, config.progress)
+    embedded = embed_level(model, table, config.level, features)
+    run = run_zero_shot(model, table, embedded, prompt_set.tasks[config.task], config.ensemble,
+                        config.use_logit_scale, config.n_boot, config.seed, config.n_bins)
+    options = "" if config.ensemble == "embedding" else f"_{config.ensemble}"
+    options += "" if config.use_logit_scale else "_noscale"
+    stem = Path(config.report_dir) / f"{config.task}_{config.level}_{config.split}_{prompt_set.name}{options}"
+    label = f"{prompt_set.name}, {config.ensemble} ensemble, logit scale {run.logit_scale:.3g}"
+    known = int((run.targets != IGNORE_INDEX).sum())
+    caption = (f"Zero-shot {config.task}, {config.level} level, {config.split} split ({known} items with "
+               f"a known target); 95% bootstrap CIs ({config.n_boot} samples), ECE over {config.n_bins} "
+               f"bins; checkpoint {checkpoint}")
+    table_out = ci_frame({label: run.metrics}, row_label="prompts")
+    write_table(table_out, stem, caption=caption, label=f"tab:zeroshot-{stem.name}")
+    curve = f"{prompt_set.name}, {config.ensemble}" + ("" if config.use_logit_scale else ", no scale")
+    save_figure(plot_reliability({curve: run.reliability}, f"{config.task}, {config.level} level"),
+                stem.with_name(stem.name + "_reliability"))
+    _save_predictions(stem.with_name(stem.name + "_predictions.csv"), table, embedded, run)
+    save_json(stem.with_suffix(".json"), {
+        "config": asdict(config), "checkpoint": checkpoint, "prompt_set": prompt_set.name,
+        "logit_scale": run.logit_scale, "items": len(run.targets), "known": known,
+        "results": ci_long_frame({label: run.metrics}, row_label="prompts").to_dict(orient="records"),
+    })
+    return table_out
+
+
+def _save_predictions(path: Path, table: pd.DataFrame, embedded: LevelEmbeddings, run: ZeroShotRun) -> None:
+    ids = table["image_id"].astype(str).tolist()
+    frame = pd.DataFrame({"image_ids": [" ".join(ids[i] for i in rows) for rows in embedded.rows],
+                          "target": run.targets})
+    frame[[f"p({name})" for name in run.class_names]] = run.probs
+    atomic_write(path, lambda stream: stream.write(frame.to_csv(index=False).encode("utf-8")))
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    config = parse_config(
+        ZeroShotConfig, argv, "python -m mammo_interp.zeroshot",
+        "Zero-shot classification of one task with a CLIP checkpoint; writes markdown/CSV/LaTeX "
+        "tables with bootstrap CIs and a reliability diagram to REPORT_DIR.",
+    )
+    table = zeroshot(config)
+    print(table.to_string(index=False))
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""``python -m mammo_interp.factor`` end to end on a tiny dataset, its stages, caches and errors."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from mammo_interp import factor
+from mammo_interp.features import FeatureSet, breast_mask
+from models.data.errors import DataError
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAMMO_INTERP_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+# With these split settings every split of the tiny_masses dataset has mass boxes.
+TINY_SPLIT = {"validation_fraction": 0.2, "seed": 1}
+
+
+def _args(data, checkpoint, out, *extra: str) -> list[str]:
+    return ["--data", str(data), "--checkpoint", str(checkpoint), "--image-size", "128", "80",
+            "--out", str(out / "runs"), "--report-dir", str(out / "reports"), "--no-progress",
+            "--validation-fraction", str(TINY_SPLIT["validation_fraction"]), "--seed", str(TINY_SPLIT["seed"]),
+            "--mapper-epochs", "2", "--n-boot", "20", "--ig-steps", "2", "--figure-cases", "2", *extra]
+
+
+def test_cli_runs_every_method_and_writes_table_figure_and_boxes(tiny_masses, tiny_checkpoint, cache):
+    result = factor.main(["--attribute", "mass", *_args(tiny_masses, tiny_checkpoint, cache)])
+    table = pd.read_csv(cache / "reports" / "mass_head.csv")
+    assert list(table["method"]) == [factor.METHOD_NAMES[m] for m in factor.METHODS]
+    assert {"IoU-hit@0.25", "IoU-hit@0.5", "AP@0.25", "AP@0.5", "pointing game", "energy PG"} <= set(table.columns)
+    for suffix in (".md", ".tex", "_long.csv", "_overlay.png", "_overlay.pdf"):
+        assert (cache / "reports" / f"mass_head{suffix}").is_file()
+    assert "\\begin{tabular}" in (cache / "reports" / "mass_head.tex").read_text()
+    long = pd.read_csv(cache / "reports" / "mass_head_long.csv")
+    assert ((long["low"] <= long["value"] + 1e-9) & (long["value"] <= long["high"] + 1e-9)).all()
+    boxes = pd.read_csv(cache / "runs" / "mass_head" / "predictions.csv")
+    assert len(boxes) and (boxes["xmax"] > boxes["xmin"]).all()
+    # Original DICOM pixels are larger than the 128 x 80 model input.
+    assert boxes["orig_xmax"].max() > 80 and (boxes["rank"] < 3).all()
+    assert result["speed"]["ratio"] > 0 and result["layer"] == "head"
+
+
+def test_stages_reuse_cached_features_and_mapper(tiny_masses, tiny_checkpoint, cache, monkeypatch):
+    args = ["--attribute", "mass", "--layer", "blocks.4", *_args(tiny_masses, tiny_checkpoint, cache)]
+    factor.main([*args, "--stage", "extract"])
+    factor.main([*args, "--stage", "train"])
+    mapper = cache / "runs" / "mass_blocks4" / "mapper.pt"
+    stamp = mapper.stat().st_mtime_ns
+
+    def no_extraction(*_, **__):
+        raise AssertionError("features were extracted again")
+
+    monkeypatch.setattr("mammo_interp.features.extract_features", no_extraction)
+    factor.main([*args, "--stage", "train"])
+    assert mapper.stat().st_mtime_ns == stamp
+    result = factor.main([*args, "--stage", "predict"])
+    assert result["speed"]["layer"] == "blocks.4"
+    # A different mapper config trains a new mapper.
+    factor.main([*args, "--stage", "train", "--mapper-hidden", "16"])
+    assert mapper.stat().st_mtime_ns != stamp
+
+
+def test_features_and_mapper_leave_the_encoder_untouched(tiny_masses, tiny_checkpoint, cache):
+    config = factor.FactorConfig(data=str(tiny_masses), checkpoint=str(tiny_checkpoint), image_size=(128, 80),
+                                 out=str(cache / "runs"), progress=False,
+                                 mapper=factor.MapperConfig(epochs=1), **TINY_SPLIT)
+    study = factor.FactorStudy(config)
+    study.encoder.train()  # the mode a caller left it in must survive
+    before = {k: v.clone() for k, v in study.encoder.state_dict().items()}
+    study.mapper()
+    after = study.encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # incl. BatchNorm running stats
+    assert study.encoder.training
+    features = study.features("test")
+    assert isinstance(features, FeatureSet) and features.maps.shape[1] == study.encoder.out_dim
+    assert features.masks.shape[1:] == (128, 80)
+    restored = FeatureSet.from_payload(features.to_payload())
+    assert torch.equal(restored.maps, features.maps) and restored.image_ids == features.image_ids
+
+
+def test_breast_mask_excludes_air():
+    image = torch.zeros(20, 20)
+    image[:, :8] = 0.6
+    mask = breast_mask(image.numpy())
+    assert mask[:, :8].all() and not mask[:, 8:].any()
+
+
+def test_unknown_attribute_lists_the_valid_ones(capsys):
+    with pytest.raises(SystemExit, match="valid:.*mass"):
+        factor.main(["--attribute", "tumour"])
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="no such file"):
+        factor.main(["--checkpoint", str(tmp_path / "nope.pt")])
+
+
+def test_attribute_without_boxes_in_a_split_names_it(tiny_masses, tiny_checkpoint, cache):
+    with pytest.raises(DataError, match="Skin Retraction"):
+        factor.main(["--attribute", "skin retraction", *_args(tiny_masses, tiny_checkpoint, cache),
+                     "--stage", "extract"])
+
+
+def test_help_explains_the_flags(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        factor.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "--attribute" in text and "--box-quantile" in text and "--mapper-epochs" in text

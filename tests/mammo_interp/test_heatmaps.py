@@ -1,0 +1,98 @@
+"""Heatmap methods: channel weighting by hand, Grad-CAM against a hand-written Grad-CAM, priors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mammo_interp import heatmaps as hm
+
+
+def test_normalize_in_mask_scales_inside_and_zeroes_outside():
+    heat = torch.tensor([[[5.0, 1.0], [3.0, 100.0]]])
+    mask = torch.tensor([[[True, True], [True, False]]])
+    out = hm.normalize_in_mask(heat, mask)
+    assert torch.allclose(out, torch.tensor([[[1.0, 0.0], [0.5, 0.0]]]))
+    flat = hm.normalize_in_mask(torch.ones(1, 2, 2), mask)
+    assert float(flat.abs().sum()) == 0.0
+
+
+def test_channel_heatmaps_is_the_weighted_sum_upsampled():
+    maps = torch.zeros(1, 3, 2, 2)
+    maps[0, 0, 0, 0] = 1.0  # top-left
+    maps[0, 1, 1, 1] = 1.0  # bottom-right
+    maps[0, 2] = 5.0        # constant channel, weight 0
+    weights = torch.tensor([[2.0, 1.0, 0.0]])
+    mask = torch.ones(1, 2, 2, dtype=torch.bool)
+    out = hm.channel_heatmaps(maps, weights, mask)  # same size: no interpolation change
+    assert torch.allclose(out, torch.tensor([[[1.0, 0.0], [0.0, 0.5]]]))
+    big = hm.channel_heatmaps(maps, weights, torch.ones(1, 8, 8, dtype=torch.bool))
+    assert big.shape == (1, 8, 8)
+    assert np.unravel_index(int(big[0].argmax()), (8, 8)) == (0, 0)
+
+
+def test_top_k_and_random_weights():
+    scores = torch.tensor([[0.1, 0.9, -0.5, 0.3], [0.8, 0.1, 0.2, 0.0]])
+    weights = hm.top_k_weights(scores, 2)
+    assert (weights > 0).sum(dim=1).tolist() == [2, 2]
+    assert weights[0, 1] > weights[0, 3] > 0 and weights[0, 0] == 0
+    assert weights[1, 0] > 0 and weights[1, 2] > 0
+    random = hm.random_weights(50, 10, 3, seed=1)
+    assert (random.sum(dim=1) == 3).all()
+    assert torch.equal(random, hm.random_weights(50, 10, 3, seed=1))
+    assert not torch.equal(random, hm.random_weights(50, 10, 3, seed=2))
+
+
+def test_breast_prior_peaks_deep_inside_the_mask():
+    mask = torch.zeros(1, 20, 20, dtype=torch.bool)
+    mask[0, 2:18, 0:12] = True
+    prior = hm.breast_prior(mask)
+    y, x = np.unravel_index(int(prior[0].argmax()), (20, 20))
+    assert mask[0, y, x] and 6 <= y <= 13 and 3 <= x <= 8
+    assert float(prior[0][~mask[0]].abs().sum()) == 0.0
+
+
+class _Tower(nn.Module):
+    """A toy image tower with a conv feature layer, standing in for the CLIP image encoder."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(4, 3)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        pooled = self.features(images).mean(dim=(2, 3))
+        return nn.functional.normalize(self.head(pooled), dim=-1)
+
+
+def test_grad_cam_matches_a_hand_written_grad_cam():
+    tower = _Tower()
+    text = torch.tensor([1.0, -0.5, 0.2])
+    target = hm.SimilarityTarget(tower, text)
+    images = torch.rand(3, 1, 8, 8)
+    masks = torch.ones(3, 8, 8, dtype=torch.bool)
+    ours = hm.grad_cam(target, tower.features, lambda part: images[part], 3, masks, batch_size=2)
+
+    acts = tower.features(images).detach().requires_grad_(True)
+    similarity = nn.functional.normalize(tower.head(acts.mean(dim=(2, 3))), dim=-1) @ nn.functional.normalize(text, dim=0)
+    grads, = torch.autograd.grad(similarity.sum(), acts)
+    cam = torch.relu((grads.mean(dim=(2, 3), keepdim=True) * acts).sum(dim=1)).detach()
+    expected = hm.normalize_in_mask(cam, masks)
+    assert torch.allclose(ours, expected, atol=1e-5)
+
+
+def test_integrated_gradients_completeness_on_the_target():
+    from captum.attr import IntegratedGradients
+
+    tower = _Tower()
+    target = hm.SimilarityTarget(tower, torch.tensor([0.3, 0.4, -1.0]))
+    images = torch.rand(2, 1, 8, 8)
+    attributions = IntegratedGradients(target).attribute(images, baselines=torch.zeros_like(images), n_steps=64)
+    gap = target(images) - target(torch.zeros_like(images))
+    assert torch.allclose(attributions.sum(dim=(1, 2, 3)), gap.detach(), atol=5e-3)
+    maps = hm.integrated_gradients(target, lambda part: images[part], 2, torch.ones(2, 8, 8, dtype=torch.bool),
+                                   steps=4, sigma=1.0)
+    assert maps.shape == (2, 8, 8) and float(maps.max()) == pytest.approx(1.0)
