@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 import models  # noqa: F401 - runtime guard before torchvision/transformers
 from mammo_interp import heatmaps as hm
+from mammo_interp.channel_analysis import channel_diagnostics, oracle_channel, plot_channel_diagnostics
 from mammo_interp.features import FeatureSet, cached_features, eval_mode, file_fingerprint
 from mammo_interp.localization import (
     BoxRule,
@@ -120,24 +121,6 @@ def attribute_embedding(model: ClipModel, attribute: str) -> torch.Tensor:
     with eval_mode(model):
         embeddings = model.encode_text(attribute_sentences(attribute))
     return torch.nn.functional.normalize(embeddings.mean(dim=0), dim=0)
-
-
-def oracle_channel(features: FeatureSet, category_index: int) -> int:
-    """The channel whose positive activation mass falls most inside the ground-truth boxes of
-    ``features`` (the validation split): an upper reference that uses box labels FActOR never sees."""
-    positive = np.flatnonzero(features.has_category(category_index))
-    if not len(positive):
-        raise ValueError("no image with the finding to choose an oracle channel on")
-    height, width = features.image_size
-    maps = features.maps[positive].float().clamp(min=0)
-    cells = torch.zeros(len(positive), *maps.shape[2:])
-    for row, boxes in enumerate(features.category_boxes(category_index)[i] for i in positive):
-        inside = np.zeros((height, width), dtype=np.float32)
-        for xmin, ymin, xmax, ymax in boxes.astype(int):
-            inside[ymin:ymax, xmin:xmax] = 1
-        cells[row] = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(inside)[None], maps.shape[2:])[0]
-    energy = (maps * cells[:, None]).sum(dim=(2, 3)) / maps.sum(dim=(2, 3)).clamp(min=1e-6)
-    return int(energy.mean(dim=0).argmax())
 
 
 class FactorStudy:
@@ -316,7 +299,12 @@ class FactorStudy:
             {m: [items[int(i)] for i in cases] for m, items in localized.items()},
             range(len(cases)), [test.image_ids[int(i)][:10] for i in cases], str(stem) + "_overlay",
             self.category)
-        summary = {"config": asdict(self.config), "checkpoint": str(self.checkpoint), "layer": self.layer,
+        diagnostics = channel_diagnostics(mapper, self.features(VALIDATION), self.text_embedding,
+                                          self.category_index)
+        written += plot_channel_diagnostics(diagnostics, self.config.top_k, str(stem) + "_channels",
+                                            f"{self.category}, layer {self.layer} (validation split)")
+        summary = {"config": asdict(self.config),
+                   "channels": {k: v for k, v in diagnostics.items() if not isinstance(v, np.ndarray)}, "checkpoint": str(self.checkpoint), "layer": self.layer,
                    "image_size": list(self.image_size), "category": self.category, "speed": speed,
                    "seconds": self.seconds,
                    "results": {m: {k: asdict(e) for k, e in r.items()} for m, r in results.items()},

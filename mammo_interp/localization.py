@@ -112,5 +112,7 @@ def overlay_figure(images: Sequence[np.ndarray], localized: Mapping[str, Sequenc
                 ax.set_title(method, fontsize=7)
             if col == 0:
                 ax.set_ylabel(titles[row], fontsize=6)
+    fig.suptitle(f"{category}: ground truth solid, predicted boxes dashed; heatmap in the breast",
+                 fontsize=7)
     fig.tight_layout(pad=0.3)
     return save_figure(fig, path)

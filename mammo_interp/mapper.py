@@ -41,17 +41,32 @@ class ChannelMapper(nn.Module):
                                  nn.Linear(hidden, embed_dim))
         self.register_buffer("scale", torch.tensor(float(scale)))
 
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        batch, channels = maps.shape[:2]
-        flat = maps.reshape(batch, channels, -1).float() / self.scale
+    def _flat(self, maps: torch.Tensor) -> torch.Tensor:
+        """``(B, C, h, w)`` -> ``(B, C, h·w)``, scaled; channels never fold into the batch."""
+        flat = maps.reshape(*maps.shape[:2], -1).float() / self.scale
         if flat.shape[-1] != self.spatial:
             raise ValueError(f"feature maps have {flat.shape[-1]} positions per channel; the mapper "
                              f"was built for {self.spatial} (a different image size or layer)")
-        return F.normalize(self.mlp(flat), dim=-1)
+        return flat
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.mlp(self._flat(maps)), dim=-1)
 
     def alignment(self, maps: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:
-        """``(B, C)`` cosine of each channel's embedding with the ``(D,)`` attribute embedding."""
-        return self(maps) @ F.normalize(text_embedding, dim=-1)
+        """``(B, C)`` cosine of each channel's embedding with the ``(D,)`` attribute embedding.
+
+        The last layer ``o = W h + b`` is never materialized: ``t·o = (Wᵀt)·h + t·b`` and
+        ``|o|² = hᵀ(WᵀW)h + 2(Wᵀb)·h + |b|²`` cost ``hidden²`` per channel instead of
+        ``hidden × D`` (exact, dropout included), which keeps box prediction within a backbone
+        forward's budget and halves the training cost.
+        """
+        text = F.normalize(text_embedding, dim=-1)
+        hidden = self.mlp[:-1](self._flat(maps))
+        last = self.mlp[-1]
+        weight, bias = last.weight, last.bias
+        numerator = hidden @ (weight.T @ text) + bias @ text
+        squared = ((hidden @ (weight.T @ weight)) * hidden).sum(-1) + 2 * hidden @ (weight.T @ bias) + bias @ bias
+        return numerator / squared.clamp(min=0).sqrt().clamp(min=1e-12)
 
 
 def mil_contrastive_loss(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
@@ -72,9 +87,9 @@ def mil_contrastive_loss(scores: torch.Tensor, positive: torch.Tensor) -> torch.
 class MapperConfig:
     """Mapper architecture and training."""
 
-    hidden: int = field(default=256, metadata={"help": "mapper hidden width (h*w -> hidden -> D)"})
+    hidden: int = field(default=128, metadata={"help": "mapper hidden width (h*w -> hidden -> D)"})
     dropout: float = field(default=0.1, metadata={"help": "mapper dropout"})
-    epochs: int = field(default=30, metadata={"help": "maximum mapper epochs"})
+    epochs: int = field(default=20, metadata={"help": "maximum mapper epochs"})
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
     positives_per_batch: int = field(default=16, metadata={"help": "images with the attribute per step"})

@@ -87,3 +87,19 @@ def test_train_mapper_needs_both_classes():
     with pytest.raises(ValueError, match="validation"):
         train_mapper(maps, np.arange(20) % 2 == 0, maps, np.zeros(20, bool), torch.ones(4),
                      MapperConfig(epochs=1), progress=False)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_alignment_shortcut_equals_the_plain_cosine(training):
+    mapper = ChannelMapper(spatial=20, embed_dim=12, hidden=8, dropout=0.3, scale=2.0).train(training)
+    maps, text = torch.randn(4, 7, 4, 5), torch.randn(12)
+    torch.manual_seed(3)  # same dropout masks for both
+    fast = mapper.alignment(maps, text)
+    torch.manual_seed(3)
+    plain = mapper(maps) @ torch.nn.functional.normalize(text, dim=0)
+    assert torch.allclose(fast, plain, atol=1e-5)
+    fast.sum().backward()
+    fast_grad = mapper.mlp[0].weight.grad.clone()
+    mapper.zero_grad()
+    plain.sum().backward()
+    assert torch.allclose(fast_grad, mapper.mlp[0].weight.grad, atol=1e-4)
