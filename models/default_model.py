@@ -3,12 +3,14 @@
 Analyses (FActOR, zero-shot, saliency) need a checkpoint; a user who gives none gets this one, so
 ``python -m mammo_interp.factor --attribute mass`` runs on a fresh machine. The run lives in
 ``<cache>/models/default-clip-<key>/`` where the key hashes the pretraining config and the dataset
-root; an interrupted run resumes from its ``last.pt``, and ``complete.json`` marks a finished one.
+root; an interrupted run resumes from its ``last.pt``, ``complete.json`` marks a finished one, and
+a file lock makes concurrent callers wait for one training instead of starting several.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 from pathlib import Path
@@ -39,8 +41,13 @@ def default_checkpoint(data: str | Path | None = None, config: PretrainConfig = 
     best = run / "best.pt"
     if (run / COMPLETE_MARKER).is_file() and best.is_file():
         return best
-    run_config = dataclasses.replace(config, data=str(data) if data is not None else None, out=str(run),
-                                     resume=True, progress=progress)
-    best = pretrain(run_config)
-    save_json(run / COMPLETE_MARKER, {"checkpoint": str(best), "config": run_config.to_dict()})
+    run.mkdir(parents=True, exist_ok=True)
+    with (run / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits for the first one's model
+        if (run / COMPLETE_MARKER).is_file() and best.is_file():
+            return best
+        run_config = dataclasses.replace(config, data=str(data) if data is not None else None,
+                                         out=str(run), resume=True, progress=progress)
+        best = pretrain(run_config)
+        save_json(run / COMPLETE_MARKER, {"checkpoint": str(best), "config": run_config.to_dict()})
     return best

@@ -46,3 +46,19 @@ def save_json(path: str | Path, values: dict[str, Any]) -> Path:
 def save_torch(path: str | Path, payload: dict[str, Any]) -> Path:
     """``torch.save(payload)`` atomically (checkpoints survive a crash mid-write)."""
     return atomic_write(path, lambda stream: torch.save(payload, stream))
+
+
+def writable_dir(path: str | Path, flag: str = "output folder") -> Path:
+    """Create ``path`` if needed and check a file can be written in it, before any long job starts.
+
+    Raises:
+        OSError: the folder cannot be created or written; the message names ``flag`` and the path.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise OSError(f"{flag} {path} is not a writable folder ({exc.strerror or exc})") from exc
+    return path

@@ -112,3 +112,19 @@ def test_help_explains_the_flags(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert "--attribute" in text and "--box-quantile" in text and "--mapper-epochs" in text
+
+
+def test_unwritable_report_folder_fails_before_any_work(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit, match="--report-dir .*a_file/reports is not a writable folder"):
+        factor.main(["--report-dir", str(blocker / "reports"), "--out", str(tmp_path / "runs")])
+
+
+def test_same_seed_gives_byte_identical_tables(tiny_masses, tiny_checkpoint, cache):
+    cheap = ["--methods", "factor", "random_channels", "mean_channels", "breast_prior"]
+    tables = []
+    for run in ("one", "two"):
+        factor.main(["--attribute", "mass", *_args(tiny_masses, tiny_checkpoint, cache / run), *cheap])
+        tables.append((cache / run / "reports" / "mass_head.csv").read_bytes())
+    assert tables[0] == tables[1]

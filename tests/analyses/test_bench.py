@@ -1,0 +1,25 @@
+"""The benchmark cases run and report sane numbers on tiny inputs (the real run is not a test)."""
+
+from __future__ import annotations
+
+import os
+
+from analyses import bench
+
+
+def test_cases_report_positive_rates_and_ratios():
+    factor = bench.bench_factor(64, 2)
+    assert factor["ratio"] > 0 and factor["bare_images_per_s"] > 0
+    tsne = bench.bench_tsne(120)
+    assert tsne["opentsne_s"] > 0 and tsne["sklearn_over_opentsne"] > 0
+    embeddings = bench.bench_embeddings(64, 2)
+    assert embeddings["image_embeddings_per_s"] > 0 and embeddings["text_embeddings_per_s"] > 0
+
+
+def _pid() -> dict:
+    return {"pid": os.getpid()}
+
+
+def test_isolated_runs_in_another_process_and_reports_its_memory():
+    result = bench.isolated(_pid)
+    assert result["pid"] != os.getpid() and result["peak_rss_mb"] > 0

@@ -1,0 +1,41 @@
+"""The default model is trained once per config and dataset, and reused; concurrent callers wait."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import models.default_model as default_model
+
+
+def test_trains_once_and_reuses_even_when_called_concurrently(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAMMO_INTERP_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_pretrain(config):
+        calls.append(config)
+        time.sleep(0.3)  # long enough for the second caller to arrive mid-training
+        best = Path(config.out) / "best.pt"
+        best.write_bytes(b"weights")
+        return best
+
+    monkeypatch.setattr(default_model, "pretrain", fake_pretrain)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(default_model.default_checkpoint(progress=False)))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and calls[0].resume and calls[0].epochs == default_model.DEFAULT_PRETRAIN.epochs
+    assert results[0] == results[1] and results[0].read_bytes() == b"weights"
+    assert default_model.default_checkpoint(progress=False) == results[0] and len(calls) == 1
+    assert (results[0].parent / default_model.COMPLETE_MARKER).is_file()
+
+
+def test_run_dir_depends_on_the_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAMMO_INTERP_CACHE", str(tmp_path))
+    other = default_model.DEFAULT_PRETRAIN.__class__(epochs=1)
+    assert default_model.default_run_dir() != default_model.default_run_dir(config=other)
+    assert default_model.default_run_dir().parent == tmp_path / "models"
