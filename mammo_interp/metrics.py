@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mammo_interp.boxes import as_boxes, box_iou, boxes_mask
-from models.metrics import Estimate, _bootstrap, _ratio
+from models.metrics import Estimate, bootstrap_statistics, safe_ratio
 
 IOU_THRESHOLDS = (0.25, 0.5)
 
@@ -190,14 +190,14 @@ def localization_metrics(
 
     def values(indices: np.ndarray) -> dict[str, np.ndarray]:
         counts = _counts(indices, len(images))
-        out = {name: _ratio(counts @ totals, counts @ n_gt) for name, totals in per_image.items()}
+        out = {name: safe_ratio(counts @ totals, counts @ n_gt) for name, totals in per_image.items()}
         out.update({name: batched(indices) for name, batched in ap.items()})
         out.update(
-            {name: _ratio(counts @ num, counts @ den) for name, (num, den) in image_means.items()}
+            {name: safe_ratio(counts @ num, counts @ den) for name, (num, den) in image_means.items()}
         )
         return out
 
-    return _bootstrap(values, len(images), n_boot, seed, level)
+    return bootstrap_statistics(values, len(images), n_boot, seed, level)
 
 
 def _ap_values(
@@ -227,7 +227,7 @@ def _ap_values(
         ranked = np.cumsum(weights, axis=1)
         precision = np.divide(true_pos, ranked, out=np.zeros_like(true_pos), where=ranked > 0)
         envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
-        return _ratio((weights * positive * envelope).sum(axis=1), counts @ n_gt)
+        return safe_ratio((weights * positive * envelope).sum(axis=1), counts @ n_gt)
 
     return values
 

@@ -118,7 +118,7 @@ def bootstrap(
     def values(indices: np.ndarray) -> dict[str, np.ndarray]:
         return {"metric": np.array([_defined(metric, y_true[i], y_score[i]) for i in indices])}
 
-    return _bootstrap(values, len(y_true), n_boot, seed, level)["metric"]
+    return bootstrap_statistics(values, len(y_true), n_boot, seed, level)["metric"]
 
 
 def classification_metrics(
@@ -159,7 +159,7 @@ def classification_metrics(
         values = _multiclass_values(y_true.astype(np.int64), probs)
     else:
         values = _binary_values(y_true.astype(bool), probs)
-    return _bootstrap(values, len(y_true), n_boot, seed, 0.95)
+    return bootstrap_statistics(values, len(y_true), n_boot, seed, 0.95)
 
 
 def recall_at_k(similarity: np.ndarray, relevant: np.ndarray, k: int) -> float:
@@ -213,7 +213,7 @@ def _defined(metric: Callable[[np.ndarray, np.ndarray], float], y_true, y_score)
         return math.nan
 
 
-def _bootstrap(
+def bootstrap_statistics(
     values: Callable[[np.ndarray], dict[str, np.ndarray]],
     n: int,
     n_boot: int,
@@ -386,12 +386,12 @@ def _confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.nda
 def _f1_per_class(confusion: np.ndarray) -> np.ndarray:
     """``(B, C)`` F1 = 2TP / (2TP + FP + FN); NaN for a class neither true nor predicted."""
     true_pos = np.diagonal(confusion, axis1=1, axis2=2)
-    return _ratio(2 * true_pos, confusion.sum(axis=2) + confusion.sum(axis=1))
+    return safe_ratio(2 * true_pos, confusion.sum(axis=2) + confusion.sum(axis=1))
 
 
 def _recall_per_class(confusion: np.ndarray) -> np.ndarray:
     """``(B, C)`` recall; NaN for a class absent from the true labels."""
-    return _ratio(np.diagonal(confusion, axis1=1, axis2=2), confusion.sum(axis=2))
+    return safe_ratio(np.diagonal(confusion, axis1=1, axis2=2), confusion.sum(axis=2))
 
 
 def _mean_std(per_class: list[np.ndarray], batch: int) -> dict[str, np.ndarray]:
@@ -405,7 +405,7 @@ def _mean_std(per_class: list[np.ndarray], batch: int) -> dict[str, np.ndarray]:
     return {"auroc": stacked.mean(axis=1), "auroc_std": stacked.std(axis=1)}
 
 
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+def safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """Elementwise ratio, NaN where the denominator is 0."""
     out = np.full(numerator.shape, np.nan)
     return np.divide(numerator, denominator, out=out, where=denominator > 0)

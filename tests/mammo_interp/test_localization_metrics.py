@@ -279,7 +279,7 @@ def test_localization_metrics_bootstrap_matches_slow_resampling():
     images = _with_heatmaps(_random_images(rng, 12), rng)
     n_boot, seed = 40, 9
     result = localization_metrics(images, n_boot=n_boot, seed=seed)
-    # The same draws as models.metrics._bootstrap (one chunk), evaluated image list by list.
+    # The same draws as models.metrics.bootstrap_statistics (one chunk), evaluated image list by list.
     draws = np.random.default_rng(seed).integers(0, len(images), size=(n_boot, len(images)))
     slow = {name: [] for name in result}
     for row in draws:
