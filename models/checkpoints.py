@@ -53,6 +53,11 @@ def clip_state(model: ClipModel) -> dict[str, torch.Tensor]:
 
 def restore_clip_state(model: ClipModel, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Load :func:`clip_state` output strictly (the omitted stock text weights may be absent)."""
+    own = model.state_dict()
+    mismatched = sorted(f"{k}: checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)}"
+                        for k, v in state.items() if k in own and own[k].shape != v.shape)
+    if mismatched:
+        raise CheckpointError(f"{source} does not fit the model: shape mismatches {mismatched}")
     missing, unexpected = model.load_state_dict(dict(state), strict=False)
     if _text_weights_are_stock(model.config):
         missing = [k for k in missing if not k.startswith("text_encoder.")]

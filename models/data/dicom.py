@@ -31,6 +31,9 @@ from models.data.errors import DicomError
 from models.io import atomic_write
 
 PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2")
+# Full-field detectors stay below ~30 M pixels (e.g. 4096 x 5928 = 24 M); a header asking for more
+# than this is a corrupt or hostile file, refused before decoding would allocate many GB.
+MAX_PIXELS = 100_000_000
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) as stored in little-endian files
 COMPRESSIONS: dict[str, UID | None] = {
     "none": None,
@@ -83,6 +86,10 @@ def read_dicom(path: str | Path, apply_window: bool = True) -> DicomImage:
             # pydicom drops an element cut short by the end of the file (with only a warning)
             raise DicomError(path, "PixelData cut short: file truncated", "a complete DICOM file")
         raise DicomError(path, "no PixelData element", "an image object with pixel data")
+    rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    if rows * columns > MAX_PIXELS:
+        raise DicomError(path, f"image of {rows} x {columns} pixels",
+                         f"at most {MAX_PIXELS:,} pixels (largest mammography detectors: ~30 M)")
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if photometric not in PHOTOMETRIC:
         raise DicomError(path, f"PhotometricInterpretation {photometric!r}", " or ".join(PHOTOMETRIC))

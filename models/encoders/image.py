@@ -9,6 +9,7 @@ starts from random weights.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +89,9 @@ class ImageEncoder(nn.Module):
         self.config = config = config or ImageEncoderConfig()
         if config.pooling not in POOLINGS:
             raise ValueError(f"pooling {config.pooling!r} is not one of {POOLINGS}")
+        if not timm.is_model(config.name):
+            close = difflib.get_close_matches(config.name, timm.list_models(), n=5)
+            raise ValueError(f"unknown timm image encoder {config.name!r}; close names: {close}")
         self.backbone = timm.create_model(
             config.name, pretrained=False, num_classes=0, global_pool="", in_chans=config.in_chans
         )

@@ -118,3 +118,30 @@ def test_missing_pixel_data(tmp_path, helpers, image):
         read_dicom(path)
     message = str(info.value)
     assert str(path) in message and "no PixelData" in message and "expected an image object" in message
+
+
+def test_transfer_syntax_without_a_codec_names_the_syntax(tmp_path, helpers, image):
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import UID
+
+    path = helpers.write_dicom(tmp_path / "img.dicom", helpers.to_stored(image))
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.4.100")  # MPEG2: no pixel-data plugin
+    ds.PixelData = encapsulate([b"\x00" * 64])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(DicomError) as info:
+        read_dicom(path)
+    message = str(info.value)
+    assert str(path) in message and "1.2.840.10008.1.2.4.100" in message and "plugin" in message
+
+
+def test_huge_dimensions_are_refused_before_decoding(tmp_path, helpers, image):
+    path = helpers.write_dicom(tmp_path / "img.dicom", helpers.to_stored(image))
+    ds = pydicom.dcmread(path)
+    ds.Rows, ds.Columns = 60_000, 60_000  # 3.6 G pixels: would exhaust memory if decoded
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(DicomError) as info:
+        read_dicom(path)
+    message = str(info.value)
+    assert str(path) in message and "60000 x 60000" in message

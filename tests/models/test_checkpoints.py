@@ -125,3 +125,12 @@ def test_config_round_trip():
     config = ClipConfig(embed_dim=8, projection_layers=3)
     assert ClipConfig.from_dict(config.to_dict()) == config
     assert dataclasses.replace(config, embed_dim=9) != config
+
+
+def test_checkpoint_of_another_shape_lists_the_mismatches(clip_model, tmp_path):
+    path = save_checkpoint(tmp_path / "clip.pt", clip_model)  # 64-d joint space
+    payload = load_checkpoint(path)
+    payload["config"]["embed_dim"] = 32
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=r"image_projection\.mlp\.0\.weight: checkpoint \(64, 1280\), model \(32, 1280\)"):
+        load_clip(path)

@@ -87,3 +87,8 @@ def test_text_encoder_offline_and_local_only(clip_model, tmp_path):
     assert encoder(**tokens).shape == (2, 384)
     with pytest.raises(FileNotFoundError, match="never downloads"):
         TextEncoder(TextEncoderConfig(name="emilyalsentzer/Bio_ClinicalBERT"))
+
+
+def test_unknown_timm_name_suggests_close_ones():
+    with pytest.raises(ValueError, match="unknown timm image encoder 'tf_efficientnet_lite9'.*tf_efficientnet_lite"):
+        ImageEncoder(ImageEncoderConfig(name="tf_efficientnet_lite9", weights="none"))
