@@ -1,21 +1,25 @@
 """Mass and calcification localization of every method, per backbone and feature layer, in one table.
 
 ``python -m analyses.localization_table [--checkpoints A.pt B.pt] [--layers head blocks.4]`` runs
-:mod:`mammo_interp.factor` for each (checkpoint, layer, attribute) on the same data and split and
-writes ``reports/localization/combined.md/.csv/.tex`` (rows: attribute, backbone, layer, method)
+:mod:`mammo_interp.factor` for each (checkpoint, layer, attribute) on the same data and split (per
+checkpoint under ``OUT/<tag>/`` and ``REPORT_DIR/<tag>/``; a finished study with the same settings is
+reused, so the grid resumes) and writes ``reports/localization/combined.md/.csv/.tex`` (rows:
+attribute, backbone, layer, method)
 like the localization table of the Mammo-FActOR paper (VinDr, EfficientNet-B5: mass IoU-hit 0.45
 at 0.25 and 0.37 at 0.5; calcification 0.25 and 0.17).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import models  # noqa: F401  (runtime set-up first)
 import pandas as pd
 
-from mammo_interp.factor import FactorConfig, FactorStudy
+from mammo_interp.factor import METHODS, FactorConfig, FactorStudy
 from models.cli import parse_config
 from models.metrics import Estimate
 from models.report_tables import write_table
@@ -31,11 +35,42 @@ class LocalizationTableConfig:
     attributes: tuple[str, ...] = field(default=("mass", "suspicious calcification"), metadata={
         "help": "finding categories"})
     data: str | None = field(default=None, metadata={"help": "dataset folder; default: the synthetic set"})
+    methods: tuple[str, ...] = field(default=METHODS, metadata={"help": f"methods: {METHODS}"})
+    image_size: tuple[int, ...] = field(default=(), metadata={
+        "help": "input H W; default: each checkpoint's pretraining size"})
+    validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
     report_dir: str = field(default="reports/localization", metadata={"help": "output folder"})
     out: str = field(default="runs/factor", metadata={"help": "mapper and prediction folder"})
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
+
+
+def _tag(checkpoint: str | None) -> str:
+    """A folder name per checkpoint: ``default`` or ``<parent>_<stem>`` of its path."""
+    if checkpoint is None:
+        return "default"
+    path = Path(checkpoint)
+    return f"{path.parent.name}_{path.stem}"
+
+
+def _study_config(config: LocalizationTableConfig, checkpoint: str | None, layer: str, attribute: str) -> FactorConfig:
+    tag = _tag(checkpoint)
+    return FactorConfig(attribute=attribute, data=config.data, checkpoint=checkpoint, layer=layer,
+                        image_size=config.image_size, methods=config.methods,
+                        out=str(Path(config.out) / tag), report_dir=str(Path(config.report_dir) / tag),
+                        validation_fraction=config.validation_fraction, n_boot=config.n_boot,
+                        seed=config.seed, progress=config.progress)
+
+
+def _finished(study: FactorStudy) -> dict[str, Any] | None:
+    """The summary of an earlier run with the same settings (the grid resumes where it stopped)."""
+    path = study.out / "summary.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    same = summary.get("config") == json.loads(json.dumps(asdict(study.config)))
+    return summary if same and summary.get("checkpoint") == str(study.checkpoint) else None
 
 
 def run_grid(config: LocalizationTableConfig) -> pd.DataFrame:
@@ -44,12 +79,9 @@ def run_grid(config: LocalizationTableConfig) -> pd.DataFrame:
     for checkpoint in config.checkpoints or (None,):
         for layer in config.layers:
             for attribute in config.attributes:
-                study = FactorStudy(FactorConfig(
-                    attribute=attribute, data=config.data, checkpoint=checkpoint, layer=layer,
-                    out=config.out, report_dir=config.report_dir, n_boot=config.n_boot, seed=config.seed,
-                    progress=config.progress))
-                summary = study.evaluate()
-                backbone = f"{study.encoder.config.name} ({study.checkpoint.name})"
+                study = FactorStudy(_study_config(config, checkpoint, layer, attribute))
+                summary = _finished(study) or study.evaluate()
+                backbone = f"{study.encoder.config.name} ({_tag(checkpoint)})"
                 for method, metrics in summary["results"].items():
                     rows.append({"attribute": study.category, "backbone": backbone, "layer": layer,
                                  "input": "x".join(map(str, study.image_size)), "method": method,

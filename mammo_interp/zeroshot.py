@@ -312,6 +312,29 @@ def load_model(checkpoint: str | None, data: str | None, progress: bool = True) 
 
 
 @dataclass(frozen=True)
+class EmbeddedSplit:
+    """One split encoded once for analyses that reuse it (embedding figures, report generation):
+    the model, its checkpoint path, the split's table, image-encoder features ``(N, F)`` of its rows
+    and the projected embeddings of its items at one level."""
+
+    model: ClipModel
+    checkpoint: str
+    table: pd.DataFrame
+    features: torch.Tensor
+    embedded: LevelEmbeddings
+
+
+def embed_split(checkpoint: str | None, data: str | None, split: str, level: str,
+                image_size: Sequence[int], batch_size: int = 32, validation_fraction: float = 0.1,
+                seed: int = 0, progress: bool = True) -> EmbeddedSplit:
+    """Load the model (default: the default checkpoint), read ``split`` and encode it at ``level``."""
+    model, checkpoint = load_model(checkpoint, data, progress)
+    table = load_splits(data, validation_fraction, seed)[split]
+    features = image_features(model, table, preprocess_cache(tuple(image_size)), batch_size, progress)
+    return EmbeddedSplit(model, checkpoint, table, features, embed_level(model, table, level, features))
+
+
+@dataclass(frozen=True)
 class ZeroShotRun:
     """Everything one evaluation produced: item targets ``(G,)``, probabilities ``(G, C)``."""
 

@@ -1,3 +1,28 @@
 """Shared fixtures. Importing :mod:`models` first applies the runtime guard for every test."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 import models  # noqa: F401
+import pytest
+
+from models.checkpoints import save_checkpoint
+from models.clip import ClipConfig, ClipModel
+from models.data.synth import SynthConfig, generate_dataset
+
+
+@pytest.fixture(scope="session")
+def tiny_masses(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny_masses") / "synthetic"
+    generate_dataset(root, SynthConfig(n_studies=20, seed=3, image_height=256), workers=1, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """An untrained default-architecture CLIP (offline ImageNet Lite0 + MiniLM), 32-d joint space."""
+    path = tmp_path_factory.mktemp("tiny_clip") / "clip.pt"
+    save_checkpoint(path, ClipModel(ClipConfig(embed_dim=32)))
+    return path
+

@@ -1,0 +1,706 @@
+"""Per-view saliency for exam-level CLIP models: ``python -m mammo_interp.saliency --exam STUDY_ID``.
+
+MMG-CLIP pools up to four views into one exam embedding (eq. 3: the mean of the present views'
+encoder features, then the projection head). A saliency map taken on that average cannot say which
+breast or view holds the finding. Here the *exam-level* target (cosine of the pooled exam embedding
+with an attribute's text embedding, :class:`ExamTarget`) is attributed back to each view separately.
+
+Conventions: exams are ``images`` ``(B, V, 1, H, W)`` in [0, 1] in the slot order of
+:data:`models.data.datasets.EXAM_VIEWS` (R-CC, L-CC, R-MLO, L-MLO) with a bool ``mask`` ``(B, V)``
+(False = missing view: never encoded, and every attribution of it is exactly 0).
+
+- **Per-view maps** (captum): Grad-CAM at the encoder's feature layer, Integrated Gradients on the
+  pixels (black baseline, ``|attribution|`` smoothed), occlusion (coarse windows, zero fill). Maps of
+  one exam are normalized **jointly** (one min-max over the breast masks of all present views, so a
+  hot view stays hotter than a cold one) or per view (every view reaches 1: the view is arbitrary).
+- **The baseline, "view-averaged Grad-CAM"**: ``ReLU(sum_v CAM_v)`` over present views, where
+  ``CAM_v`` is view v's pre-ReLU Grad-CAM of the exam target, broadcast to every view (each
+  normalized inside its own breast mask). With mean pooling of avg-pooled head maps every view gets
+  the same channel weights (``dS/dF_v = dS/dp / (P h w)``), so this *is* Grad-CAM of the exam target
+  on the view-averaged feature map, the map the exam embedding pools: one map for all views, which
+  therefore identify the lesion view no better than chance (ties are broken at random, seeded).
+- **View attribution** ``(B, V)``: gradient x input summed per view; leave-one-view-out
+  ``v(P) - v(P minus i)``; exact Shapley values over the present views (``2^P`` subsets through the
+  mask, features encoded once); the pooling weights (informative for attention pooling only).
+  ``v(empty)`` is 0 (``empty="zero"``) or the score of one black view (``"blank"``, default); it
+  shifts every Shapley value by the same ``-v(empty)/P``, so rankings do not depend on it.
+- **Per-view / per-breast prediction**: each view, and each breast's pooled views, scored with the
+  same model against the attribute's sentences that name that side ("... in the left breast").
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import models  # noqa: F401 - runtime guard before torchvision/transformers
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from captum.attr import InputXGradient, IntegratedGradients, LayerGradCam, Occlusion
+from scipy.ndimage import gaussian_filter
+from torch import nn
+from tqdm.auto import tqdm
+
+from mammo_interp.factor import FALLBACK_IMAGE_SIZE, attribute_embedding, checkpoint_image_size
+from mammo_interp.features import FeatureSet, breast_mask, eval_mode
+from mammo_interp.heatmaps import normalize_in_mask, upsample
+from mammo_interp.localization import BoxRule, evaluate_methods, write_localization_table
+from mammo_interp.plotting import draw_boxes, save_figure
+from models.checkpoints import load_checkpoint, load_clip
+from models.cli import parse_config
+from models.clip import ClipModel, MultiViewClipModel
+from models.data.datasets import EXAM_VIEWS, ExamDataset
+from models.data.errors import DataError
+from models.data.schema import FINDING_CATEGORIES
+from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache
+from models.default_model import default_checkpoint
+from models.io import atomic_write, save_json
+from models.metrics import Estimate, auroc, bootstrap
+from models.text import SIDE_WORDS, attribute_category, attribute_sentences
+
+SLOTS = tuple(f"{side}-{view}" for side, view in EXAM_VIEWS)
+SIDES = ("R", "L")
+MAP_METHODS = ("gradcam", "integrated_gradients", "occlusion")
+MAP_NAMES = {"gradcam": "Grad-CAM", "integrated_gradients": "Integrated Gradients", "occlusion": "occlusion"}
+ATTRIBUTION_NAMES = {"gradient_x_input": "gradient x input", "leave_one_out": "leave-one-view-out",
+                     "shapley": "Shapley", "pooling_weight": "pooling weight"}
+EMPTY_VALUES = ("blank", "zero")
+AVERAGED = "view-averaged Grad-CAM (baseline)"
+
+
+class ExamTarget(nn.Module):
+    """Exam model -> ``(B,)`` cosine of the pooled exam embedding with a fixed text embedding."""
+
+    def __init__(self, model: MultiViewClipModel, text_embedding: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("text_embedding", F.normalize(text_embedding.detach(), dim=-1))
+
+    def features(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per-view encoder features ``(B, V, D)``, zeros where missing."""
+        return self.model.view_features(images, mask)
+
+    def score_features(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Pool ``(B, V, D)`` features over ``mask`` ``(B, V)``, project, cosine: ``(B,)``."""
+        pooled, _ = self.model.pooling(features, mask)
+        return self.model.clip.project_image_features(pooled) @ self.text_embedding
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.score_features(self.features(images, mask), mask)
+
+
+def _grad_input(images: torch.Tensor) -> torch.Tensor:
+    """A leaf copy that requires grad (frozen encoders would otherwise build no graph)."""
+    return images.detach().clone().requires_grad_(True)
+
+
+def _scatter(present: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(P, ...)`` values of the present views -> ``(B, V, ...)`` with zeros where missing."""
+    out = present.new_zeros(*mask.shape, *present.shape[1:])
+    out[mask] = present
+    return out
+
+
+def view_grad_cam(target: ExamTarget, images: torch.Tensor, mask: torch.Tensor,
+                  layer: nn.Module) -> torch.Tensor:
+    """Pre-ReLU Grad-CAM ``(B, V, h, w)`` of the exam target at ``layer`` for each present view
+    (captum ``LayerGradCam``; the layer runs on the present views only); zeros where missing."""
+    method = LayerGradCam(target, layer)
+    with eval_mode(target):
+        maps = method.attribute(_grad_input(images), additional_forward_args=(mask,),
+                                relu_attributions=False)
+    return _scatter(maps[:, 0].detach(), mask)
+
+
+def view_averaged_cam(cams: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The baseline: ``ReLU(sum of the present views' pre-ReLU CAMs)`` ``(B, h, w)`` (module doc)."""
+    return (cams * mask[..., None, None]).sum(dim=1).clamp(min=0)
+
+
+def view_integrated_gradients(target: ExamTarget, images: torch.Tensor, mask: torch.Tensor, steps: int = 8,
+                              internal_batch_size: int = 1, sigma: float = 4.0) -> torch.Tensor:
+    """captum Integrated Gradients from black views, ``|attribution|`` smoothed by ``sigma`` px:
+    ``(B, V, H, W)``. ``internal_batch_size`` counts exam-steps (each = P view forwards); small is
+    fast on CPU. Missing views are never encoded, so their gradient and attribution are 0."""
+    method = IntegratedGradients(target)
+    with eval_mode(target):
+        attr = method.attribute(images, baselines=torch.zeros_like(images), additional_forward_args=(mask,),
+                                n_steps=steps, internal_batch_size=internal_batch_size)
+    maps = attr.detach().abs()[:, :, 0].numpy()
+    smoothed = np.stack([[gaussian_filter(m, sigma) for m in exam] for exam in maps])
+    return torch.from_numpy(smoothed).float() * mask[..., None, None]
+
+
+def view_occlusion(target: ExamTarget, images: torch.Tensor, mask: torch.Tensor, window: int = 64,
+                   stride: int = 32, perturbations_per_eval: int = 4) -> torch.Tensor:
+    """captum Occlusion: score drop when a ``window`` px square of one view is set to 0,
+    averaged over the windows covering each pixel: ``(B, V, H, W)``; 0 for missing views."""
+    method = Occlusion(target)
+    with torch.no_grad(), eval_mode(target):
+        attr = method.attribute(images, sliding_window_shapes=(1, 1, window, window),
+                                strides=(1, 1, stride, stride), baselines=0.0,
+                                additional_forward_args=(mask,), perturbations_per_eval=perturbations_per_eval)
+    return attr[:, :, 0].float() * mask[..., None, None]
+
+
+def gradient_x_input(target: ExamTarget, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(B, V)`` sum over each view's pixels of input x gradient (captum ``InputXGradient``)."""
+    with eval_mode(target):
+        attr = InputXGradient(target).attribute(_grad_input(images), additional_forward_args=(mask,))
+    return attr.detach().sum(dim=(2, 3, 4)) * mask
+
+
+@torch.no_grad()
+def subset_values(target: ExamTarget, images: torch.Tensor, mask: torch.Tensor, empty: str = "blank",
+                  features: torch.Tensor | None = None) -> torch.Tensor:
+    """``(B, 2^V)`` exam score of every subset of views, indexed by bitmask (bit v = slot v).
+
+    Subsets that include a missing view are NaN. Present views are encoded once; each subset is
+    scored by pooling their features under the restricted mask (exactly the model on that subset).
+    ``v(empty)`` (index 0): 0, or the score of a single black view (``empty="blank"``).
+    ``features``: the ``(B, V, D)`` :meth:`ExamTarget.features` when already computed.
+    """
+    if empty not in EMPTY_VALUES:
+        raise ValueError(f"empty {empty!r} is not one of {EMPTY_VALUES}")
+    with eval_mode(target):
+        features = target.features(images, mask) if features is None else features
+        batch, views = mask.shape
+        subsets = torch.tensor([[bool(s >> v & 1) for v in range(views)] for s in range(1, 2 ** views)])
+        values = torch.full((batch, 2 ** views), math.nan, dtype=torch.float64)
+        for b in range(batch):
+            valid = ~(subsets & ~mask[b]).any(dim=1)
+            chosen = subsets[valid]
+            scores = target.score_features(features[b].expand(len(chosen), -1, -1), chosen)
+            values[b, 1:][valid] = scores.double()
+        if empty == "blank":
+            blank = torch.zeros(1, 1, *images.shape[2:], dtype=images.dtype)
+            values[:, 0] = float(target(blank, torch.ones(1, 1, dtype=torch.bool)))
+        else:
+            values[:, 0] = 0.0
+    return values
+
+
+def _present_bits(mask: torch.Tensor) -> list[int]:
+    return [sum(1 << v for v in range(mask.shape[1]) if mask[b, v]) for b in range(mask.shape[0])]
+
+
+def shapley_values(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Exact Shapley values ``(B, V)`` of the present views (the players) from :func:`subset_values`:
+    ``phi_i = sum_{S subset of P minus i} |S|! (n-|S|-1)! / n! (v(S + i) - v(S))``. They sum to
+    ``v(P) - v(empty)``; missing views are no players and get 0."""
+    out = torch.zeros(mask.shape, dtype=torch.float64)
+    for b, players in enumerate(_present_bits(mask)):
+        n = bin(players).count("1")
+        for i in range(mask.shape[1]):
+            if not players >> i & 1:
+                continue
+            others = players & ~(1 << i)
+            subset = others
+            while True:  # every subset of ``others``, including the empty one
+                size = bin(subset).count("1")
+                weight = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
+                out[b, i] += weight * (values[b, subset | 1 << i] - values[b, subset])
+                if subset == 0:
+                    break
+                subset = (subset - 1) & others
+    return out
+
+
+def leave_one_out(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(B, V)`` score drop when one present view is masked out (``v(P) - v(P minus i)``; the last
+    view falls back to ``v(empty)``); 0 for missing views."""
+    out = torch.zeros(mask.shape, dtype=torch.float64)
+    for b, players in enumerate(_present_bits(mask)):
+        for i in range(mask.shape[1]):
+            if players >> i & 1:
+                out[b, i] = values[b, players] - values[b, players & ~(1 << i)]
+    return out
+
+
+def view_attributions(target: ExamTarget, images: torch.Tensor, mask: torch.Tensor,
+                      empty: str = "blank") -> dict[str, torch.Tensor]:
+    """Every view-attribution method (keys of :data:`ATTRIBUTION_NAMES`) as ``(B, V)`` float64,
+    plus ``"values"``: the ``(B, 2^V)`` subset scores (index = bitmask of the subset) and
+    ``"features"``: the ``(B, V, D)`` encoder features they came from."""
+    with torch.no_grad(), eval_mode(target):
+        features = target.features(images, mask)
+        weights = target.model.pooling(features, mask)[1]
+    values = subset_values(target, images, mask, empty, features)
+    return {"gradient_x_input": gradient_x_input(target, images, mask).double(),
+            "leave_one_out": leave_one_out(values, mask), "shapley": shapley_values(values, mask),
+            "pooling_weight": (weights * mask).double(), "values": values, "features": features}
+
+
+def normalize_views(maps: torch.Tensor, masks: torch.Tensor, present: torch.Tensor,
+                    joint: bool = True) -> torch.Tensor:
+    """Min-max ``(V, H, W)`` maps of one exam inside the breast ``masks`` of the present views.
+
+    ``joint``: one min-max over all present views (comparable across views); otherwise each view
+    separately (:func:`mammo_interp.heatmaps.normalize_in_mask`). 0 outside masks and for missing
+    views.
+    """
+    masks = masks.bool() & present.bool()[:, None, None]
+    if not joint:
+        return normalize_in_mask(maps, masks)
+    views, height, width = maps.shape  # views stacked as one tall map: one min-max
+    return normalize_in_mask(maps.reshape(1, views * height, width),
+                             masks.reshape(1, views * height, width)).reshape(views, height, width)
+
+
+@torch.no_grad()
+def side_embeddings(clip: ClipModel, attribute: str) -> dict[str, torch.Tensor]:
+    """``{"R": (D,), "L": (D,)}``: the unit mean embedding of the attribute's sentences that name
+    that side ("A mass in the left breast.", ...)."""
+    sentences = attribute_sentences(attribute)
+    out = {}
+    with eval_mode(clip):
+        for side, word in SIDE_WORDS.items():
+            chosen = [s for s in sentences if f" {word} " in f" {s} "] or sentences
+            out[side] = F.normalize(clip.encode_text(chosen).mean(dim=0), dim=0)
+    return out
+
+
+@torch.no_grad()
+def view_predictions(target: ExamTarget, features: torch.Tensor, mask: torch.Tensor,
+                     sides: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-view ``(B, V)`` and per-breast ``(B, 2)`` (order :data:`SIDES`) cosines with the side's
+    sentences (:func:`side_embeddings`), and the exam score ``(B,)``, from the ``(B, V, D)``
+    :meth:`ExamTarget.features`; NaN where nothing is present."""
+    model = target.model
+    with eval_mode(target):
+        exam = target.score_features(features, mask)
+        view_emb = model.clip.project_image_features(features)
+        laterality = [side for side, _ in EXAM_VIEWS]
+        texts = torch.stack([sides[s] for s in laterality])  # (V, D)
+        per_view = (view_emb * texts).sum(-1).masked_fill(~mask, math.nan)
+        per_breast = torch.full((mask.shape[0], len(SIDES)), math.nan)
+        for k, side in enumerate(SIDES):
+            in_side = mask & torch.tensor([s == side for s in laterality])
+            rows = in_side.any(dim=1)
+            if rows.any():
+                pooled, _ = model.pooling(features[rows], in_side[rows])
+                per_breast[rows, k] = model.clip.project_image_features(pooled) @ sides[side]
+    return {"view": per_view.double(), "breast": per_breast.double(), "exam": exam.double()}
+
+
+def load_exam_model(path: str | Path, text_encoder: str | None = None) -> MultiViewClipModel:
+    """Exam-level model of a checkpoint: its CLIP plus the view pooling it was trained with
+    (attention weights from the checkpoint's ``extra_modules``; mean pooling has none)."""
+    model = MultiViewClipModel(load_clip(path, text_encoder))
+    saved = load_checkpoint(path).get("extra_modules", {}).get("multiview", {})
+    pooling = {k.removeprefix("pooling."): v for k, v in saved.items() if k.startswith("pooling.")}
+    if pooling:
+        model.pooling.load_state_dict(pooling)
+    elif any(True for _ in model.pooling.parameters()):
+        raise ValueError(f"{path}: attention view pooling without trained pooling weights "
+                         "(pretrain it with --level exam)")
+    return model.eval()
+
+
+def top_index(scores: np.ndarray, rng: np.random.Generator) -> int:
+    """Index of the largest finite score; ties (within 1e-9 relative) broken at random."""
+    finite = np.isfinite(scores)
+    best = scores[finite].max()
+    ties = np.flatnonzero(finite & (scores >= best - 1e-9 * max(1.0, abs(best))))
+    return int(rng.choice(ties))
+
+
+# ----------------------------------------------------------------------------------- the study
+
+
+@dataclass(frozen=True)
+class SaliencyConfig:
+    """One per-view saliency run: one exam's figure (``exam``) and/or a split's evaluation."""
+
+    exam: str | None = field(default=None, metadata={"help": "study id to explain (2x2 figure)"})
+    evaluate: bool = field(default=False, metadata={
+        "help": "evaluate view identification and localization over --split"})
+    attribute: str = field(default="mass", metadata={"help": "finding category, e.g. mass, calcification"})
+    data: str | None = field(default=None, metadata={"help": "dataset folder; default: the synthetic set"})
+    checkpoint: str | None = field(default=None, metadata={
+        "help": "CLIP checkpoint; default: the default model (pretrained on first use)"})
+    text_encoder: str | None = field(default=None, metadata={"help": "text-model folder (Mammo-CLIP)"})
+    layer: str | None = field(default=None, metadata={"help": "Grad-CAM layer; default: the checkpoint's"})
+    image_size: tuple[int, ...] = field(default=(), metadata={
+        "help": "input H W; default: the size the checkpoint was pretrained at"})
+    split: str = field(default=TEST, metadata={"help": f"split to evaluate: {TRAIN}, {VALIDATION}, {TEST}"})
+    methods: tuple[str, ...] = field(default=("gradcam",), metadata={"help": f"map methods: {MAP_METHODS}"})
+    figure_method: str = field(default="gradcam", metadata={"help": "map drawn in the exam figure"})
+    joint: bool = field(default=True, metadata={
+        "help": "exam figure: Grad-CAM normalized jointly over the views (else per view)"})
+    empty: str = field(default="blank", metadata={"help": f"Shapley value of no view: {EMPTY_VALUES}"})
+    ig_steps: int = field(default=8, metadata={"help": "Integrated Gradients steps"})
+    ig_batch: int = field(default=1, metadata={"help": "IG exam-steps per forward pass"})
+    occlusion_window: int = field(default=64, metadata={"help": "occlusion window (px)"})
+    occlusion_stride: int = field(default=32, metadata={"help": "occlusion stride (px)"})
+    max_exams: int = field(default=0, metadata={"help": "evaluate at most this many exams (0: all)"})
+    box: BoxRule = field(default_factory=BoxRule, metadata={"help": "heatmap -> boxes rule"})
+    figure_cases: int = field(default=2, metadata={"help": "exam figures written by --evaluate"})
+    report_dir: str = field(default="reports/per_view", metadata={"help": "tables and figures"})
+    n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples"})
+    validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
+    seed: int = field(default=0, metadata={"help": "seed (splits, tie-breaking, bootstrap)"})
+    progress: bool = field(default=True, metadata={"help": "progress bars"})
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.methods) - set(MAP_METHODS))
+        if unknown or not self.methods or "gradcam" not in self.methods:
+            raise ValueError(f"methods must include gradcam and come from {list(MAP_METHODS)}; got "
+                             f"{list(self.methods)}")
+        if self.figure_method not in self.methods:
+            raise ValueError(f"figure_method {self.figure_method!r} is not among methods {list(self.methods)}")
+        if self.empty not in EMPTY_VALUES:
+            raise ValueError(f"empty {self.empty!r} is not one of {EMPTY_VALUES}")
+        if self.split not in (TRAIN, VALIDATION, TEST):
+            raise ValueError(f"split {self.split!r} is not one of {(TRAIN, VALIDATION, TEST)}")
+        if self.image_size and len(self.image_size) != 2:
+            raise ValueError(f"image_size needs two numbers (H W), got {list(self.image_size)}")
+
+
+@dataclass
+class ExamExplanation:
+    """Everything computed for one exam; arrays over the V = 4 slots of :data:`SLOTS`.
+
+    ``maps``: name -> ``(V, H, W)`` normalized maps (per-view methods jointly or per view as named,
+    the baseline broadcast); ``views``: name -> ``(V,)`` view scores (attributions, map peaks,
+    per-view prediction); ``breasts``: ``(2,)`` per-breast prediction (:data:`SIDES` order).
+    """
+
+    study_id: str
+    images: np.ndarray
+    present: np.ndarray
+    masks: np.ndarray
+    boxes: list[np.ndarray]
+    box_labels: list[np.ndarray]
+    image_ids: list[str]
+    transforms: list[dict[str, Any] | None]
+    exam_score: float
+    maps: dict[str, torch.Tensor]
+    views: dict[str, np.ndarray]
+    breasts: np.ndarray
+
+    def lesion_views(self, category_index: int) -> np.ndarray:
+        return np.array([bool(p and (labels == category_index).any())
+                         for p, labels in zip(self.present, self.box_labels)])
+
+
+class SaliencyStudy:
+    """Model, data and settings of one :class:`SaliencyConfig`."""
+
+    def __init__(self, config: SaliencyConfig) -> None:
+        self.config = config
+        self.category = attribute_category(config.attribute)
+        self.category_index = FINDING_CATEGORIES.index(self.category)
+        if config.checkpoint is not None and not Path(config.checkpoint).is_file():
+            raise FileNotFoundError(f"--checkpoint {config.checkpoint}: no such file")
+        self.splits = load_splits(config.data, config.validation_fraction, config.seed)
+        self.checkpoint = Path(config.checkpoint or default_checkpoint(config.data, progress=config.progress))
+        self.model = load_exam_model(self.checkpoint, config.text_encoder)
+        encoder = self.model.clip.image_encoder
+        self.layer = config.layer or encoder.config.feature_layer
+        self.layer_module = encoder.feature_module(self.layer)
+        self.image_size = (tuple(config.image_size) or checkpoint_image_size(self.checkpoint)
+                           or FALLBACK_IMAGE_SIZE)
+        self.target = ExamTarget(self.model, attribute_embedding(self.model.clip, config.attribute))
+        self.sides = side_embeddings(self.model.clip, config.attribute)
+        self.slug = self.category.lower().replace(" ", "_")
+
+    def dataset(self, split: str | None = None, table: pd.DataFrame | None = None) -> ExamDataset:
+        table = self.splits[split or self.config.split] if table is None else table
+        return ExamDataset(table, cache=preprocess_cache(self.image_size))
+
+    def find_exam(self, study_id: str) -> dict[str, Any]:
+        for split in (TEST, VALIDATION, TRAIN):
+            table = self.splits[split]
+            rows = table[table["study_id"].astype(str) == str(study_id)]
+            if len(rows):
+                return self.dataset(table=rows)[0]
+        raise DataError(self.splits.root, f"no study {study_id!r}", "a study_id of the dataset")
+
+    def explain(self, item: Mapping[str, Any]) -> ExamExplanation:
+        """Per-view maps, the baseline, view attributions and predictions of one exam item."""
+        config = self.config
+        images, mask = item["image"][None], item["mask"][None]
+        present = item["mask"]
+        numpy_images = item["image"][:, 0].numpy()
+        masks = torch.from_numpy(np.stack([breast_mask(im) if p else np.zeros(im.shape, bool)
+                                           for im, p in zip(numpy_images, present.tolist())]))
+        size = tuple(masks.shape[1:])
+        cams = view_grad_cam(self.target, images, mask, self.layer_module)[0]
+        raw = {"gradcam": upsample(cams.clamp(min=0), size)}
+        if "integrated_gradients" in config.methods:
+            raw["integrated_gradients"] = view_integrated_gradients(
+                self.target, images, mask, config.ig_steps, config.ig_batch)[0]
+        if "occlusion" in config.methods:
+            raw["occlusion"] = view_occlusion(self.target, images, mask, config.occlusion_window,
+                                              config.occlusion_stride)[0]
+        maps: dict[str, torch.Tensor] = {}
+        views: dict[str, np.ndarray] = {}
+        for method, values in raw.items():
+            name = MAP_NAMES[method]
+            maps[f"{name} per view, joint norm"] = normalize_views(values, masks, present, joint=True)
+            views[f"{name} peak, joint norm"] = _peaks(maps[f"{name} per view, joint norm"], present)
+        per_view = normalize_views(raw["gradcam"], masks, present, joint=False)
+        maps["Grad-CAM per view, per-view norm"] = per_view
+        views["Grad-CAM peak, per-view norm"] = _peaks(per_view, present)
+        averaged = upsample(view_averaged_cam(cams[None], mask)[0][None], size).expand(len(present), -1, -1)
+        maps[AVERAGED] = normalize_views(averaged.contiguous(), masks, present, joint=False)
+        views[AVERAGED] = _peaks(maps[AVERAGED], present)
+        attributions = view_attributions(self.target, images, mask, config.empty)
+        for key, name in ATTRIBUTION_NAMES.items():
+            values = attributions[key][0].numpy().copy()
+            values[~present.numpy()] = math.nan  # never chosen; the attribution itself is 0
+            views[name] = values
+        predictions = view_predictions(self.target, attributions["features"], mask, self.sides)
+        views["per-view prediction"] = predictions["view"][0].numpy()
+        return ExamExplanation(
+            str(item["study_id"]), numpy_images, present.numpy(), masks.numpy(),
+            [b.numpy().reshape(-1, 4) for b in item["boxes"]], [b.numpy() for b in item["box_labels"]],
+            list(item["image_id"]), list(item["transform"]), float(predictions["exam"][0]), maps, views,
+            predictions["breast"][0].numpy())
+
+    def figure(self, explanation: ExamExplanation, path: str | Path) -> list[Path]:
+        """2 x 2 panels in slot order (R-CC, L-CC / R-MLO, L-MLO): map, GT boxes, contributions."""
+        method = MAP_NAMES[self.config.figure_method]
+        joint = self.config.joint or method != "Grad-CAM"  # only Grad-CAM is kept both ways
+        key = f"{method} per view, {'joint' if joint else 'per-view'} norm"
+        heat = explanation.maps[key].numpy()
+        shapley = np.nan_to_num(explanation.views["Shapley"])
+        total = np.abs(shapley).sum() or 1.0
+        fig, axes = plt.subplots(2, 2, figsize=(5.2, 7.0))
+        for slot, ax in enumerate(axes.ravel()):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if not explanation.present[slot]:
+                ax.set_title(f"{SLOTS[slot]}: missing", fontsize=7)
+                ax.imshow(np.zeros_like(explanation.images[slot]), cmap="gray", vmin=0, vmax=1)
+                continue
+            ax.imshow(explanation.images[slot], cmap="gray", vmin=0, vmax=1)
+            ax.imshow(np.ma.masked_less_equal(heat[slot], 0), cmap="inferno", alpha=0.45, vmin=0, vmax=1)
+            labels = [FINDING_CATEGORIES[i] for i in explanation.box_labels[slot]]
+            draw_boxes(ax, explanation.boxes[slot], labels, linewidth=1.2)
+            ax.set_title(f"{SLOTS[slot]}  Shapley {shapley[slot]:+.4f} ({shapley[slot] / total:+.0%})\n"
+                         f"LOO {explanation.views['leave-one-view-out'][slot]:+.4f}  "
+                         f"view score {explanation.views['per-view prediction'][slot]:.3f}", fontsize=6.5)
+        right, left = explanation.breasts
+        fig.suptitle(f"study {explanation.study_id[:12]}: cos(exam, {self.category}) = "
+                     f"{explanation.exam_score:.3f}; breast R {right:.3f} / L {left:.3f}\n"
+                     f"{key}; ground-truth boxes", fontsize=7)
+        fig.tight_layout(pad=0.4)
+        return save_figure(fig, path)
+
+    def explain_split(self) -> list[ExamExplanation]:
+        dataset = self.dataset()
+        count = len(dataset) if self.config.max_exams <= 0 else min(self.config.max_exams, len(dataset))
+        return [self.explain(dataset[i])
+                for i in tqdm(range(count), desc=f"exams {self.config.split}", disable=not self.config.progress)]
+
+    def evaluate(self) -> dict[str, Any]:
+        """View identification, localization and detection tables plus per-view CSV and figures."""
+        config = self.config
+        started = time.perf_counter()
+        explained = self.explain_split()
+        seconds = time.perf_counter() - started
+        report = Path(config.report_dir)
+        stem = report / self.slug
+        identification, eligible = identification_results(explained, self.category_index, config.n_boot,
+                                                          config.seed)
+        where = (f"{config.split} split, {self.model.clip.image_encoder.config.name} layer {self.layer} at "
+                 f"{self.image_size[0]}x{self.image_size[1]}, {self.model.pooling.kind} view pooling, "
+                 f"checkpoint {self.checkpoint.name}; 95% bootstrap CIs ({config.n_boot} resamples)")
+        written = write_localization_table(
+            identification, f"{stem}_view_identification",
+            f"{self.category}: top view / top breast by attribution is the lesion-bearing one, over "
+            f"{len(eligible)} exams with the finding in exactly one breast; {where}",
+            f"tab:view-id-{self.slug}")
+        features, heatmaps = localization_inputs(explained)
+        localization, _ = evaluate_methods(heatmaps, features, self.category_index, config.box,
+                                           config.n_boot, config.seed)
+        n_pos = int(features.has_category(self.category_index).sum())
+        written += write_localization_table(
+            localization, f"{stem}_localization",
+            f"{self.category} localization of per-view maps vs the view-averaged map, all {len(features)} "
+            f"present views ({n_pos} with the finding), quantile {config.box.quantile}, at most "
+            f"{config.box.max_boxes} boxes; {where}", f"tab:view-loc-{self.slug}")
+        detection = detection_results(explained, self.category_index, config.n_boot, config.seed)
+        written += write_localization_table(
+            detection, f"{stem}_detection",
+            f"{self.category}: AUROC of the exam score vs per-breast scores; {where}", f"tab:view-det-{self.slug}")
+        frame = views_frame(explained, self.category_index).to_csv(index=False).encode()
+        written.append(atomic_write(f"{stem}_views.csv", lambda s: s.write(frame)))
+        for index in eligible[:config.figure_cases]:
+            written += self.figure(explained[index], f"{stem}_exam_{explained[index].study_id[:12]}")
+        summary = {"config": asdict(config), "checkpoint": str(self.checkpoint), "layer": self.layer,
+                   "image_size": list(self.image_size), "category": self.category, "exams": len(explained),
+                   "eligible_exams": len(eligible), "views": len(features), "views_with_finding": n_pos,
+                   "explain_seconds": seconds, "threads": torch.get_num_threads(),
+                   "identification": _plain(identification), "localization": _plain(localization),
+                   "detection": _plain(detection), "files": [str(p) for p in written]}
+        save_json(f"{stem}_summary.json", summary)
+        return summary
+
+
+def _peaks(maps: torch.Tensor, present: torch.Tensor) -> np.ndarray:
+    """``(V,)`` maximum of each normalized map; NaN for missing views."""
+    peaks = maps.flatten(1).amax(dim=1).double().numpy()
+    peaks[~present.numpy()] = math.nan
+    return peaks
+
+
+def _plain(results: Mapping[str, Mapping[str, Estimate]]) -> dict[str, dict[str, dict[str, float]]]:
+    return {m: {k: asdict(e) for k, e in r.items()} for m, r in results.items()}
+
+
+def _share(correct: np.ndarray, n_boot: int, seed: int) -> Estimate:
+    return bootstrap(lambda flags, _: float(np.mean(flags)), correct.astype(float), correct, n_boot, seed)
+
+
+def identification_results(explained: Sequence[ExamExplanation], category_index: int, n_boot: int = 1000,
+                           seed: int = 0) -> tuple[dict[str, dict[str, Estimate]], list[int]]:
+    """Per method: share of exams (finding in exactly one breast) whose top view carries a box of the
+    category, and whose top breast (the top view's side; per-breast prediction: its own argmax) is
+    the lesion side. Ties are broken at random (seeded), so one map for all views scores chance.
+    Also the chance row: a uniformly random present view."""
+    sides = np.array([side for side, _ in EXAM_VIEWS])
+    eligible = [i for i, e in enumerate(explained)
+                if len(set(sides[e.lesion_views(category_index)])) == 1]
+    if not eligible:
+        return {}, eligible
+    names = [*explained[eligible[0]].views, "per-breast prediction"]
+    results: dict[str, dict[str, Estimate]] = {}
+    for k, name in enumerate(names):
+        rng = np.random.default_rng([seed, k])
+        views_ok, breasts_ok = [], []
+        for i in eligible:
+            e = explained[i]
+            lesion = e.lesion_views(category_index)
+            lesion_side = sides[lesion][0]
+            if name == "per-breast prediction":
+                views_ok.append(math.nan)
+                breasts_ok.append(SIDES[top_index(e.breasts, rng)] == lesion_side)
+                continue
+            top = top_index(e.views[name], rng)
+            views_ok.append(bool(lesion[top]))
+            breasts_ok.append(sides[top] == lesion_side)
+        views_arr, breasts_arr = np.array(views_ok, dtype=float), np.array(breasts_ok, dtype=float)
+        row = {"top view": _share(views_arr, n_boot, seed) if np.isfinite(views_arr).all() else
+               Estimate(math.nan, math.nan, math.nan, 0), "top breast": _share(breasts_arr, n_boot, seed)}
+        results[name] = row
+    view_chance = np.mean([explained[i].lesion_views(category_index).sum() / explained[i].present.sum()
+                           for i in eligible])
+    breast_chance = np.mean([explained[i].present[sides == sides[explained[i].lesion_views(category_index)][0]].sum()
+                             / explained[i].present.sum() for i in eligible])
+    results["chance (random present view)"] = {"top view": Estimate(float(view_chance), math.nan, math.nan, 0),
+                                               "top breast": Estimate(float(breast_chance), math.nan, math.nan, 0)}
+    return results, eligible
+
+
+def localization_inputs(explained: Sequence[ExamExplanation]) -> tuple[FeatureSet, dict[str, torch.Tensor]]:
+    """Every present view as one image (boxes, masks, transforms) and every method's maps ``(N, H, W)``."""
+    chosen = [(e, v) for e in explained for v in range(len(SLOTS)) if e.present[v]]
+    features = FeatureSet(
+        maps=torch.zeros(len(chosen), 0, 1, 1), image_ids=[e.image_ids[v] for e, v in chosen],
+        boxes=[e.boxes[v] for e, v in chosen], box_labels=[e.box_labels[v] for e, v in chosen],
+        masks=torch.from_numpy(np.stack([e.masks[v] for e, v in chosen])),
+        transforms=[e.transforms[v] for e, v in chosen], layer="")
+    heatmaps = {name: torch.stack([e.maps[name][v] for e, v in chosen]) for name in explained[0].maps}
+    return features, heatmaps
+
+
+def detection_results(explained: Sequence[ExamExplanation], category_index: int, n_boot: int = 1000,
+                      seed: int = 0) -> dict[str, dict[str, Estimate]]:
+    """AUROC of the exam score vs the per-breast scores, at exam level (label: any view has the
+    finding; per-breast: max over breasts) and at breast level (the exam score cannot tell breasts)."""
+    sides = np.array([side for side, _ in EXAM_VIEWS])
+    exam_label = np.array([e.lesion_views(category_index).any() for e in explained], dtype=int)
+    exam_score = np.array([e.exam_score for e in explained])
+    breast_max = np.array([np.nanmax(e.breasts) for e in explained])
+    rows_label, rows_breast, rows_exam = [], [], []
+    for e in explained:
+        lesion = e.lesion_views(category_index)
+        for k, side in enumerate(SIDES):
+            if e.present[sides == side].any():
+                rows_label.append(int(lesion[sides == side].any()))
+                rows_breast.append(e.breasts[k])
+                rows_exam.append(e.exam_score)
+    breast_label = np.array(rows_label)
+    return {
+        "exam score (exam label)": {"AUROC": bootstrap(auroc, exam_label, exam_score, n_boot, seed)},
+        "max per-breast score (exam label)": {"AUROC": bootstrap(auroc, exam_label, breast_max, n_boot, seed)},
+        "per-breast score (breast label)": {"AUROC": bootstrap(auroc, breast_label, np.array(rows_breast),
+                                                               n_boot, seed)},
+        "exam score for both breasts (breast label)": {"AUROC": bootstrap(auroc, breast_label,
+                                                                          np.array(rows_exam), n_boot, seed)},
+    }
+
+
+def views_frame(explained: Sequence[ExamExplanation], category_index: int) -> pd.DataFrame:
+    """One row per exam slot: presence, whether it carries the finding, every view score."""
+    rows = []
+    for e in explained:
+        lesion = e.lesion_views(category_index)
+        for v, slot in enumerate(SLOTS):
+            rows.append({"study_id": e.study_id, "slot": slot, "image_id": e.image_ids[v],
+                         "present": bool(e.present[v]), "finding": bool(lesion[v]), "exam_score": e.exam_score,
+                         "breast_score": e.breasts[SIDES.index(slot[0])],
+                         **{name: float(values[v]) for name, values in e.views.items()}})
+    return pd.DataFrame(rows)
+
+
+def run(config: SaliencyConfig) -> dict[str, Any]:
+    """The exam figure (``config.exam``) and/or the split evaluation (``config.evaluate``)."""
+    study = SaliencyStudy(config)
+    result: dict[str, Any] = {}
+    if config.exam is not None:
+        explanation = study.explain(study.find_exam(config.exam))
+        stem = Path(config.report_dir) / f"exam_{config.exam}_{study.slug}"
+        files = study.figure(explanation, stem)
+        frame = pd.DataFrame({"slot": SLOTS, "present": explanation.present,
+                              **{k: v for k, v in explanation.views.items()}})
+        files.append(atomic_write(f"{stem}_views.csv", lambda s: s.write(frame.to_csv(index=False).encode())))
+        result["exam"] = {"study_id": explanation.study_id, "exam_score": explanation.exam_score,
+                          "breasts": dict(zip(SIDES, explanation.breasts.tolist())),
+                          "views": frame, "files": [str(p) for p in files]}
+    if config.evaluate:
+        result["evaluation"] = study.evaluate()
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    config = parse_config(
+        SaliencyConfig, argv, "python -m mammo_interp.saliency",
+        "Per-view saliency for exam-level CLIP models: attribute the pooled exam score to each view "
+        "(Grad-CAM, Integrated Gradients, occlusion maps; gradient x input, leave-one-view-out, exact "
+        "Shapley), compare with the view-averaged map, and score views and breasts separately.")
+    if config.exam is None and not config.evaluate:
+        raise SystemExit("python -m mammo_interp.saliency: error: give --exam STUDY_ID and/or --evaluate")
+    try:
+        attribute_category(config.attribute)
+        if config.checkpoint is not None and not Path(config.checkpoint).is_file():
+            raise FileNotFoundError(f"--checkpoint {config.checkpoint}: no such file")
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"python -m mammo_interp.saliency: error: {exc}") from exc
+    result = run(config)
+    if "exam" in result:
+        exam = result["exam"]
+        print(f"study {exam['study_id']}: exam score {exam['exam_score']:.4f}, breasts {exam['breasts']}")
+        print(exam["views"].to_string(index=False))
+        print("written:", ", ".join(exam["files"]))
+    if "evaluation" in result:
+        evaluation = result["evaluation"]
+        for method, metrics in evaluation["identification"].items():
+            print(f"{method}: " + ", ".join(f"{k} {v['value']:.3f}" for k, v in metrics.items()))
+        print(f"{evaluation['eligible_exams']} of {evaluation['exams']} exams eligible; "
+              f"files: {evaluation['files'][0]} ...")
+    return result
+
+
+if __name__ == "__main__":
+    main()
