@@ -40,7 +40,7 @@ from mammo_interp.localization import (
     write_localization_table,
 )
 from mammo_interp.mapper import ChannelMapper, MapperConfig, train_mapper
-from models.checkpoints import load_checkpoint, load_clip
+from models.checkpoints import checkpoint_image_size, load_clip
 from models.cli import parse_config
 from models.clip import ClipModel
 from models.data.datasets import ImageDataset
@@ -49,7 +49,7 @@ from models.data.errors import DataError
 from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import TEST, TRAIN, VALIDATION, Splits, load_splits, preprocess_cache
 from models.encoders import ImageEncoder
-from models.default_model import default_checkpoint
+from models.default_model import resolve_checkpoint
 from models.io import atomic_write, save_json, save_torch, writable_dir
 from models.text import attribute_category, attribute_sentences
 
@@ -110,12 +110,6 @@ class FactorConfig:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
 
 
-def checkpoint_image_size(path: str | Path) -> tuple[int, int] | None:
-    """The input size a checkpoint of ours was pretrained at (None for foreign checkpoints)."""
-    size = load_checkpoint(path).get("pretrain_config", {}).get("image_size")
-    return (int(size[0]), int(size[1])) if size else None
-
-
 @torch.no_grad()
 def attribute_embedding(model: ClipModel, attribute: str) -> torch.Tensor:
     """``(D,)`` unit mean of the normalized embeddings of the attribute's sentence bank."""
@@ -160,10 +154,8 @@ class FactorStudy:
         self.config = config
         self.category = attribute_category(config.attribute)
         self.category_index = FINDING_CATEGORIES.index(self.category)
-        if config.checkpoint is not None and not Path(config.checkpoint).is_file():
-            raise FileNotFoundError(f"--checkpoint {config.checkpoint}: no such file")
         self.splits: Splits = load_splits(config.data, config.validation_fraction, config.seed)
-        self.checkpoint = Path(config.checkpoint or default_checkpoint(config.data, progress=config.progress))
+        self.checkpoint = resolve_checkpoint(config.checkpoint, config.data, config.progress)
         self.model = load_clip(self.checkpoint, config.text_encoder).eval()
         self.encoder = self.model.image_encoder
         self.layer = config.layer or self.encoder.config.feature_layer

@@ -48,19 +48,19 @@ from scipy.ndimage import gaussian_filter
 from torch import nn
 from tqdm.auto import tqdm
 
-from mammo_interp.factor import FALLBACK_IMAGE_SIZE, attribute_embedding, checkpoint_image_size
+from mammo_interp.factor import FALLBACK_IMAGE_SIZE, attribute_embedding
 from mammo_interp.features import FeatureSet, breast_mask, eval_mode
 from mammo_interp.heatmaps import normalize_in_mask, upsample
 from mammo_interp.localization import BoxRule, evaluate_methods, write_localization_table
 from mammo_interp.plotting import draw_boxes, save_figure
-from models.checkpoints import load_checkpoint, load_clip
+from models.checkpoints import checkpoint_image_size, load_checkpoint, load_clip
 from models.cli import parse_config
 from models.clip import ClipModel, MultiViewClipModel
 from models.data.datasets import EXAM_VIEWS, ExamDataset
 from models.data.errors import DataError
 from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache
-from models.default_model import default_checkpoint
+from models.default_model import resolve_checkpoint
 from models.io import atomic_write, save_json
 from models.metrics import Estimate, auroc, bootstrap
 from models.text import SIDE_WORDS, attribute_category, attribute_sentences
@@ -398,10 +398,8 @@ class SaliencyStudy:
         self.config = config
         self.category = attribute_category(config.attribute)
         self.category_index = FINDING_CATEGORIES.index(self.category)
-        if config.checkpoint is not None and not Path(config.checkpoint).is_file():
-            raise FileNotFoundError(f"--checkpoint {config.checkpoint}: no such file")
         self.splits = load_splits(config.data, config.validation_fraction, config.seed)
-        self.checkpoint = Path(config.checkpoint or default_checkpoint(config.data, progress=config.progress))
+        self.checkpoint = resolve_checkpoint(config.checkpoint, config.data, config.progress)
         self.model = load_exam_model(self.checkpoint, config.text_encoder)
         encoder = self.model.clip.image_encoder
         self.layer = config.layer or encoder.config.feature_layer

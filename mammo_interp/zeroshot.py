@@ -51,7 +51,7 @@ from models.data.cache import PreprocessCache
 from models.data.datasets import BreastDataset, ExamDataset, ImageDataset, collate
 from models.data.labels import BIRADS5, DENSITY, FINDINGS, IGNORE_INDEX, MALIGNANCY
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache
-from models.default_model import default_checkpoint
+from models.default_model import resolve_checkpoint
 from models.io import atomic_write, save_json
 from models.metrics import Estimate, classification_metrics
 from models.report_tables import ci_frame, ci_long_frame, write_table
@@ -306,8 +306,7 @@ def evaluate(targets: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: i
 
 def load_model(checkpoint: str | None, data: str | None, progress: bool = True) -> tuple[ClipModel, str]:
     """The checkpoint's CLIP model in eval mode (default: the cached default model) and its path."""
-    if checkpoint is None:
-        checkpoint = str(default_checkpoint(data=data, progress=progress))
+    checkpoint = resolve_checkpoint(checkpoint, data, progress)
     return load_clip(checkpoint).eval(), str(checkpoint)
 
 

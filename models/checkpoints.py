@@ -119,6 +119,12 @@ def load_clip(path: str | Path, text_encoder: str | None = None) -> ClipModel:
     raise CheckpointError(f"{path}: neither a {FORMAT} checkpoint nor a Mammo-CLIP one")
 
 
+def checkpoint_image_size(path: str | Path) -> tuple[int, int] | None:
+    """The input size a checkpoint of ours was pretrained at (None for foreign checkpoints)."""
+    size = load_checkpoint(path).get("pretrain_config", {}).get("image_size")
+    return (int(size[0]), int(size[1])) if size else None
+
+
 def mammo_clip_config(checkpoint_config: Mapping[str, Any], text_encoder: str) -> ClipConfig:
     """Our :class:`ClipConfig` for a Mammo-CLIP ``config`` dict."""
     model = checkpoint_config["model"]

@@ -34,6 +34,20 @@ def default_run_dir(data: str | Path | None = None, config: PretrainConfig = DEF
     return cache_dir() / "models" / f"default-clip-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
+def resolve_checkpoint(checkpoint: str | Path | None, data: str | Path | None = None,
+                       progress: bool = True) -> Path:
+    """The checkpoint an analysis uses: the given file, or the default model for ``data``.
+
+    Raises:
+        FileNotFoundError: ``checkpoint`` is given but is not a file.
+    """
+    if checkpoint is None:
+        return default_checkpoint(data, progress=progress)
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file")
+    return Path(checkpoint)
+
+
 def default_checkpoint(data: str | Path | None = None, config: PretrainConfig = DEFAULT_PRETRAIN,
                        progress: bool = True) -> Path:
     """``best.pt`` of the default model for ``data``, pretraining it first if it is not cached."""

@@ -6,6 +6,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 import models.default_model as default_model
 
 
@@ -39,3 +41,13 @@ def test_run_dir_depends_on_the_config(tmp_path, monkeypatch):
     other = default_model.DEFAULT_PRETRAIN.__class__(epochs=1)
     assert default_model.default_run_dir() != default_model.default_run_dir(config=other)
     assert default_model.default_run_dir().parent == tmp_path / "models"
+
+
+def test_resolve_checkpoint_prefers_a_given_file_and_names_a_missing_one(tmp_path, monkeypatch):
+    given = tmp_path / "mine.pt"
+    given.write_bytes(b"weights")
+    monkeypatch.setattr(default_model, "default_checkpoint", lambda data, progress: tmp_path / "default.pt")
+    assert default_model.resolve_checkpoint(str(given)) == given
+    assert default_model.resolve_checkpoint(None) == tmp_path / "default.pt"
+    with pytest.raises(FileNotFoundError, match="nope.pt: no such file"):
+        default_model.resolve_checkpoint(str(tmp_path / "nope.pt"))
