@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from scipy import stats
 
 from mammo_interp.embeddings import (
@@ -16,13 +15,7 @@ from mammo_interp.embeddings import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny forward passes are far faster on one thread when the cores are shared; restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _clusters(n_per: int = 30, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from mammo_interp.report import (
     ABSTAIN, CHAIN, FIELDS, NOT_ASKED, ReportConfig, coverage_curve, decide, evaluate_field,
@@ -25,12 +24,7 @@ NAMES = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 PROBS = np.array([[0.9, 0.1], [0.45, 0.55], [0.3, 0.7], [0.5, 0.5]])

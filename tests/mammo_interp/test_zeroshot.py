@@ -27,14 +27,7 @@ from models.data.tables import Box
 E = torch.eye(2, dtype=torch.float64)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny forward passes run faster on one thread, and far faster when the cores are shared
-    (two OpenMP threads on a busy 2-core machine: 2.4 s instead of 0.09 s per batch); restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
