@@ -25,11 +25,8 @@ from tqdm.auto import tqdm
 from mammo_interp.calibration import DEFAULT_BINS
 from mammo_interp.plotting import plt, save_figure
 from mammo_interp.prompts import load_prompt_sets
-from mammo_interp.zeroshot import (
-    ENSEMBLES, LEVELS, SPLITS, embed_level, image_features, load_model, run_zero_shot,
-)
+from mammo_interp.zeroshot import ENSEMBLES, SplitConfig, embed_split, run_zero_shot
 from models.cli import parse_config
-from models.data.sources import TEST, load_splits, preprocess_cache
 from models.io import atomic_write, save_json
 from models.metrics import Estimate
 from models.report_tables import ci_frame, ci_long_frame, write_table
@@ -41,7 +38,7 @@ METRIC_ORDER = ("auroc", "auroc_std", "macro_f1", "balanced_accuracy", "ece")
 
 
 @dataclass(frozen=True)
-class PromptAblationConfig:
+class PromptAblationConfig(SplitConfig):
     """The prompt ablation study."""
 
     tasks: tuple[str, ...] = field(default=ABLATION_TASKS, metadata={"help": "zero-shot tasks"})
@@ -49,27 +46,14 @@ class PromptAblationConfig:
         "help": "prompt sets to compare; default: every set of the prompt file"})
     prompt_file: str | None = field(default=None, metadata={
         "help": "prompt-set JSON; default: the packaged sets"})
-    level: str = field(default="image", metadata={"help": f"{LEVELS}"})
-    split: str = field(default=TEST, metadata={"help": f"split to evaluate: {SPLITS}"})
-    checkpoint: str | None = field(default=None, metadata={
-        "help": "CLIP checkpoint; default: the default model, trained on first use"})
-    data: str | None = field(default=None, metadata={
-        "help": "dataset folder; default: the embedded synthetic set"})
-    image_size: tuple[int, ...] = field(default=(256, 160), metadata={"help": "input H W"})
-    batch_size: int = field(default=32, metadata={"help": "images per forward pass"})
-    n_boot: int = field(default=1000, metadata={"help": "bootstrap samples for the CIs"})
     n_bins: int = field(default=DEFAULT_BINS, metadata={"help": "equal-width calibration bins"})
-    validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
-    seed: int = field(default=0, metadata={"help": "seed of the validation split and bootstrap"})
     report_dir: str = field(default="reports/prompt_ablation", metadata={"help": "where outputs go"})
-    progress: bool = field(default=True, metadata={"help": "progress bars"})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         unknown = [t for t in self.tasks if t not in ZERO_SHOT_TASKS]
         if unknown or not self.tasks:
             raise ValueError(f"tasks {list(self.tasks)}: each must be one of {ZERO_SHOT_TASKS}")
-        if self.level not in LEVELS or self.split not in SPLITS:
-            raise ValueError(f"level must be one of {LEVELS} and split one of {SPLITS}")
 
 
 def prompt_ablation(config: PromptAblationConfig) -> pd.DataFrame:
@@ -79,11 +63,8 @@ def prompt_ablation(config: PromptAblationConfig) -> pd.DataFrame:
     missing = [n for n in names if n not in sets]
     if missing:
         raise KeyError(f"unknown prompt sets {missing}; available: {list(sets)}")
-    model, checkpoint = load_model(config.checkpoint, config.data, config.progress)
-    table = load_splits(config.data, config.validation_fraction, config.seed)[config.split]
-    features = image_features(model, table, preprocess_cache(tuple(config.image_size)),
-                              config.batch_size, config.progress)
-    embedded = embed_level(model, table, config.level, features)
+    split = embed_split(config)
+    model, table, embedded, checkpoint = split.model, split.table, split.embedded, split.checkpoint
     runs = [(task, name, ensemble, scale) for task in config.tasks for name in names
             if task in sets[name].tasks for ensemble in ENSEMBLES for scale in (True, False)]
     results: dict[str, dict[str, Estimate]] = {}
@@ -100,7 +81,8 @@ def prompt_ablation(config: PromptAblationConfig) -> pd.DataFrame:
     out = Path(config.report_dir)
     caption = (f"Zero-shot prompt ablation, {config.level} level, {config.split} split, same images and "
                f"model (learned logit scale {logit_scale:.3g}); 95% bootstrap CIs ({config.n_boot} "
-               f"samples); ECE over {config.n_bins} bins; checkpoint {checkpoint}")
+               f"samples); ECE over {config.n_bins} bins; checkpoint {checkpoint} at "
+               f"{split.image_size[0]}x{split.image_size[1]}")
     write_table(frame, out / "prompt_ablation", caption=caption, label="tab:prompt-ablation")
     atomic_write(out / "prompt_ablation_long.csv",
                  lambda stream: stream.write(long.to_csv(index=False).encode("utf-8")))

@@ -45,11 +45,10 @@ from tqdm.auto import tqdm
 
 from mammo_interp.plotting import plt, save_figure
 from mammo_interp.prompts import load_prompt_sets, prompt_set_for
-from mammo_interp.zeroshot import LEVELS, SPLITS, ZeroShotClassifier, embed_split, level_targets
+from mammo_interp.zeroshot import SplitConfig, ZeroShotClassifier, embed_split, level_targets
 from models.cli import parse_config
 from models.data import schema
 from models.data.labels import BIRADS5, DENSITY, FINDINGS, IGNORE_INDEX, MALIGNANCY
-from models.data.sources import TEST
 from models.io import atomic_write, save_json
 from models.metrics import Estimate, bootstrap
 from models.report_tables import write_table
@@ -65,15 +64,9 @@ _UNKNOWN_COLOR = "#BBBBBB"
 
 
 @dataclass(frozen=True)
-class EmbeddingConfig:
+class EmbeddingConfig(SplitConfig):
     """t-SNE figures, the Figure-7 correlation and separability of one split at one level."""
 
-    level: str = field(default="image", metadata={"help": f"{LEVELS}: views, breasts or exams"})
-    split: str = field(default=TEST, metadata={"help": f"split to embed: {SPLITS}"})
-    checkpoint: str | None = field(default=None, metadata={
-        "help": "CLIP checkpoint; default: the default model, trained on first use"})
-    data: str | None = field(default=None, metadata={
-        "help": "dataset folder; default: the embedded synthetic set"})
     backend: str = field(default="opentsne", metadata={"help": f"t-SNE implementation: {BACKENDS}"})
     perplexity: float = field(default=30.0, metadata={
         "help": "t-SNE perplexity (lowered to (items - 1) / 3 for small sets)"})
@@ -83,24 +76,15 @@ class EmbeddingConfig:
     prompt_set: str | None = field(default=None, metadata={
         "help": "prompt set for the malignancy probability; default: the first covering it"})
     prompt_file: str | None = field(default=None, metadata={"help": "prompt-set JSON; default: packaged"})
-    image_size: tuple[int, ...] = field(default=(256, 160), metadata={"help": "input H W"})
-    batch_size: int = field(default=32, metadata={"help": "images per forward pass"})
-    n_boot: int = field(default=1000, metadata={"help": "bootstrap samples for correlation CIs"})
-    validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
-    seed: int = field(default=0, metadata={"help": "t-SNE, fold and bootstrap seed (and the split's)"})
     report_dir: str = field(default="reports/embeddings", metadata={"help": "where outputs go"})
-    progress: bool = field(default=True, metadata={"help": "progress bars"})
 
     def __post_init__(self) -> None:
-        for name, value, valid in (("level", self.level, LEVELS), ("split", self.split, SPLITS),
-                                   ("backend", self.backend, BACKENDS)):
-            if value not in valid:
-                raise ValueError(f"{name} {value!r} is not one of {valid}")
+        super().__post_init__()
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend {self.backend!r} is not one of {BACKENDS}")
         unknown = [label for label in self.labels if label not in LABELS]
         if unknown or not self.labels:
             raise ValueError(f"labels {list(self.labels)}: each must be one of {LABELS}")
-        if len(self.image_size) != 2:
-            raise ValueError(f"image_size must be H W, got {self.image_size}")
 
 
 # --- t-SNE -----------------------------------------------------------------------------------
@@ -333,8 +317,7 @@ def analyse(spaces: Mapping[str, np.ndarray], labels: pd.DataFrame, probability:
 def embeddings(config: EmbeddingConfig) -> EmbeddingResult:
     """Run ``config``: encode the split, analyse, write figures, tables, coordinates and JSON."""
     prompts = prompt_set_for(load_prompt_sets(config.prompt_file), "malignancy", config.prompt_set)
-    split = embed_split(config.checkpoint, config.data, config.split, config.level, config.image_size,
-                        config.batch_size, config.validation_fraction, config.seed, config.progress)
+    split = embed_split(config)
     rows = split.embedded.rows
     pooled = np.stack([split.features[list(r)].mean(dim=0).numpy() for r in rows])
     spaces = {"encoder": pooled, "joint": split.embedded.embeddings.numpy()}

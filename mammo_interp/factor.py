@@ -18,7 +18,7 @@ import hashlib
 import json
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from mammo_interp.localization import (
     write_localization_table,
 )
 from mammo_interp.mapper import ChannelMapper, MapperConfig, train_mapper
-from models.checkpoints import checkpoint_image_size, load_clip
+from models.checkpoints import clip_from_checkpoint, input_size, load_checkpoint
 from models.cli import parse_config
 from models.clip import ClipModel
 from models.data.datasets import ImageDataset
@@ -61,8 +61,6 @@ METHOD_NAMES = {
     "random_channels": "random k channels", "mean_channels": "mean of channels",
     "oracle_channel": "oracle channel (val boxes)", "breast_prior": "breast prior",
 }
-FALLBACK_IMAGE_SIZE = (512, 320)
-
 
 @dataclass(frozen=True)
 class FactorConfig:
@@ -139,7 +137,7 @@ def time_box_prediction(encoder: ImageEncoder, mapper: ChannelMapper, text_embed
 
     with torch.no_grad(), eval_mode(encoder):
         bare()  # warm-up
-        seconds = {name: _best_of(run, repeats) for name, run in (("bare", bare), ("factor", factor))}
+        seconds = best_times({"bare": bare, "factor": factor}, repeats)
     count = len(images)
     return {"images": count, "bare_forward_s": seconds["bare"], "factor_boxes_s": seconds["factor"],
             "ratio": seconds["factor"] / seconds["bare"], "factor_images_per_s": count / seconds["factor"],
@@ -156,11 +154,12 @@ class FactorStudy:
         self.category_index = FINDING_CATEGORIES.index(self.category)
         self.splits: Splits = load_splits(config.data, config.validation_fraction, config.seed)
         self.checkpoint = resolve_checkpoint(config.checkpoint, config.data, config.progress)
-        self.model = load_clip(self.checkpoint, config.text_encoder).eval()
+        payload = load_checkpoint(self.checkpoint)
+        self.model = clip_from_checkpoint(payload, str(self.checkpoint), config.text_encoder).eval()
         self.encoder = self.model.image_encoder
         self.layer = config.layer or self.encoder.config.feature_layer
         self.encoder.feature_channels(self.layer)  # validates the layer name
-        self.image_size = tuple(config.image_size) or checkpoint_image_size(self.checkpoint) or FALLBACK_IMAGE_SIZE
+        self.image_size = input_size(payload, config.image_size)
         self.text_embedding = attribute_embedding(self.model, config.attribute)
         self.out = Path(config.out) / f"{self.slug}_{self.layer.replace('.', '')}"
         self._features: dict[str, FeatureSet] = {}
@@ -317,13 +316,16 @@ class FactorStudy:
         return summary
 
 
-def _best_of(run: Callable[[], None], repeats: int) -> float:
-    times = []
+def best_times(runs: Mapping[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Best-of-``repeats`` seconds of each run, the runs interleaved (a, b, a, b, ...) so that a
+    slow spell of a shared machine hits all of them rather than one, which keeps ratios honest."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return min(times)
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - started)
+    return {name: min(values) for name, values in times.items()}
 
 
 def _peak_rss_mb() -> float:

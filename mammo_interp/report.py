@@ -40,10 +40,9 @@ from matplotlib.figure import Figure
 
 from mammo_interp.plotting import plt, save_figure
 from mammo_interp.prompts import PromptSet, load_prompt_sets, prompt_set_for
-from mammo_interp.zeroshot import ENSEMBLES, LEVELS, SPLITS, ZeroShotClassifier, embed_split, level_targets
+from mammo_interp.zeroshot import ENSEMBLES, LEVELS, SplitConfig, ZeroShotClassifier, embed_split, level_targets
 from models.cli import parse_config
 from models.data.labels import IGNORE_INDEX
-from models.data.sources import TEST
 from models.io import atomic_write, save_json
 from models.metrics import Estimate, bootstrap
 from models.report_tables import write_table
@@ -76,38 +75,24 @@ FIELDS = tuple(f.task for f in CHAIN)
 
 
 @dataclass(frozen=True)
-class ReportConfig:
+class ReportConfig(SplitConfig):
     """Draft reports for one split at one level, and their evaluation."""
 
     level: str = field(default="breast", metadata={"help": f"{LEVELS}: one structured row per item"})
-    split: str = field(default=TEST, metadata={"help": f"split to report on: {SPLITS}"})
     threshold: float = field(default=0.6, metadata={
         "help": "a field whose top probability is below this is reported as uncertain (0 = argmax)"})
-    checkpoint: str | None = field(default=None, metadata={
-        "help": "CLIP checkpoint; default: the default model, trained on first use"})
-    data: str | None = field(default=None, metadata={
-        "help": "dataset folder; default: the embedded synthetic set"})
     prompt_set: str | None = field(default=None, metadata={
         "help": "prompt set for the tasks it covers; others (and default): the first set covering them"})
     prompt_file: str | None = field(default=None, metadata={"help": "prompt-set JSON; default: packaged"})
     ensemble: str = field(default="embedding", metadata={"help": f"{ENSEMBLES} prompt ensembling"})
-    image_size: tuple[int, ...] = field(default=(256, 160), metadata={"help": "input H W"})
-    batch_size: int = field(default=32, metadata={"help": "images per forward pass"})
-    n_boot: int = field(default=1000, metadata={"help": "bootstrap samples for the CIs"})
-    validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
-    seed: int = field(default=0, metadata={"help": "seed of the validation split and bootstrap"})
     report_dir: str = field(default="reports/report_generation", metadata={"help": "where outputs go"})
-    progress: bool = field(default=True, metadata={"help": "progress bars"})
 
     def __post_init__(self) -> None:
-        for name, value, valid in (("level", self.level, LEVELS), ("split", self.split, SPLITS),
-                                   ("ensemble", self.ensemble, ENSEMBLES)):
-            if value not in valid:
-                raise ValueError(f"{name} {value!r} is not one of {valid}")
+        super().__post_init__()
+        if self.ensemble not in ENSEMBLES:
+            raise ValueError(f"ensemble {self.ensemble!r} is not one of {ENSEMBLES}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must lie in [0, 1], got {self.threshold}")
-        if len(self.image_size) != 2:
-            raise ValueError(f"image_size must be H W, got {self.image_size}")
 
 
 # --- decisions -------------------------------------------------------------------------------
@@ -269,8 +254,7 @@ def _item_label(level: str, side: str | None, view: str | None) -> str:
 def generate(config: ReportConfig) -> ReportRun:
     """Run ``config``: zero-shot every field, follow the chain, write and evaluate the reports."""
     sets = field_prompts(load_prompt_sets(config.prompt_file), config.prompt_set)
-    split = embed_split(config.checkpoint, config.data, config.split, config.level, config.image_size,
-                        config.batch_size, config.validation_fraction, config.seed, config.progress)
+    split = embed_split(config)
     embedded, table = split.embedded, split.table
     probs, names, targets = {}, {}, {}
     for task, prompt_set in sets.items():

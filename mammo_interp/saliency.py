@@ -48,12 +48,12 @@ from scipy.ndimage import gaussian_filter
 from torch import nn
 from tqdm.auto import tqdm
 
-from mammo_interp.factor import FALLBACK_IMAGE_SIZE, attribute_embedding
+from mammo_interp.factor import attribute_embedding
 from mammo_interp.features import FeatureSet, breast_mask, eval_mode
 from mammo_interp.heatmaps import normalize_in_mask, upsample
 from mammo_interp.localization import BoxRule, evaluate_methods, write_localization_table
 from mammo_interp.plotting import draw_boxes, save_figure
-from models.checkpoints import checkpoint_image_size, load_checkpoint, load_clip
+from models.checkpoints import clip_from_checkpoint, input_size, load_checkpoint
 from models.cli import parse_config
 from models.clip import ClipModel, MultiViewClipModel
 from models.data.datasets import EXAM_VIEWS, ExamDataset
@@ -290,16 +290,17 @@ def view_predictions(target: ExamTarget, features: torch.Tensor, mask: torch.Ten
     return {"view": per_view.double(), "breast": per_breast.double(), "exam": exam.double()}
 
 
-def load_exam_model(path: str | Path, text_encoder: str | None = None) -> MultiViewClipModel:
-    """Exam-level model of a checkpoint: its CLIP plus the view pooling it was trained with
-    (attention weights from the checkpoint's ``extra_modules``; mean pooling has none)."""
-    model = MultiViewClipModel(load_clip(path, text_encoder))
-    saved = load_checkpoint(path).get("extra_modules", {}).get("multiview", {})
+def exam_model(payload: Mapping[str, Any], source: str, text_encoder: str | None = None) -> MultiViewClipModel:
+    """Exam-level model of a checkpoint read by :func:`~models.checkpoints.load_checkpoint`: its CLIP
+    plus the view pooling it was trained with (attention weights from the checkpoint's
+    ``extra_modules``; mean pooling has none)."""
+    model = MultiViewClipModel(clip_from_checkpoint(payload, source, text_encoder))
+    saved = payload.get("extra_modules", {}).get("multiview", {})
     pooling = {k.removeprefix("pooling."): v for k, v in saved.items() if k.startswith("pooling.")}
     if pooling:
         model.pooling.load_state_dict(pooling)
     elif any(True for _ in model.pooling.parameters()):
-        raise ValueError(f"{path}: attention view pooling without trained pooling weights "
+        raise ValueError(f"{source}: attention view pooling without trained pooling weights "
                          "(pretrain it with --level exam)")
     return model.eval()
 
@@ -400,12 +401,12 @@ class SaliencyStudy:
         self.category_index = FINDING_CATEGORIES.index(self.category)
         self.splits = load_splits(config.data, config.validation_fraction, config.seed)
         self.checkpoint = resolve_checkpoint(config.checkpoint, config.data, config.progress)
-        self.model = load_exam_model(self.checkpoint, config.text_encoder)
+        payload = load_checkpoint(self.checkpoint)
+        self.model = exam_model(payload, str(self.checkpoint), config.text_encoder)
         encoder = self.model.clip.image_encoder
         self.layer = config.layer or encoder.config.feature_layer
         self.layer_module = encoder.feature_module(self.layer)
-        self.image_size = (tuple(config.image_size) or checkpoint_image_size(self.checkpoint)
-                           or FALLBACK_IMAGE_SIZE)
+        self.image_size = input_size(payload, config.image_size)
         self.target = ExamTarget(self.model, attribute_embedding(self.model.clip, config.attribute))
         self.sides = side_embeddings(self.model.clip, config.attribute)
         self.slug = self.category.lower().replace(" ", "_")

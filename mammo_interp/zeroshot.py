@@ -43,7 +43,7 @@ from mammo_interp.calibration import (
 )
 from mammo_interp.plotting import save_figure
 from mammo_interp.prompts import TaskPrompts, load_prompt_sets, prompt_set_for
-from models.checkpoints import load_clip
+from models.checkpoints import clip_from_checkpoint, input_size, load_checkpoint
 from models.cli import parse_config
 from models.clip import ClipModel
 from models.data import schema
@@ -66,16 +66,37 @@ _ANY_VIEW = (*FINDING_TASKS, "malignancy", "birads")  # breast/exam target: maxi
 
 
 @dataclass(frozen=True)
-class ZeroShotConfig:
-    """One zero-shot evaluation: a task at one level on one split with one prompt set."""
+class SplitConfig:
+    """Which model encodes which split, at which level and size: what every split-level study
+    (zero-shot, prompt ablation, embedding figures, report generation) shares."""
 
-    task: str = field(default="mass", metadata={"help": f"task: {ZERO_SHOT_TASKS}"})
     level: str = field(default="image", metadata={"help": f"{LEVELS}: views, breasts or exams"})
-    split: str = field(default=TEST, metadata={"help": f"split to evaluate: {SPLITS}"})
+    split: str = field(default=TEST, metadata={"help": f"split to use: {SPLITS}"})
     checkpoint: str | None = field(default=None, metadata={
         "help": "CLIP checkpoint (ours or Mammo-CLIP); default: the default model, trained on first use"})
     data: str | None = field(default=None, metadata={
         "help": "dataset folder (VinDr or RSNA layout); default: the embedded synthetic set"})
+    image_size: tuple[int, ...] = field(default=(), metadata={
+        "help": "input H W; default: the size the checkpoint was pretrained at"})
+    batch_size: int = field(default=32, metadata={"help": "images per forward pass"})
+    n_boot: int = field(default=1000, metadata={"help": "bootstrap samples for the CIs"})
+    validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
+    seed: int = field(default=0, metadata={"help": "seed of the validation split, bootstrap and sampling"})
+    progress: bool = field(default=True, metadata={"help": "progress bars"})
+
+    def __post_init__(self) -> None:
+        for name, value, valid in (("level", self.level, LEVELS), ("split", self.split, SPLITS)):
+            if value not in valid:
+                raise ValueError(f"{name} {value!r} is not one of {valid}")
+        if self.image_size and len(self.image_size) != 2:
+            raise ValueError(f"image_size needs two numbers (H W), got {list(self.image_size)}")
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig(SplitConfig):
+    """One zero-shot evaluation: a task at one level on one split with one prompt set."""
+
+    task: str = field(default="mass", metadata={"help": f"task: {ZERO_SHOT_TASKS}"})
     prompt_set: str | None = field(default=None, metadata={
         "help": "prompt set name; default: the first set of the prompt file covering the task"})
     prompt_file: str | None = field(default=None, metadata={
@@ -84,22 +105,14 @@ class ZeroShotConfig:
         "help": f"{ENSEMBLES}: average prompt embeddings, or average per-prompt probabilities"})
     use_logit_scale: bool = field(default=True, metadata={
         "help": "multiply cosines by the model's learned logit scale before the softmax"})
-    image_size: tuple[int, ...] = field(default=(256, 160), metadata={"help": "input H W"})
-    batch_size: int = field(default=32, metadata={"help": "images per forward pass"})
-    n_boot: int = field(default=1000, metadata={"help": "bootstrap samples for the CIs"})
     n_bins: int = field(default=DEFAULT_BINS, metadata={"help": "equal-width calibration bins"})
-    validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
-    seed: int = field(default=0, metadata={"help": "seed of the validation split and bootstrap"})
     report_dir: str = field(default="reports/zeroshot", metadata={"help": "where outputs go"})
-    progress: bool = field(default=True, metadata={"help": "progress bars"})
 
     def __post_init__(self) -> None:
-        for name, value, valid in (("task", self.task, ZERO_SHOT_TASKS), ("level", self.level, LEVELS),
-                                   ("split", self.split, SPLITS), ("ensemble", self.ensemble, ENSEMBLES)):
+        super().__post_init__()
+        for name, value, valid in (("task", self.task, ZERO_SHOT_TASKS), ("ensemble", self.ensemble, ENSEMBLES)):
             if value not in valid:
                 raise ValueError(f"{name} {value!r} is not one of {valid}")
-        if len(self.image_size) != 2:
-            raise ValueError(f"image_size must be H W, got {self.image_size}")
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -304,33 +317,30 @@ def evaluate(targets: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: i
     return metrics
 
 
-def load_model(checkpoint: str | None, data: str | None, progress: bool = True) -> tuple[ClipModel, str]:
-    """The checkpoint's CLIP model in eval mode (default: the cached default model) and its path."""
-    checkpoint = resolve_checkpoint(checkpoint, data, progress)
-    return load_clip(checkpoint).eval(), str(checkpoint)
-
-
 @dataclass(frozen=True)
 class EmbeddedSplit:
-    """One split encoded once for analyses that reuse it (embedding figures, report generation):
-    the model, its checkpoint path, the split's table, image-encoder features ``(N, F)`` of its rows
-    and the projected embeddings of its items at one level."""
+    """One split encoded once: the model, its checkpoint path, the input size used, the split's
+    table, image-encoder features ``(N, F)`` of its rows and the projected embeddings of its items
+    at one level."""
 
     model: ClipModel
     checkpoint: str
+    image_size: tuple[int, int]
     table: pd.DataFrame
     features: torch.Tensor
     embedded: LevelEmbeddings
 
 
-def embed_split(checkpoint: str | None, data: str | None, split: str, level: str,
-                image_size: Sequence[int], batch_size: int = 32, validation_fraction: float = 0.1,
-                seed: int = 0, progress: bool = True) -> EmbeddedSplit:
-    """Load the model (default: the default checkpoint), read ``split`` and encode it at ``level``."""
-    model, checkpoint = load_model(checkpoint, data, progress)
-    table = load_splits(data, validation_fraction, seed)[split]
-    features = image_features(model, table, preprocess_cache(tuple(image_size)), batch_size, progress)
-    return EmbeddedSplit(model, checkpoint, table, features, embed_level(model, table, level, features))
+def embed_split(config: SplitConfig) -> EmbeddedSplit:
+    """Load the model (default: the default checkpoint), read the split and encode it at the level."""
+    checkpoint = resolve_checkpoint(config.checkpoint, config.data, config.progress)
+    payload = load_checkpoint(checkpoint)
+    model = clip_from_checkpoint(payload, str(checkpoint)).eval()
+    image_size = input_size(payload, config.image_size)
+    table = load_splits(config.data, config.validation_fraction, config.seed)[config.split]
+    features = image_features(model, table, preprocess_cache(image_size), config.batch_size, config.progress)
+    return EmbeddedSplit(model, str(checkpoint), image_size, table, features,
+                         embed_level(model, table, config.level, features))
 
 
 @dataclass(frozen=True)
@@ -362,11 +372,8 @@ def zeroshot(config: ZeroShotConfig) -> pd.DataFrame:
     """Run ``config``; writes tables, a reliability diagram, predictions and JSON; returns the table."""
     sets = load_prompt_sets(config.prompt_file)
     prompt_set = prompt_set_for(sets, config.task, config.prompt_set)
-    model, checkpoint = load_model(config.checkpoint, config.data, config.progress)
-    table = load_splits(config.data, config.validation_fraction, config.seed)[config.split]
-    cache = preprocess_cache(tuple(config.image_size))
-    features = image_features(model, table, cache, config.batch_size, config.progress)
-    embedded = embed_level(model, table, config.level, features)
+    split = embed_split(config)
+    model, table, embedded, checkpoint = split.model, split.table, split.embedded, split.checkpoint
     run = run_zero_shot(model, table, embedded, prompt_set.tasks[config.task], config.ensemble,
                         config.use_logit_scale, config.n_boot, config.seed, config.n_bins)
     options = "" if config.ensemble == "embedding" else f"_{config.ensemble}"
@@ -376,7 +383,7 @@ def zeroshot(config: ZeroShotConfig) -> pd.DataFrame:
     known = int((run.targets != IGNORE_INDEX).sum())
     caption = (f"Zero-shot {config.task}, {config.level} level, {config.split} split ({known} items with "
                f"a known target); 95% bootstrap CIs ({config.n_boot} samples), ECE over {config.n_bins} "
-               f"bins; checkpoint {checkpoint}")
+               f"bins; checkpoint {checkpoint} at {split.image_size[0]}x{split.image_size[1]}")
     table_out = ci_frame({label: run.metrics}, row_label="prompts")
     write_table(table_out, stem, caption=caption, label=f"tab:zeroshot-{stem.name}")
     curve = f"{prompt_set.name}, {config.ensemble}" + ("" if config.use_logit_scale else ", no scale")
@@ -384,7 +391,8 @@ def zeroshot(config: ZeroShotConfig) -> pd.DataFrame:
                 stem.with_name(stem.name + "_reliability"))
     _save_predictions(stem.with_name(stem.name + "_predictions.csv"), table, embedded, run)
     save_json(stem.with_suffix(".json"), {
-        "config": asdict(config), "checkpoint": checkpoint, "prompt_set": prompt_set.name,
+        "config": asdict(config), "checkpoint": checkpoint, "image_size": list(split.image_size),
+        "prompt_set": prompt_set.name,
         "logit_scale": run.logit_scale, "items": len(run.targets), "known": known,
         "results": ci_long_frame({label: run.metrics}, row_label="prompts").to_dict(orient="records"),
     })

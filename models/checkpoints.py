@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,9 @@ from models.encoders import ImageEncoderConfig, TextEncoderConfig
 from models.io import save_torch
 
 FORMAT = "mammo-interp/clip-1"
+# Input size for checkpoints that do not record one (Mammo-CLIP's): large enough for masses to
+# span several feature-map cells of a stride-32 encoder, small enough for CPU.
+FALLBACK_INPUT_SIZE = (512, 320)
 
 # Mammo-CLIP encoder names -> (timm architecture, global pooling). The "-detect" encoders are
 # EfficientNet-PyTorch models (keys ``_conv_stem``...); the others wrap a timm model as ``.model``.
@@ -106,23 +109,31 @@ def load_clip(path: str | Path, text_encoder: str | None = None) -> ClipModel:
         text_encoder: local folder of the text model (config + tokenizer) for Mammo-CLIP imports,
             whose configs name hub models that are not available offline.
     """
-    payload = load_checkpoint(path)
+    return clip_from_checkpoint(load_checkpoint(path), str(path), text_encoder)
+
+
+def clip_from_checkpoint(payload: Mapping[str, Any], source: str, text_encoder: str | None = None) -> ClipModel:
+    """:func:`load_clip` on a checkpoint already read by :func:`load_checkpoint` (``source`` names
+    it in errors), for callers that also need other entries of it."""
     if payload.get("format") == FORMAT:
         saved = ClipConfig.from_dict(payload["config"])
         # The checkpoint holds the image weights; skip loading the encoder's initial weights.
         config = dataclasses.replace(saved, image=dataclasses.replace(saved.image, weights="none"))
         model = ClipModel(config)
-        restore_clip_state(model, payload["model"], str(path))
+        restore_clip_state(model, payload["model"], source)
         return model
     if isinstance(payload["config"], Mapping) and "image_encoder" in payload["config"].get("model", {}):
-        return import_mammo_clip(payload, text_encoder, source=str(path))
-    raise CheckpointError(f"{path}: neither a {FORMAT} checkpoint nor a Mammo-CLIP one")
+        return import_mammo_clip(payload, text_encoder, source=source)
+    raise CheckpointError(f"{source}: neither a {FORMAT} checkpoint nor a Mammo-CLIP one")
 
 
-def checkpoint_image_size(path: str | Path) -> tuple[int, int] | None:
-    """The input size a checkpoint of ours was pretrained at (None for foreign checkpoints)."""
-    size = load_checkpoint(path).get("pretrain_config", {}).get("image_size")
-    return (int(size[0]), int(size[1])) if size else None
+def input_size(payload: Mapping[str, Any], requested: Sequence[int] = ()) -> tuple[int, int]:
+    """The input ``(H, W)`` an analysis feeds a checkpoint's model: ``requested`` when given, else the
+    size the checkpoint was pretrained at (ours record it), else :data:`FALLBACK_INPUT_SIZE`."""
+    if requested:
+        return int(requested[0]), int(requested[1])
+    size = payload.get("pretrain_config", {}).get("image_size")
+    return (int(size[0]), int(size[1])) if size else FALLBACK_INPUT_SIZE
 
 
 def mammo_clip_config(checkpoint_config: Mapping[str, Any], text_encoder: str) -> ClipConfig:

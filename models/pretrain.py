@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from tqdm.auto import tqdm
 
 import models  # noqa: F401 - runtime guard before torchvision/transformers
-from models.checkpoints import clip_state, load_checkpoint, restore_clip_state, save_checkpoint
+from models.checkpoints import load_checkpoint, restore_clip_state, save_checkpoint
 from models.cli import parse_config
 from models.clip import ClipConfig, ClipModel, MultiViewClipModel
 from models.data.datasets import BreastDataset, ExamDataset, ImageDataset, collate

@@ -22,11 +22,11 @@ def tiny_masses(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    """An untrained default-architecture CLIP (offline ImageNet Lite0 + MiniLM), 32-d joint space."""
+    """An untrained default-architecture CLIP (offline ImageNet Lite0 + MiniLM), 32-d joint space,
+    recorded as pretrained at 128 x 80 (the input size analyses then default to)."""
     path = tmp_path_factory.mktemp("tiny_clip") / "clip.pt"
-    save_checkpoint(path, ClipModel(ClipConfig(embed_dim=32)))
+    save_checkpoint(path, ClipModel(ClipConfig(embed_dim=32)), pretrain_config={"image_size": [128, 80]})
     return path
-
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 import models.data.sources as sources
 from models.data.errors import DataError
-from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, read_table, subsample_studies
+from models.data.sources import TEST, VALIDATION, load_splits, read_table, subsample_studies
 
 
 def test_layout_detection(vindr_root, rsna_root, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import pytest
 import torch
@@ -128,3 +130,17 @@ def test_same_seed_gives_byte_identical_tables(tiny_masses, tiny_checkpoint, cac
         factor.main(["--attribute", "mass", *_args(tiny_masses, tiny_checkpoint, cache / run), *cheap])
         tables.append((cache / run / "reports" / "mass_head.csv").read_bytes())
     assert tables[0] == tables[1]
+
+
+def test_best_times_interleaves_runs_and_keeps_each_ones_fastest():
+    calls, sleeps = [], {"a": [0.02, 0.0], "b": [0.0, 0.02]}
+
+    def run(name):
+        def go():
+            calls.append(name)
+            time.sleep(sleeps[name][calls.count(name) - 1])
+        return go
+
+    seconds = factor.best_times({"a": run("a"), "b": run("b")}, repeats=2)
+    assert calls == ["a", "b", "a", "b"]
+    assert seconds["a"] < 0.015 and seconds["b"] < 0.015

