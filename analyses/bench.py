@@ -38,7 +38,10 @@ class BenchConfig:
     heights: tuple[int, ...] = field(default=(256, 512, 1024), metadata={
         "help": "image heights for the size sweep (width = 0.625 x height)"})
     images: int = field(default=32, metadata={"help": "images per throughput measurement"})
-    studies: int = field(default=12, metadata={"help": "synthetic studies generated (4 images each)"})
+    studies: tuple[int, ...] = field(default=(8, 32), metadata={
+        "help": "dataset-size sweep: synthetic studies generated (4 images each)"})
+    exams: int = field(default=2, metadata={"help": "4-view exams per per-view attribution measurement"})
+    repeats: int = field(default=3, metadata={"help": "best of this many interleaved runs for each ratio"})
     tsne_points: tuple[int, ...] = field(default=(1000, 5000), metadata={
         "help": "t-SNE sizes (points x 512 dims)"})
 
@@ -95,7 +98,7 @@ def bench_embeddings(height: int, images: int) -> dict[str, Any]:
             "text_embeddings_per_s": len(sentences) / text_s}
 
 
-def bench_factor(height: int, images: int) -> dict[str, Any]:
+def bench_factor(height: int, images: int, repeats: int = 3) -> dict[str, Any]:
     """FActOR box prediction vs a bare backbone forward (untrained mapper: same cost)."""
     from mammo_interp.factor import time_box_prediction
     from mammo_interp.features import breast_mask
@@ -110,8 +113,34 @@ def bench_factor(height: int, images: int) -> dict[str, Any]:
         maps = encoder.feature_map(batch[:1])
     mapper = ChannelMapper(int(np.prod(maps.shape[2:])), 512, MapperConfig().hidden).eval()
     masks = torch.from_numpy(np.stack([breast_mask(image[0].numpy()) for image in batch]))
-    result = time_box_prediction(encoder, mapper, torch.randn(512), batch, masks, "head", BoxRule(), 3, 16)
+    result = time_box_prediction(encoder, mapper, torch.randn(512), batch, masks, "head", BoxRule(), top_k=3,
+                                 batch_size=16, repeats=repeats)
     return {"height": height, **{k: result[k] for k in ("ratio", "factor_images_per_s", "bare_images_per_s")}}
+
+
+def bench_shapley(height: int, exams: int, repeats: int = 3) -> dict[str, Any]:
+    """Exact per-view Shapley values (15 view subsets scored on features encoded once) and the
+    naive alternative (re-encoding every subset) against one forward of the 4-view exam model."""
+    from mammo_interp.factor import best_times
+    from mammo_interp.saliency import ExamTarget, shapley_values, subset_values
+    from models.clip import ClipConfig, ClipModel, MultiViewClipModel
+
+    target = ExamTarget(MultiViewClipModel(ClipModel(ClipConfig())), torch.randn(512)).eval()
+    images = torch.rand(exams, 4, 1, height, int(round(0.625 * height)))
+    mask = torch.ones(exams, 4, dtype=torch.bool)
+    subsets = torch.tensor([[bool(s >> v & 1) for v in range(4)] for s in range(1, 16)])
+
+    def naive() -> None:
+        for chosen in subsets:
+            target(images, chosen.expand(exams, -1))
+
+    with torch.no_grad():
+        target(images, mask)  # warm-up at full size
+        seconds = best_times({"forward": lambda: target(images, mask), "naive": naive,
+                              "shapley": lambda: shapley_values(subset_values(target, images, mask), mask)}, repeats)
+    return {"height": height, "exam_forward_s_per_exam": seconds["forward"] / exams,
+            "shapley_over_forward": seconds["shapley"] / seconds["forward"],
+            "naive_shapley_over_forward": seconds["naive"] / seconds["forward"]}
 
 
 def bench_tsne(points: int) -> dict[str, Any]:
@@ -152,13 +181,15 @@ def run_bench(config: BenchConfig) -> pd.DataFrame:
     def add(case: str, result: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
         rows.extend({"case": case, "measure": k, "value": v} for k, v in result.items() if k not in skip)
 
-    add(f"synthetic data ({config.studies} studies, 512 px; decode to 256x160)",
-        isolated(bench_synthetic, config.studies))
+    for studies in config.studies:
+        add(f"synthetic data ({studies} studies, 512 px; decode to 256x160)", isolated(bench_synthetic, studies))
     for height in config.heights:
         add(f"default encoders, {config.images} images at {height} px", isolated(bench_embeddings, height, config.images),
             skip=("height",))
         add(f"FActOR boxes vs bare forward, {config.images} images at {height} px",
-            isolated(bench_factor, height, config.images), skip=("height",))
+            isolated(bench_factor, height, config.images, config.repeats), skip=("height",))
+        add(f"per-view Shapley vs exam forward, {config.exams} 4-view exams at {height} px",
+            isolated(bench_shapley, height, config.exams, config.repeats), skip=("height",))
     for points in config.tsne_points:
         add(f"t-SNE, {points} x 512", isolated(bench_tsne, points), skip=("points",))
     return pd.DataFrame(rows)

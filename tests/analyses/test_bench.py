@@ -8,12 +8,24 @@ from analyses import bench
 
 
 def test_cases_report_positive_rates_and_ratios():
-    factor = bench.bench_factor(64, 2)
+    factor = bench.bench_factor(64, 2, repeats=1)
     assert factor["ratio"] > 0 and factor["bare_images_per_s"] > 0
     tsne = bench.bench_tsne(120)
     assert tsne["opentsne_s"] > 0 and tsne["sklearn_over_opentsne"] > 0
     embeddings = bench.bench_embeddings(64, 2)
     assert embeddings["image_embeddings_per_s"] > 0 and embeddings["text_embeddings_per_s"] > 0
+
+
+def test_shapley_reuses_encoded_views_so_it_is_cheaper_than_re_encoding_every_subset():
+    result = bench.bench_shapley(64, 1, repeats=2)
+    # 15 subsets re-encoded = 32 view forwards; cached features = 4 views + 1 blank view
+    assert 0 < result["shapley_over_forward"] < result["naive_shapley_over_forward"]
+
+
+def test_synthetic_case_reports_generation_and_cache_rates():
+    result = bench.bench_synthetic(1)
+    assert result["images"] == 4 and result["studies_per_s"] > 0
+    assert result["warm_cache_images_per_s"] > 0 and result["warm_cache_speedup"] > 0
 
 
 def _pid() -> dict:
