@@ -25,12 +25,15 @@ from models.metrics import Estimate
 from models.report_tables import write_table
 
 
+DEFAULT = "default"  # the small default model, trained on first use
+
+
 @dataclass(frozen=True)
 class LocalizationTableConfig:
     """The grid of FActOR runs; every other setting is FActOR's default (or from ``--config``)."""
 
     checkpoints: tuple[str, ...] = field(default=(), metadata={
-        "help": "CLIP checkpoints to compare; default: the small default model"})
+        "help": "CLIP checkpoints to compare ('default': the small default model); default: default"})
     layers: tuple[str, ...] = field(default=("head", "blocks.4"), metadata={"help": "feature layers"})
     attributes: tuple[str, ...] = field(default=("mass", "suspicious calcification"), metadata={
         "help": "finding categories"})
@@ -49,7 +52,7 @@ class LocalizationTableConfig:
 def _tag(checkpoint: str | None) -> str:
     """A folder name per checkpoint: ``default`` or ``<parent>_<stem>`` of its path."""
     if checkpoint is None:
-        return "default"
+        return DEFAULT
     path = Path(checkpoint)
     return f"{path.parent.name}_{path.stem}"
 
@@ -76,7 +79,8 @@ def _finished(study: FactorStudy) -> dict[str, Any] | None:
 def run_grid(config: LocalizationTableConfig) -> pd.DataFrame:
     """One FActOR study per (checkpoint, layer, attribute); the rows of the combined table."""
     rows = []
-    for checkpoint in config.checkpoints or (None,):
+    for name in config.checkpoints or (DEFAULT,):
+        checkpoint = None if name == DEFAULT else name
         for layer in config.layers:
             for attribute in config.attributes:
                 study = FactorStudy(_study_config(config, checkpoint, layer, attribute))

@@ -152,7 +152,7 @@ class FactorStudy:
         self.config = config
         self.category = attribute_category(config.attribute)
         self.category_index = FINDING_CATEGORIES.index(self.category)
-        self.splits: Splits = load_splits(config.data, config.validation_fraction, config.seed)
+        self.splits: Splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress)
         self.checkpoint = resolve_checkpoint(config.checkpoint, config.data, config.progress)
         payload = load_checkpoint(self.checkpoint)
         self.model = clip_from_checkpoint(payload, str(self.checkpoint), config.text_encoder).eval()

@@ -399,7 +399,7 @@ class SaliencyStudy:
         self.config = config
         self.category = attribute_category(config.attribute)
         self.category_index = FINDING_CATEGORIES.index(self.category)
-        self.splits = load_splits(config.data, config.validation_fraction, config.seed)
+        self.splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress)
         self.checkpoint = resolve_checkpoint(config.checkpoint, config.data, config.progress)
         payload = load_checkpoint(self.checkpoint)
         self.model = exam_model(payload, str(self.checkpoint), config.text_encoder)

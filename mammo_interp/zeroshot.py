@@ -337,7 +337,7 @@ def embed_split(config: SplitConfig) -> EmbeddedSplit:
     payload = load_checkpoint(checkpoint)
     model = clip_from_checkpoint(payload, str(checkpoint)).eval()
     image_size = input_size(payload, config.image_size)
-    table = load_splits(config.data, config.validation_fraction, config.seed)[config.split]
+    table = load_splits(config.data, config.validation_fraction, config.seed, config.progress)[config.split]
     features = image_features(model, table, preprocess_cache(image_size), config.batch_size, config.progress)
     return EmbeddedSplit(model, str(checkpoint), image_size, table, features,
                          embed_level(model, table, config.level, features))

@@ -239,7 +239,7 @@ def run_one(config: FinetuneConfig, encoder: ImageEncoder, memo: FeatureMemo, tr
 
 def finetune(config: FinetuneConfig) -> pd.DataFrame:
     """Run every (fraction, fold) of ``config``; writes and returns the results table."""
-    splits = load_splits(config.data, config.validation_fraction, config.seed)
+    splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress)
     encoder = load_encoder(config.checkpoint)
     memo: FeatureMemo = {}
     results: dict[str, dict[str, Estimate]] = {}

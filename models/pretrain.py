@@ -302,7 +302,7 @@ def pretrain(config: PretrainConfig, splits: Splits | None = None) -> Path:
     context = init_distributed()
     seed_everything(config.seed)
     out = Path(config.out)
-    splits = splits or load_splits(config.data, config.validation_fraction, config.seed)
+    splits = splits or load_splits(config.data, config.validation_fraction, config.seed, config.progress)
     train_set = build_dataset(config, subsample_studies(splits.train, config.train_fraction, config.seed))
     val_set = build_dataset(config, splits.validation)
     clip = ClipModel(config.model)

@@ -50,12 +50,13 @@ class Splits:
 
 
 def load_splits(data: str | Path | None = None, validation_fraction: float = 0.1,
-                seed: int = 0) -> Splits:
-    """Read ``data`` (default: the embedded synthetic set, generated on first use) into splits.
+                seed: int = 0, progress: bool = True) -> Splits:
+    """Read ``data`` (default: the embedded synthetic set, generated on first use, with a progress
+    bar when ``progress``) into splits.
 
     Datasets without a test split (RSNA) get one carved from training like validation.
     """
-    root = default_data_root(data)
+    root = default_data_root(data, progress=progress)
     table = read_table(root)
     if not (table["split"] == TEST).any():
         table = with_validation_split(table, validation_fraction, seed + 1, name=TEST)

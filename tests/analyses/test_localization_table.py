@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from analyses import localization_table
+from mammo_interp import factor
 from mammo_interp.factor import FactorStudy
 
 
@@ -30,3 +31,26 @@ def test_grid_writes_one_table_and_reuses_finished_studies(tiny_masses, tiny_che
     assert again.equals(table)
     with pytest.raises(AssertionError, match="ran again"):
         localization_table.main([*args, "--n-boot", "11"])
+
+
+class _Built(Exception):
+    pass
+
+
+def test_default_names_the_default_model_and_its_folder(tiny_masses, tiny_checkpoint, tmp_path, monkeypatch):
+    asked = []
+
+    def resolve(checkpoint, data, progress):
+        asked.append(checkpoint)
+        return tiny_checkpoint
+
+    def evaluate(self):
+        raise _Built(self.out)
+
+    monkeypatch.setattr(factor, "resolve_checkpoint", resolve)
+    monkeypatch.setattr(FactorStudy, "evaluate", evaluate)
+    with pytest.raises(_Built) as built:
+        localization_table.main(["--data", str(tiny_masses), "--checkpoints", "default", "--layers", "blocks.4",
+                                 "--attributes", "mass", "--image-size", "128", "80", "--validation-fraction",
+                                 "0.2", "--seed", "1", "--no-progress", "--out", str(tmp_path / "runs")])
+    assert asked == [None] and built.value.args[0].parent == tmp_path / "runs" / "default"

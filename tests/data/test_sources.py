@@ -43,3 +43,15 @@ def test_subsample_keeps_whole_studies_deterministically():
     assert subsample_studies(table, 1.0, seed=3) is table
     with pytest.raises(ValueError):
         subsample_studies(table, 0.0, seed=3)
+
+
+def test_progress_flag_reaches_default_dataset_generation(tiny_masses, monkeypatch):
+    asked = []
+
+    def root(data, progress=True):
+        asked.append(progress)
+        return tiny_masses
+
+    monkeypatch.setattr(sources, "default_data_root", root)
+    load_splits(None, validation_fraction=0.2, seed=1, progress=False)
+    assert asked == [False]
