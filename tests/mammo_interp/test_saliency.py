@@ -220,3 +220,20 @@ def test_cli_exam_figure_and_evaluation_on_a_tiny_dataset(tiny_masses, tiny_chec
     assert (views.loc[~views["present"], "Shapley"].isna()).all()
     with pytest.raises(SystemExit):
         saliency.main(args)  # neither --exam nor --evaluate
+
+
+def test_exam_model_restores_trained_attention_pooling_and_refuses_untrained(tmp_path):
+    from models.checkpoints import load_checkpoint, save_checkpoint
+    from models.clip import ClipConfig, ClipModel
+
+    clip = ClipModel(ClipConfig(embed_dim=32, view_pooling="attention"))
+    trained = MultiViewClipModel(clip)
+    for parameter in trained.pooling.parameters():
+        torch.nn.init.normal_(parameter)
+    path = save_checkpoint(tmp_path / "exam.pt", clip, extra_modules={"multiview": trained.state_dict()})
+    restored = saliency.exam_model(load_checkpoint(path), str(path))
+    for name, value in trained.pooling.state_dict().items():
+        assert torch.equal(restored.pooling.state_dict()[name], value), name
+    bare = save_checkpoint(tmp_path / "image_level.pt", clip)
+    with pytest.raises(ValueError, match="image_level.pt: attention view pooling without trained pooling weights"):
+        saliency.exam_model(load_checkpoint(bare), str(bare))

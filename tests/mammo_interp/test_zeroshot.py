@@ -11,11 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
+from analyses.prompt_ablation import PromptAblationConfig
 from analyses.prompt_ablation import main as ablation_main
 from mammo_interp.calibration import expected_calibration_error, reliability_bins
+from mammo_interp.embeddings import EmbeddingConfig
 from mammo_interp.prompts import load_prompt_sets
+from mammo_interp.report import ReportConfig
 from mammo_interp.zeroshot import (
-    ZeroShotClassifier, ZeroShotConfig, contrast_probabilities, embed_level, ensemble_embeddings,
+    SplitConfig, ZeroShotClassifier, ZeroShotConfig, contrast_probabilities, embed_level, ensemble_embeddings,
     evaluate, level_items, level_targets, main, zero_shot_probabilities,
 )
 from models.checkpoints import save_checkpoint
@@ -242,3 +245,12 @@ def test_prompt_ablation_on_tiny_data(tiny_data, tiny_checkpoint, shared_cache, 
     assert ece["mass", "sentence_variants", "score", "14.3"] != pytest.approx(
         ece["mass", "sentence_variants", "embedding", "14.3"], abs=1e-6)
     assert ece["mass", "mmg_clip", "embedding", "14.3"] != pytest.approx(ece["mass", "mmg_clip", "embedding", "none"])
+
+
+@pytest.mark.parametrize("config_class", [ZeroShotConfig, PromptAblationConfig, EmbeddingConfig, ReportConfig])
+def test_split_level_configs_share_one_base_and_its_checks(config_class):
+    assert issubclass(config_class, SplitConfig) and config_class().image_size == ()  # the checkpoint's size
+    with pytest.raises(ValueError, match="split 'dev'"):
+        config_class(split="dev")
+    with pytest.raises(ValueError, match="two numbers"):
+        config_class(image_size=(256,))
