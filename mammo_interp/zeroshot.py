@@ -76,6 +76,8 @@ class SplitConfig:
         "help": "CLIP checkpoint (ours or Mammo-CLIP); default: the default model, trained on first use"})
     data: str | None = field(default=None, metadata={
         "help": "dataset folder (VinDr or RSNA layout); default: the embedded synthetic set"})
+    text_encoder: str | None = field(default=None, metadata={
+        "help": "local text-model folder, needed for Mammo-CLIP checkpoints"})
     image_size: tuple[int, ...] = field(default=(), metadata={
         "help": "input H W; default: the size the checkpoint was pretrained at"})
     batch_size: int = field(default=32, metadata={"help": "images per forward pass"})
@@ -335,7 +337,7 @@ def embed_split(config: SplitConfig) -> EmbeddedSplit:
     """Load the model (default: the default checkpoint), read the split and encode it at the level."""
     checkpoint = resolve_checkpoint(config.checkpoint, config.data, config.progress)
     payload = load_checkpoint(checkpoint)
-    model = clip_from_checkpoint(payload, str(checkpoint)).eval()
+    model = clip_from_checkpoint(payload, str(checkpoint), config.text_encoder).eval()
     image_size = input_size(payload, config.image_size)
     table = load_splits(config.data, config.validation_fraction, config.seed, config.progress)[config.split]
     features = image_features(model, table, preprocess_cache(image_size), config.batch_size, config.progress)

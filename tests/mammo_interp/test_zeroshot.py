@@ -254,3 +254,21 @@ def test_split_level_configs_share_one_base_and_its_checks(config_class):
         config_class(split="dev")
     with pytest.raises(ValueError, match="two numbers"):
         config_class(image_size=(256,))
+
+
+def test_embed_split_passes_the_text_encoder_folder_for_mammo_clip_imports(tiny_data, tiny_checkpoint, shared_cache,
+                                                                          monkeypatch):
+    import mammo_interp.zeroshot as zeroshot
+
+    monkeypatch.setenv("MAMMO_INTERP_CACHE", shared_cache)
+    seen, real = [], zeroshot.clip_from_checkpoint
+
+    def spy(payload, source, text_encoder=None):
+        seen.append(text_encoder)
+        return real(payload, source, text_encoder)
+
+    monkeypatch.setattr(zeroshot, "clip_from_checkpoint", spy)
+    split = zeroshot.embed_split(SplitConfig(data=tiny_data, checkpoint=tiny_checkpoint, split="training",
+                                             text_encoder="/models/BioClinicalBERT", progress=False))
+    assert seen == ["/models/BioClinicalBERT"] and split.image_size == (128, 80)
+    assert len(split.embedded.rows) == len(split.table)
