@@ -35,3 +35,19 @@ def _pid() -> dict:
 def test_isolated_runs_in_another_process_and_reports_its_memory():
     result = bench.isolated(_pid)
     assert result["pid"] != os.getpid() and result["peak_rss_mb"] > 0
+
+
+def test_main_writes_every_case_to_md_csv_tex_and_json(tmp_path):
+    import json
+
+    import pandas as pd
+
+    stem = tmp_path / "bench"
+    bench.main(["--out", str(stem), "--heights", "64", "--images", "2", "--studies", "1", "--exams", "1",
+                "--tsne-points", "60", "--repeats", "1"])
+    for suffix in (".md", ".csv", ".tex", ".json"):
+        assert stem.with_suffix(suffix).is_file(), suffix
+    cases = pd.read_csv(stem.with_suffix(".csv"))["case"].unique()
+    assert len(cases) == 5 and any("Shapley" in case for case in cases)
+    record = json.loads(stem.with_suffix(".json").read_text())
+    assert "CPUs" in record["machine"] and all(row["value"] > 0 for row in record["rows"])
