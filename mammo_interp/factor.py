@@ -40,7 +40,7 @@ from mammo_interp.localization import (
     write_localization_table,
 )
 from mammo_interp.mapper import ChannelMapper, MapperConfig, train_mapper
-from models.checkpoints import clip_from_checkpoint, input_size, load_checkpoint
+from models.checkpoints import check_input_size, clip_from_checkpoint, input_size, load_checkpoint
 from models.cli import parse_config
 from models.clip import ClipModel
 from models.data.datasets import ImageDataset
@@ -102,8 +102,7 @@ class FactorConfig:
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown:
             raise ValueError(f"unknown methods {unknown}; valid: {list(METHODS)}")
-        if self.image_size and len(self.image_size) != 2:
-            raise ValueError(f"image_size needs two numbers (H W), got {list(self.image_size)}")
+        check_input_size(self.image_size)
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
 

@@ -53,7 +53,7 @@ from mammo_interp.features import FeatureSet, breast_mask, eval_mode
 from mammo_interp.heatmaps import normalize_in_mask, upsample
 from mammo_interp.localization import BoxRule, evaluate_methods, write_localization_table
 from mammo_interp.plotting import draw_boxes, save_figure
-from models.checkpoints import clip_from_checkpoint, input_size, load_checkpoint
+from models.checkpoints import check_input_size, clip_from_checkpoint, input_size, load_checkpoint
 from models.cli import parse_config
 from models.clip import ClipModel, MultiViewClipModel
 from models.data.datasets import EXAM_VIEWS, ExamDataset
@@ -361,8 +361,7 @@ class SaliencyConfig:
             raise ValueError(f"empty {self.empty!r} is not one of {EMPTY_VALUES}")
         if self.split not in (TRAIN, VALIDATION, TEST):
             raise ValueError(f"split {self.split!r} is not one of {(TRAIN, VALIDATION, TEST)}")
-        if self.image_size and len(self.image_size) != 2:
-            raise ValueError(f"image_size needs two numbers (H W), got {list(self.image_size)}")
+        check_input_size(self.image_size)
 
 
 @dataclass

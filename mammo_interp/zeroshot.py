@@ -43,7 +43,7 @@ from mammo_interp.calibration import (
 )
 from mammo_interp.plotting import save_figure
 from mammo_interp.prompts import TaskPrompts, load_prompt_sets, prompt_set_for
-from models.checkpoints import clip_from_checkpoint, input_size, load_checkpoint
+from models.checkpoints import check_input_size, clip_from_checkpoint, input_size, load_checkpoint
 from models.cli import parse_config
 from models.clip import ClipModel
 from models.data import schema
@@ -90,8 +90,7 @@ class SplitConfig:
         for name, value, valid in (("level", self.level, LEVELS), ("split", self.split, SPLITS)):
             if value not in valid:
                 raise ValueError(f"{name} {value!r} is not one of {valid}")
-        if self.image_size and len(self.image_size) != 2:
-            raise ValueError(f"image_size needs two numbers (H W), got {list(self.image_size)}")
+        check_input_size(self.image_size)
 
 
 @dataclass(frozen=True)

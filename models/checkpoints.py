@@ -127,6 +127,13 @@ def clip_from_checkpoint(payload: Mapping[str, Any], source: str, text_encoder: 
     raise CheckpointError(f"{source}: neither a {FORMAT} checkpoint nor a Mammo-CLIP one")
 
 
+def check_input_size(requested: Sequence[int]) -> None:
+    """Refuse a requested input size that is neither empty (the checkpoint's own) nor ``H W``;
+    configs call it at parse time, before any model is loaded."""
+    if requested and len(requested) != 2:
+        raise ValueError(f"image_size needs two numbers (H W), got {list(requested)}")
+
+
 def input_size(payload: Mapping[str, Any], requested: Sequence[int] = ()) -> tuple[int, int]:
     """The input ``(H, W)`` an analysis feeds a checkpoint's model: ``requested`` when given, else the
     size the checkpoint was pretrained at (ours record it), else :data:`FALLBACK_INPUT_SIZE`."""
