@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+
+import pandas as pd
 
 from analyses import bench
 
@@ -38,10 +41,6 @@ def test_isolated_runs_in_another_process_and_reports_its_memory():
 
 
 def test_main_writes_every_case_to_md_csv_tex_and_json(tmp_path):
-    import json
-
-    import pandas as pd
-
     stem = tmp_path / "bench"
     bench.main(["--out", str(stem), "--heights", "64", "--images", "2", "--studies", "1", "--exams", "1",
                 "--tsne-points", "60", "--repeats", "1"])
