@@ -371,9 +371,11 @@ def pretrain(config: PretrainConfig, splits: Splits | None = None) -> Path:
                 "early_stopping": stopper.state_dict(), "torch_rng": torch.get_rng_state(),
                 "extra_modules": {n: m.state_dict() for n, m in objective.extra_modules().items()},
             }
-            save_checkpoint(out / "last.pt", clip, **state)
+            # best.pt first: a run killed between the two saves resumes from the older last.pt and
+            # redoes this epoch, so best.pt can never lag behind the early-stopping state in last.pt
             if improved:
                 save_checkpoint(out / "best.pt", clip, **state)
+            save_checkpoint(out / "last.pt", clip, **state)
             if config.progress:
                 tqdm.write(_summary(row))
         if out_of_time:

@@ -1,4 +1,4 @@
-"""Checkpoints: round trip, weights-only refusal, Mammo-CLIP import with key mapping and errors."""
+"""Checkpoints: round trip, weights-only refusal, crash-safe saves, Mammo-CLIP import with key mapping and errors."""
 
 from __future__ import annotations
 
@@ -49,6 +49,24 @@ def test_refuses_pickled_objects_and_missing_files(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_interrupted_save_keeps_the_previous_checkpoint(clip_model, tmp_path):
+    path = save_checkpoint(tmp_path / "last.pt", clip_model, epoch=3)
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def killed_mid_write(payload, stream):
+        real_save(payload, stream)
+        stream.truncate(stream.tell() // 2)
+        raise KeyboardInterrupt("killed mid-write")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "save", killed_mid_write)
+        with pytest.raises(KeyboardInterrupt):
+            save_checkpoint(path, clip_model, epoch=4)
+    assert path.read_bytes() == before and load_checkpoint(path)["epoch"] == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
 def _as_mammo_clip(model: ClipModel) -> dict:

@@ -1,12 +1,14 @@
-"""Pretraining end to end on a tiny synthetic set: resume equality, every level/loss, DDP with two
-gloo processes, and that training beats an untrained model on retrieval."""
+"""Pretraining end to end on a tiny synthetic set: a killed run resumes to the uninterrupted result,
+every level/loss, DDP with two gloo processes, and that training beats an untrained model on retrieval."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -35,33 +37,74 @@ def test_config_validation():
         PretrainConfig(level="patient")
 
 
-def test_resumed_run_equals_uninterrupted_run(tiny_synthetic, tmp_path, monkeypatch):
-    full = pretrain(_config(tiny_synthetic, tmp_path / "full"))
-    calls = {"n": 0}
-    real = pretrain_module.evaluate_retrieval
+RESUME_EPOCHS = 3  # in this tiny run epoch 1 improves the validation loss, so it writes best.pt and last.pt
 
-    def crash_in_second_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated crash")
-        return real(*args, **kwargs)
 
-    monkeypatch.setattr(pretrain_module, "evaluate_retrieval", crash_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(_config(tiny_synthetic, tmp_path / "resumed"))
-    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 0
-    monkeypatch.setattr(pretrain_module, "evaluate_retrieval", real)
-    pretrain(_config(tiny_synthetic, tmp_path / "resumed", resume=True))
-    a = load_checkpoint(tmp_path / "full" / "last.pt")
-    b = load_checkpoint(tmp_path / "resumed" / "last.pt")
-    assert a["epoch"] == b["epoch"] == 1
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    history = pd.read_csv(tmp_path / "resumed" / "metrics.csv")
-    assert history["epoch"].tolist() == [0, 1]
+def _pretrain_process(data: str, out: Path, *extra: str) -> subprocess.Popen:
+    """``python -m models.pretrain`` with the flags that give ``_config(data, out, epochs=RESUME_EPOCHS)``,
+    on as many threads as this process (equal thread counts give bit-identical CPU kernels)."""
+    flags = ["--data", data, "--out", str(out), "--model-embed-dim", str(SMALL.embed_dim),
+             "--image-size", "128", "80", "--epochs", str(RESUME_EPOCHS), "--batch-size", "8",
+             "--validation-fraction", "0.2", "--no-progress", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    return subprocess.Popen([sys.executable, "-m", "models.pretrain", *flags], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_synthetic, tmp_path_factory) -> Path:
+    """The output folder of a run that nothing interrupted."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    assert pretrain(_config(tiny_synthetic, out, epochs=RESUME_EPOCHS)) == out / "best.pt"
+    assert [row["epoch"] for row in load_checkpoint(out / "best.pt")["history"]] == [0, 1]  # best at 1
+    return out
+
+
+def _assert_same_run(reference: Path, out: Path) -> None:
+    for name in ("last.pt", "best.pt"):
+        a, b = load_checkpoint(reference / name), load_checkpoint(out / name)
+        assert a["epoch"] == b["epoch"], name
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), name
+    history = pd.read_csv(out / "metrics.csv")
+    assert history["epoch"].tolist() == list(range(RESUME_EPOCHS))
     timing = ["train_samples_per_s", "embed_samples_per_s", "peak_rss_mb"]
-    expected = pd.read_csv(tmp_path / "full" / "metrics.csv").drop(columns=timing)
+    expected = pd.read_csv(reference / "metrics.csv").drop(columns=timing)
     pd.testing.assert_frame_equal(history.drop(columns=timing), expected)
-    assert full.name == "best.pt" and full.is_file()
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tiny_synthetic, uninterrupted, tmp_path):
+    """SIGKILL (no handler runs, nothing flushed) during the second epoch, then ``--resume``."""
+    process = _pretrain_process(tiny_synthetic, tmp_path)
+    while not (tmp_path / "last.pt").is_file():
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 0
+    resumed = _pretrain_process(tiny_synthetic, tmp_path, "--resume")
+    assert resumed.wait() == 0, resumed.stderr.read()
+    _assert_same_run(uninterrupted, tmp_path)
+
+
+def test_crash_between_the_two_saves_of_an_epoch_resumes_to_the_uninterrupted_result(
+        tiny_synthetic, uninterrupted, tmp_path, monkeypatch):
+    """best.pt and last.pt are two files; a crash after the first must not leave best.pt behind."""
+    saves = []
+    real = pretrain_module.save_checkpoint
+
+    def crash_on_the_last_save(path, *args, **kwargs):
+        saves.append(Path(path).name)
+        if len(saves) == 4:  # epoch 0: two saves; epoch 1: the first succeeds, the second crashes
+            raise KeyboardInterrupt("simulated crash")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(pretrain_module, "save_checkpoint", crash_on_the_last_save)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(_config(tiny_synthetic, tmp_path, epochs=RESUME_EPOCHS))
+    assert saves == ["best.pt", "last.pt", "best.pt", "last.pt"]
+    monkeypatch.setattr(pretrain_module, "save_checkpoint", real)
+    pretrain(_config(tiny_synthetic, tmp_path, epochs=RESUME_EPOCHS, resume=True))
+    _assert_same_run(uninterrupted, tmp_path)
 
 
 @pytest.mark.parametrize("overrides", [
