@@ -29,15 +29,19 @@ def _scalar_type(annotation: Any) -> Any:
     return annotation
 
 
-def add_dataclass_arguments(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, skip: tuple[str, ...] = (),
-    prefix: str = "",
-) -> None:
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
     """Add one flag per field of ``cls``; tuple and dict fields are read as JSON (dicts) or lists.
 
     A field whose type is itself a dataclass (e.g. ``image: ImageEncoderConfig``) becomes a group of
-    flags named after it (``--image-name``, ``--image-weights``...).
+    flags named after it (``--image-name``, ``--image-weights``...); deeper dataclasses get groups of
+    their own beside it (argparse deprecates groups inside groups).
     """
+    _add_fields(parser, parser, cls, skip, prefix="")
+
+
+def _add_fields(parser: argparse.ArgumentParser, target: argparse.ArgumentParser | argparse._ArgumentGroup,
+                cls: type, skip: tuple[str, ...], prefix: str) -> None:
+    """Flags of ``cls`` into ``target`` (the parser or one of its groups)."""
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         if field.name in skip or not field.init:
@@ -45,9 +49,8 @@ def add_dataclass_arguments(
         kind = _scalar_type(hints[field.name])
         dest = prefix + field.name
         if dataclasses.is_dataclass(kind):
-            group = parser.add_argument_group(f"{field.name} ({kind.__name__})",
-                                              field.metadata.get("help"))
-            add_dataclass_arguments(group, kind, prefix=dest + "_")
+            group = parser.add_argument_group(f"{dest} ({kind.__name__})", field.metadata.get("help"))
+            _add_fields(parser, group, kind, (), prefix=dest + "_")
             continue
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
         help_text = field.metadata.get("help", "")
@@ -55,14 +58,14 @@ def add_dataclass_arguments(
         origin = typing.get_origin(kind)
         flag = _flag(dest)
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+            target.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif origin is tuple:
             item = typing.get_args(kind)[0]
-            parser.add_argument(flag, type=item, nargs="+", default=default, help=help_text)
+            target.add_argument(flag, type=item, nargs="+", default=default, help=help_text)
         elif origin is dict or kind is dict:
-            parser.add_argument(flag, type=json.loads, default=default, help=help_text + " [JSON]")
+            target.add_argument(flag, type=json.loads, default=default, help=help_text + " [JSON]")
         else:
-            parser.add_argument(flag, type=kind, default=default, help=help_text)
+            target.add_argument(flag, type=kind, default=default, help=help_text)
 
 
 def add_config_file_argument(parser: argparse.ArgumentParser) -> None:
@@ -123,4 +126,8 @@ def parse_config(cls: type[T], argv: list[str] | None, prog: str, description: s
     parser = argparse.ArgumentParser(prog=prog, description=description)
     add_config_file_argument(parser)
     add_dataclass_arguments(parser, cls)
-    return build_dataclass(cls, parse_with_config_file(parser, argv))
+    namespace = parse_with_config_file(parser, argv)
+    try:
+        return build_dataclass(cls, namespace)
+    except ValueError as exc:  # a value the config's own checks refuse: a usage error, not a traceback
+        parser.error(str(exc))

@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from models.cli import add_config_file_argument, add_dataclass_arguments, build_dataclass, parse_with_config_file
+from models.cli import (
+    add_config_file_argument, add_dataclass_arguments, build_dataclass, parse_config, parse_with_config_file,
+)
+from models.pretrain import main as pretrain_main
 
 
 @dataclass(frozen=True)
@@ -70,3 +73,28 @@ def test_nested_dataclass_flags_and_nested_config_sections(tmp_path):
     path.write_text(json.dumps({"inner": {"rate": 0.25}, "epochs": 1}))
     args = parse_with_config_file(parser, ["--config", str(path)])
     assert build_dataclass(Outer, args) == Outer(inner=Toy(rate=0.25), epochs=1)
+
+
+@dataclass(frozen=True)
+class Checked:
+    steps: int = 3
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+
+
+def test_values_refused_by_the_config_are_usage_errors(capsys):
+    assert parse_config(Checked, ["--steps", "2"], "prog", "") == Checked(steps=2)
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(Checked, ["--steps", "0"], "prog", "")
+    assert exit_info.value.code == 2
+    assert "prog: error: steps must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_unknown_image_encoder_name_stops_an_entry_point_while_parsing(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain_main(["--model-image-name", "tf_efficientnet_lite9", "--out", "/nonexistent/never-written"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown timm image encoder 'tf_efficientnet_lite9'" in err and "tf_efficientnet_lite0" in err

