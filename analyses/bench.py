@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.cli import parse_config
+from models.cli import parse_config, run_main
 from models.io import save_json
 from models.report_tables import write_table
 
@@ -210,4 +210,4 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

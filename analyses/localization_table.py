@@ -20,7 +20,7 @@ import models  # noqa: F401  (runtime set-up first)
 import pandas as pd
 
 from mammo_interp.factor import METHODS, FactorConfig, FactorStudy
-from models.cli import parse_config
+from models.cli import parse_config, run_main
 from models.metrics import Estimate
 from models.report_tables import write_table
 
@@ -109,4 +109,4 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -21,7 +21,7 @@ import models  # noqa: F401  (runtime set-up first)
 import pandas as pd
 
 from mammo_interp.saliency import MAP_METHODS, SaliencyConfig, SaliencyStudy
-from models.cli import parse_config
+from models.cli import parse_config, run_main
 from models.metrics import Estimate
 from models.report_tables import write_table
 
@@ -95,4 +95,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

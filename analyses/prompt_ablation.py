@@ -26,7 +26,7 @@ from mammo_interp.calibration import DEFAULT_BINS
 from mammo_interp.plotting import plt, save_figure
 from mammo_interp.prompts import load_prompt_sets
 from mammo_interp.zeroshot import ENSEMBLES, SplitConfig, embed_split, run_zero_shot
-from models.cli import parse_config
+from models.cli import parse_config, run_main
 from models.io import atomic_write, save_json
 from models.metrics import Estimate
 from models.report_tables import ci_frame, ci_long_frame, write_table
@@ -155,4 +155,4 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

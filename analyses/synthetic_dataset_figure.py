@@ -8,7 +8,6 @@ it shows the first exam (in table order) with the most distinct finding categori
 from __future__ import annotations
 
 import argparse
-import sys
 import textwrap
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
 
 from mammo_interp.plotting import CATEGORY_COLORS, DEFAULT_COLOR, draw_boxes, save_figure
+from models.cli import run_main
 from models.data.default import default_data_root
 from models.data.dicom import read_dicom
 from models.data.vindr import read_vindr
@@ -75,4 +75,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from mammo_interp.plotting import plt, save_figure
 from mammo_interp.prompts import load_prompt_sets, prompt_set_for
 from mammo_interp.zeroshot import SplitConfig, ZeroShotClassifier, embed_split, level_targets
-from models.cli import parse_config
+from models.cli import parse_config, run_main
 from models.data import schema
 from models.data.labels import BIRADS5, DENSITY, FINDINGS, IGNORE_INDEX, MALIGNANCY
 from models.io import atomic_write, save_json
@@ -373,4 +373,4 @@ def main(argv: list[str] | None = None) -> EmbeddingResult:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

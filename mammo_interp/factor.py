@@ -41,7 +41,7 @@ from mammo_interp.localization import (
 )
 from mammo_interp.mapper import ChannelMapper, MapperConfig, train_mapper
 from models.checkpoints import check_input_size, clip_from_checkpoint, input_size, load_checkpoint
-from models.cli import parse_config
+from models.cli import parse_config, run_main
 from models.clip import ClipModel
 from models.data.datasets import ImageDataset
 from models.data.default import cache_dir
@@ -375,4 +375,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

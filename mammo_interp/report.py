@@ -41,7 +41,7 @@ from matplotlib.figure import Figure
 from mammo_interp.plotting import plt, save_figure
 from mammo_interp.prompts import PromptSet, load_prompt_sets, prompt_set_for
 from mammo_interp.zeroshot import ENSEMBLES, LEVELS, SplitConfig, ZeroShotClassifier, embed_split, level_targets
-from models.cli import parse_config
+from models.cli import parse_config, run_main
 from models.data.labels import IGNORE_INDEX
 from models.io import atomic_write, save_json
 from models.metrics import Estimate, bootstrap
@@ -335,4 +335,4 @@ def main(argv: list[str] | None = None) -> ReportRun:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -54,7 +54,7 @@ from mammo_interp.heatmaps import normalize_in_mask, upsample
 from mammo_interp.localization import BoxRule, evaluate_methods, write_localization_table
 from mammo_interp.plotting import draw_boxes, save_figure
 from models.checkpoints import check_input_size, clip_from_checkpoint, input_size, load_checkpoint
-from models.cli import parse_config
+from models.cli import parse_config, run_main
 from models.clip import ClipModel, MultiViewClipModel
 from models.data.datasets import EXAM_VIEWS, ExamDataset
 from models.data.errors import DataError
@@ -701,4 +701,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

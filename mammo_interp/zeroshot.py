@@ -44,7 +44,7 @@ from mammo_interp.calibration import (
 from mammo_interp.plotting import save_figure
 from mammo_interp.prompts import TaskPrompts, load_prompt_sets, prompt_set_for
 from models.checkpoints import check_input_size, clip_from_checkpoint, input_size, load_checkpoint
-from models.cli import parse_config
+from models.cli import parse_config, run_main
 from models.clip import ClipModel
 from models.data import schema
 from models.data.cache import PreprocessCache
@@ -420,4 +420,4 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

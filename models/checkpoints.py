@@ -19,6 +19,7 @@ import torch
 
 from models.clip import ClipConfig, ClipModel
 from models.encoders import ImageEncoderConfig, TextEncoderConfig
+from models.errors import InputError
 from models.io import save_torch
 
 FORMAT = "mammo-interp/clip-1"
@@ -38,7 +39,7 @@ MAMMO_CLIP_ENCODERS: dict[str, tuple[str, str]] = {
 _IGNORED_KEYS = ("image_encoder.fc.", "image_encoder._fc.", "text_encoder.text_encoder.embeddings.position_ids")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that cannot be read or does not fit the model; the message says why."""
 
 

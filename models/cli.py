@@ -1,7 +1,9 @@
 """One CLI style for every ``python -m`` entry point: flags generated from a config dataclass.
 
 Each dataclass field becomes ``--field-name`` with its type, default and the ``help`` text from the
-field's metadata; ``--config FILE.json`` supplies defaults that explicit flags override.
+field's metadata; ``--config FILE.json`` supplies defaults that explicit flags override. Values the
+config refuses, and bad input found later (:class:`models.errors.InputError`, missing or unreadable
+files), end the program with one ``prog: error: ...`` line instead of a traceback.
 """
 
 from __future__ import annotations
@@ -9,10 +11,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from models.errors import InputError
 
 T = TypeVar("T")
 
@@ -131,3 +137,18 @@ def parse_config(cls: type[T], argv: list[str] | None, prog: str, description: s
         return build_dataclass(cls, namespace)
     except ValueError as exc:  # a value the config's own checks refuse: a usage error, not a traceback
         parser.error(str(exc))
+
+
+USER_ERRORS = (InputError, FileNotFoundError, PermissionError)
+
+
+def run_main(main: Callable[[], object]) -> None:
+    """Run an entry point's ``main()`` and exit: with its return value if that is an int, else 0;
+    with one ``python -m MODULE: error: ...`` line and status 1 on input the user can fix."""
+    try:
+        result = main()
+    except USER_ERRORS as exc:
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        prog = f"python -m {spec.name.removesuffix('.__main__')}" if spec else sys.argv[0]
+        raise SystemExit(f"{prog}: error: {exc}") from None
+    raise SystemExit(result if isinstance(result, int) else 0)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 import models  # noqa: F401 - runtime guard before torchvision/transformers
 from models.checkpoints import load_clip
-from models.cli import parse_config
+from models.cli import parse_config, run_main
 from models.data.datasets import ImageDataset, collate
 from models.data.labels import DEFAULT_LABELS, IGNORE_INDEX, MultiHotEncoder
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache, subsample_studies
@@ -279,4 +279,4 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 import models  # noqa: F401 - runtime guard before torchvision/transformers
 from models.checkpoints import load_checkpoint, restore_clip_state, save_checkpoint
-from models.cli import parse_config
+from models.cli import parse_config, run_main
 from models.clip import ClipConfig, ClipModel, MultiViewClipModel
 from models.data.datasets import BreastDataset, ExamDataset, ImageDataset, collate
 from models.data.sources import Splits, load_splits, preprocess_cache, subsample_studies
@@ -403,4 +403,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

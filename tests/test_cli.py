@@ -1,14 +1,20 @@
-"""The shared dataclass CLI: flags, defaults, --config precedence and its errors."""
+"""The shared CLI: dataclass flags, defaults, --config precedence, usage errors, and one-line exits on
+bad input (run_main)."""
 
 import argparse
 import json
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import pytest
 
 from models.cli import (
     add_config_file_argument, add_dataclass_arguments, build_dataclass, parse_config, parse_with_config_file,
+    run_main,
 )
+from models.checkpoints import load_checkpoint
+from models.data.errors import DataError
 from models.pretrain import main as pretrain_main
 
 
@@ -98,3 +104,41 @@ def test_unknown_image_encoder_name_stops_an_entry_point_while_parsing(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "unknown timm image encoder 'tf_efficientnet_lite9'" in err and "tf_efficientnet_lite0" in err
+
+
+def _exit_of(main) -> SystemExit:
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(main)
+    return exit_info.value
+
+
+def test_run_main_exit_status_follows_main():
+    assert _exit_of(lambda: 3).code == 3
+    assert _exit_of(lambda: {"a table": 1}).code == 0
+
+
+def test_run_main_reports_input_errors_in_one_line_and_lets_bugs_through():
+    def bad_table():
+        raise DataError("/data/vindr/finding_annotations.csv:7", "xmin 900 > xmax 120", "xmin <= xmax")
+
+    message = _exit_of(bad_table).code
+    assert isinstance(message, str) and "\n" not in message  # a str code: printed to stderr, status 1
+    assert message.endswith(": error: /data/vindr/finding_annotations.csv:7: xmin 900 > xmax 120 "
+                            "(expected xmin <= xmax)")
+    assert "not found" in _exit_of(lambda: load_checkpoint("/nonexistent/best.pt")).code
+    with pytest.raises(ZeroDivisionError):
+        run_main(lambda: 1 / 0)
+
+
+def test_an_entry_point_given_a_folder_without_tables_fails_in_one_line(tmp_path, tiny_checkpoint):
+    empty = tmp_path / "not_a_dataset"
+    empty.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "mammo_interp.factor", "--attribute", "mass", "--data", str(empty),
+         "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "out"),
+         "--report-dir", str(tmp_path / "reports"), "--no-progress"],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"python -m mammo_interp.factor: error: {empty}: no dataset tables found (expected a VinDr-Mammo "
+        "folder (breast-level_annotations.csv) or an RSNA folder (train.csv))"]

@@ -12,7 +12,7 @@ import models  # noqa: F401 - runtime guard first
 import pandas as pd
 
 from mammo_interp.prompts import load_prompt_sets
-from models.cli import parse_config
+from models.cli import parse_config, run_main
 from models.text import ZERO_SHOT_TASKS
 
 
@@ -63,4 +63,4 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

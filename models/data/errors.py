@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from models.errors import InputError
 
-class DataError(ValueError):
+
+class DataError(InputError):
     """Bad input data. The message names where the problem is and what was expected."""
 
     def __init__(self, where: str | Path, problem: str, expected: str | None = None) -> None:

@@ -176,6 +176,10 @@ def test_cli_writes_dataset_and_rejects_bad_flags(tmp_path, capsys):
     out = tmp_path / "cli"
     assert synth_main(["--out", str(out), "--n-studies", "1", "--image-height", "96", "--workers", "1"]) == 0
     assert (out / schema.BREAST_LEVEL_CSV).is_file()
+    assert "synthesizing studies" in capsys.readouterr().err
+    assert synth_main(["--out", str(out), "--n-studies", "1", "--image-height", "96", "--workers", "1",
+                       "--overwrite", "--no-progress"]) == 0
+    assert "synthesizing studies" not in capsys.readouterr().err
     with pytest.raises(SystemExit):
         synth_main(["--out", str(out), "--n-studies", "1"])  # not empty, no --overwrite
     assert "not empty" in capsys.readouterr().err

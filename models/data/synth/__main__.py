@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import models  # noqa: F401  (runtime set-up first)
-from models.cli import add_config_file_argument, add_dataclass_arguments, build_dataclass, parse_with_config_file
+from models.cli import (
+    add_config_file_argument, add_dataclass_arguments, build_dataclass, parse_with_config_file, run_main,
+)
 from models.data.synth import SynthConfig, generate_dataset
 
 
@@ -20,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="output directory (must be empty or absent)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                        help="progress bar (default: on)")
     add_config_file_argument(parser)
     add_dataclass_arguments(parser, SynthConfig)
     return parser
@@ -30,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_with_config_file(parser, argv)
     try:
         config = build_dataclass(SynthConfig, args)
-        out = generate_dataset(args.out, config, workers=args.workers, overwrite=args.overwrite)
+        out = generate_dataset(args.out, config, workers=args.workers, overwrite=args.overwrite,
+                               progress=args.progress)
     except (ValueError, FileExistsError) as exc:
         parser.error(str(exc))
     print(f"wrote {config.n_studies} studies to {out}")
@@ -38,4 +42,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)
