@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from models.checkpoints import load_checkpoint
 from models.cli import (
     add_config_file_argument, add_dataclass_arguments, build_dataclass, parse_config, parse_with_config_file,
     run_main,
 )
-from models.checkpoints import load_checkpoint
 from models.data.errors import DataError
 from models.pretrain import main as pretrain_main
 

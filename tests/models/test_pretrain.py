@@ -40,15 +40,17 @@ def test_config_validation():
 RESUME_EPOCHS = 3  # in this tiny run epoch 1 improves the validation loss, so it writes best.pt and last.pt
 
 
-def _pretrain_process(data: str, out: Path, *extra: str) -> subprocess.Popen:
+def _pretrain_process(data: str, out: Path, log: Path, *extra: str) -> subprocess.Popen:
     """``python -m models.pretrain`` with the flags that give ``_config(data, out, epochs=RESUME_EPOCHS)``,
-    on as many threads as this process (equal thread counts give bit-identical CPU kernels)."""
+    on as many threads as this process (equal thread counts give bit-identical CPU kernels); its
+    output goes to ``log`` (a pipe nobody reads could fill and stall it)."""
     flags = ["--data", data, "--out", str(out), "--model-embed-dim", str(SMALL.embed_dim),
              "--image-size", "128", "80", "--epochs", str(RESUME_EPOCHS), "--batch-size", "8",
              "--validation-fraction", "0.2", "--no-progress", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    return subprocess.Popen([sys.executable, "-m", "models.pretrain", *flags], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with log.open("a") as stream:
+        return subprocess.Popen([sys.executable, "-m", "models.pretrain", *flags], env=env,
+                                stdout=stream, stderr=subprocess.STDOUT)
 
 
 @pytest.fixture(scope="module")
@@ -74,16 +76,18 @@ def _assert_same_run(reference: Path, out: Path) -> None:
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tiny_synthetic, uninterrupted, tmp_path):
     """SIGKILL (no handler runs, nothing flushed) during the second epoch, then ``--resume``."""
-    process = _pretrain_process(tiny_synthetic, tmp_path)
-    while not (tmp_path / "last.pt").is_file():
-        assert process.poll() is None, process.stderr.read()
+    out, log = tmp_path / "run", tmp_path / "pretrain.log"
+    process = _pretrain_process(tiny_synthetic, out, log)
+    deadline = time.monotonic() + 600
+    while not (out / "last.pt").is_file():
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
-    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 0
-    resumed = _pretrain_process(tiny_synthetic, tmp_path, "--resume")
-    assert resumed.wait() == 0, resumed.stderr.read()
-    _assert_same_run(uninterrupted, tmp_path)
+    assert load_checkpoint(out / "last.pt")["epoch"] == 0
+    resumed = _pretrain_process(tiny_synthetic, out, log, "--resume")
+    assert resumed.wait(timeout=600) == 0, log.read_text()
+    _assert_same_run(uninterrupted, out)
 
 
 def test_crash_between_the_two_saves_of_an_epoch_resumes_to_the_uninterrupted_result(
