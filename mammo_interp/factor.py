@@ -51,15 +51,17 @@ from models.data.sources import TEST, TRAIN, VALIDATION, Splits, load_splits, pr
 from models.encoders import ImageEncoder
 from models.default_model import resolve_checkpoint
 from models.io import atomic_write, save_json, save_torch, writable_dir
+from models.reference import load_reference
 from models.text import attribute_category, attribute_sentences
 
 STAGES = ("extract", "train", "predict", "evaluate", "all")
 METHODS = ("factor", "gradcam", "integrated_gradients", "random_channels", "mean_channels",
-           "oracle_channel", "breast_prior")
+           "oracle_channel", "breast_prior", "supervised_reference")
 METHOD_NAMES = {
     "factor": "FActOR top-k", "gradcam": "Grad-CAM", "integrated_gradients": "Integrated Gradients",
     "random_channels": "random k channels", "mean_channels": "mean of channels",
     "oracle_channel": "oracle channel (val boxes)", "breast_prior": "breast prior",
+    "supervised_reference": "supervised reference (Grad-CAM)",
 }
 
 @dataclass(frozen=True)
@@ -81,6 +83,9 @@ class FactorConfig:
                 "default: the checkpoint's"})
     image_size: tuple[int, ...] = field(default=(), metadata={
         "help": "input H W; default: the size the checkpoint was pretrained at"})
+    reference: str | None = field(default=None, metadata={
+        "help": "supervised-reference checkpoint (python -m models.reference) for the ceiling row: "
+                "Grad-CAM on its finding logit; without it that row is left out"})
     top_k: int = field(default=3, metadata={"help": "channels FActOR sums into a heatmap"})
     box: BoxRule = field(default_factory=BoxRule, metadata={"help": "heatmap -> boxes rule"})
     mapper: MapperConfig = field(default_factory=MapperConfig, metadata={"help": "channel mapper"})
@@ -160,9 +165,21 @@ class FactorStudy:
         self.encoder.feature_channels(self.layer)  # validates the layer name
         self.image_size = input_size(payload, config.image_size)
         self.text_embedding = attribute_embedding(self.model, config.attribute)
+        self.reference = self._load_reference() if config.reference else None
         self.out = Path(config.out) / f"{self.slug}_{self.layer.replace('.', '')}"
         self._features: dict[str, FeatureSet] = {}
         self.seconds: dict[str, float] = {}  # wall time per step, for the run summary
+
+    def _load_reference(self):
+        """The supervised reference and its config, checked against this study before any work."""
+        reference, trained = load_reference(self.config.reference)
+        if self.category not in trained.findings:
+            raise DataError(self.config.reference, f"the reference predicts {list(trained.findings)}",
+                            f"a reference trained on {self.category!r}")
+        if tuple(trained.image_size) != tuple(self.image_size):
+            raise DataError(self.config.reference, f"the reference was trained at {list(trained.image_size)}",
+                            f"the study's input size {list(self.image_size)}")
+        return reference, trained
 
     @property
     def slug(self) -> str:
@@ -269,13 +286,22 @@ class FactorStudy:
                 test.maps, hm.single_channel_weights(
                     n, channels, oracle_channel(self.features(VALIDATION), self.category_index)), test.masks),
             "breast_prior": lambda: hm.breast_prior(test.masks),
+            "supervised_reference": lambda: self.reference_heatmaps(images, n, test.masks),
         }
+        methods = [m for m in self.config.methods if m != "supervised_reference" or self.config.reference]
         out = {}
-        for method in tqdm(self.config.methods, desc="heatmaps", disable=not self.config.progress, leave=False):
+        for method in tqdm(methods, desc="heatmaps", disable=not self.config.progress, leave=False):
             started = time.perf_counter()
             out[METHOD_NAMES[method]] = builders[method]()
             self.seconds[f"heatmaps {method}"] = time.perf_counter() - started
         return out
+
+    def reference_heatmaps(self, images: Callable[[slice], torch.Tensor], n: int,
+                           masks: torch.Tensor) -> torch.Tensor:
+        """Grad-CAM on the supervised reference's logit for this study's finding, at its own layer."""
+        reference, trained = self.reference
+        target = hm.LogitTarget(reference, trained.findings.index(self.category))
+        return hm.grad_cam(target, reference.encoder.feature_module(reference.feature_layer), images, n, masks)
 
     def evaluate(self) -> dict[str, Any]:
         """All methods on the test split: table, long CSV, overlay figure, run summary JSON."""
@@ -355,8 +381,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     try:  # bad names and paths: one clear line, before any heavy work
         attribute_category(config.attribute)
-        if config.checkpoint is not None and not Path(config.checkpoint).is_file():
-            raise FileNotFoundError(f"--checkpoint {config.checkpoint}: no such file")
+        for flag, path in (("--checkpoint", config.checkpoint), ("--reference", config.reference)):
+            if path is not None and not Path(path).is_file():
+                raise FileNotFoundError(f"{flag} {path}: no such file")
         writable_dir(config.out, "--out")
         writable_dir(config.report_dir, "--report-dir")
     except (ValueError, OSError) as exc:

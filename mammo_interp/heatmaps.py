@@ -118,13 +118,25 @@ class SimilarityTarget(nn.Module):
         return self.model.encode_image(images) @ self.text_embedding
 
 
+class LogitTarget(nn.Module):
+    """A classifier's ``(B, K)`` logits -> ``(B,)`` logit of one class (e.g. the supervised
+    reference's finding logit as a Grad-CAM target)."""
+
+    def __init__(self, model: nn.Module, index: int) -> None:
+        super().__init__()
+        self.model, self.index = model, index
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)[:, self.index]
+
+
 def _batched(images: Callable[[slice], torch.Tensor], n: int, batch_size: int,
              attribute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     return torch.cat([attribute(images(slice(i, i + batch_size))).detach()
                       for i in range(0, n, batch_size)])
 
 
-def grad_cam(target: SimilarityTarget, layer: nn.Module, images: Callable[[slice], torch.Tensor], n: int,
+def grad_cam(target: nn.Module, layer: nn.Module, images: Callable[[slice], torch.Tensor], n: int,
              masks: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
     """captum ``LayerGradCam`` (ReLU of the gradient-weighted channel sum) at ``layer``."""
     method = LayerGradCam(target, layer)

@@ -38,6 +38,9 @@ from models.fusion import FusionMLMHead
 from models.io import save_json
 from models.losses import clip_loss, mask_tokens, mlm_loss, multiview_loss, positives_from_texts
 from models.metrics import chance_recall_at_k, mean_reciprocal_rank, recall_at_k
+from models.augment import augment
+from models.data.schema import FINDING_CATEGORIES
+from models.sampling import balanced_order, finding_targets
 from models.text import synthesize_report
 from models.training import (
     DistributedContext,
@@ -84,6 +87,12 @@ class PretrainConfig:
     validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
     train_fraction: float = field(default=1.0, metadata={
         "help": "fraction of training studies used (data-efficiency runs)"})
+    positive_fraction: float = field(default=0.0, metadata={
+        "help": "share of each epoch drawn from samples with a BALANCE_FINDINGS finding (balanced "
+                "sampling with replacement); 0: plain shuffling"})
+    balance_findings: tuple[str, ...] = field(default=("Mass", "Suspicious Calcification"), metadata={
+        "help": "finding categories balanced sampling draws equally often"})
+    augment: bool = field(default=False, metadata={"help": "flips, gamma and contrast jitter of training images"})
     max_minutes: float | None = field(default=None, metadata={
         "help": "stop after this much training time (the epoch in progress is closed)"})
     seed: int = field(default=0, metadata={"help": "random seed"})
@@ -103,6 +112,11 @@ class PretrainConfig:
             raise ValueError("the masked-language term is implemented for level 'image' only")
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
+        if not 0 <= self.positive_fraction < 1:
+            raise ValueError(f"positive_fraction must be in [0, 1), got {self.positive_fraction}")
+        unknown = [f for f in self.balance_findings if f not in FINDING_CATEGORIES]
+        if unknown:
+            raise ValueError(f"balance_findings {unknown} are not among {list(FINDING_CATEGORIES)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,6 +164,12 @@ class PairedText(Dataset):
             return " ".join(row_text(first_per_breast[side], self.source, rng)
                             for side in ("R", "L") if side in first_per_breast)
         return row_text(rows[0], self.source, rng)
+
+    def finding_targets(self, findings: tuple[str, ...]) -> np.ndarray:
+        """``(len, K)`` 0/1: does any image of each sample carry each finding (balanced sampling)."""
+        rows = finding_targets(self.base.table, findings)
+        return np.stack([rows[[r.name for r in self._rows(i)]].max(0) for i in range(len(self))]) \
+            if len(self) else rows[:0]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.base[index]
@@ -242,7 +262,12 @@ def _loader(dataset: PairedText, config: PretrainConfig, epoch: int, context: Di
     if not train:
         return DataLoader(dataset, batch_size=config.batch_size, shuffle=False, collate_fn=collate,
                           num_workers=config.workers)
-    if context.enabled:
+    if config.positive_fraction > 0:
+        # one balanced order for all ranks (same generator), split evenly so ranks step together
+        order = balanced_order(dataset.finding_targets(config.balance_findings), config.positive_fraction,
+                               len(dataset), epoch_generator(config.seed, epoch))
+        sampler = order[:len(order) - len(order) % context.world_size][context.rank::context.world_size]
+    elif context.enabled:
         sampler = DistributedSampler(dataset, context.world_size, context.rank, shuffle=True,
                                      seed=config.seed, drop_last=True)
         sampler.set_epoch(epoch)
@@ -339,7 +364,10 @@ def pretrain(config: PretrainConfig, splits: Splits | None = None) -> Path:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not (config.progress and context.is_main), leave=False)
         out_of_time = False
+        jitter = epoch_generator(config.seed + 1, epoch, context.rank)
         for step, batch in enumerate(bar):
+            if config.augment:
+                batch["image"] = augment(batch["image"], jitter)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
                 terms = model(batch)
             (terms["total"] / config.accumulate).backward()

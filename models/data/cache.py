@@ -16,10 +16,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
+import os
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from models.data.preprocess import GeometricTransform, PreprocessConfig, load_preprocessed
 from models.io import atomic_write
@@ -81,8 +86,7 @@ class PreprocessCache:
         Raises:
             DicomError: on a miss, when the DICOM cannot be read.
         """
-        key = self.key(path, laterality)
-        png, sidecar = self.entry_paths(key)
+        key, png, sidecar = self._entry(path, laterality)
         cached = self._load(key, png, sidecar)
         if cached is not None:
             self.hits += 1
@@ -95,6 +99,30 @@ class PreprocessCache:
         meta = {"key": key, "source": str(Path(path).absolute()), "transform": transform.to_dict()}
         atomic_write(sidecar, lambda stream: stream.write(json.dumps(meta).encode()))
         return stored.astype(np.float32) / _LEVELS, transform
+
+    def fill(self, images: Iterable[tuple[str | Path, str | None]], workers: int | None = None,
+             progress: bool = True) -> int:
+        """Preprocess every ``(path, laterality)`` not cached yet, in ``workers`` processes (default:
+        all cores), so a first training epoch does not decode DICOMs one by one. Returns how many
+        entries were built. Entries are written atomically, so concurrent fills are safe."""
+        todo = [(str(p), lat) for p, lat in images if self._load(*self._entry(p, lat)) is None]
+        workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+        if not todo:
+            return 0
+        if workers == 1:
+            for path, laterality in tqdm(todo, desc="preprocess", disable=not progress, leave=False):
+                self.get(path, laterality)
+            return len(todo)
+        # spawn, not fork: a fork after torch has started its OpenMP threads can deadlock the workers
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            jobs = pool.map(_fill_one, [(self.root, self.config, p, lat) for p, lat in todo], chunksize=8)
+            for _ in tqdm(jobs, total=len(todo), desc="preprocess", disable=not progress, leave=False):
+                pass
+        return len(todo)
+
+    def _entry(self, path: str | Path, laterality: str | None) -> tuple[str, Path, Path]:
+        key = self.key(path, laterality)
+        return (key, *self.entry_paths(key))
 
     def _load(
         self, key: str, png: Path, sidecar: Path
@@ -114,3 +142,8 @@ class PreprocessCache:
             logger.warning("rebuilding corrupt cache entry %s: %s", sidecar, exc)
             return None
         return stored.astype(np.float32) / _LEVELS, transform
+
+
+def _fill_one(job: tuple[Path, PreprocessConfig, str, str | None]) -> None:
+    root, config, path, laterality = job
+    PreprocessCache(root, config).get(path, laterality)

@@ -80,8 +80,16 @@ class _TableDataset(Dataset):
                     where = f"per-image table, image_id {image_id!r}, column {encoder.column!r}"
                     raise LabelError(where, exc.problem, exc.expected) from exc
 
+    def fill_cache(self, workers: int | None = None, progress: bool = True) -> int:
+        """Preprocess every image of the table into ``cache`` in parallel (see
+        :meth:`PreprocessCache.fill`); returns how many were built. A no-op without a cache."""
+        if self.cache is None:
+            return 0
+        return self.cache.fill(((p, _laterality(lat)) for p, lat in zip(self.table["path"], self.table["laterality"])),
+                               workers=workers, progress=progress)
+
     def _load(self, row: pd.Series) -> tuple[np.ndarray, GeometricTransform]:
-        laterality = row["laterality"] if row["laterality"] in ("L", "R") else None
+        laterality = _laterality(row["laterality"])
         if self.cache is not None:
             image, transform = self.cache.get(row["path"], laterality)
         else:
@@ -127,6 +135,11 @@ class _TableDataset(Dataset):
             "view": view,
             "transform": None,
         }
+
+
+def _laterality(value: Any) -> str | None:
+    """The laterality preprocessing orients by (None when the table has no usable one)."""
+    return value if value in ("L", "R") else None
 
 
 def _label_tensor(encoder: Encoder, value: Any) -> torch.Tensor:

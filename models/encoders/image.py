@@ -10,6 +10,7 @@ starts from random weights.
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from models.encoders.efficientnet_keys import is_efficientnet_pytorch, map_effic
 
 DEFAULT_IMAGE_ENCODER = "tf_efficientnet_lite0"
 HEAD_LAYER = "head"  # the backbone's last conv output (after conv_head for EfficientNets)
-POOLINGS = ("avg", "gem")
+POOLINGS = ("avg", "gem", "lse")
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,17 @@ class ImageEncoderConfig:
                           "name, e.g. 'blocks.4' (stride 16 in EfficientNets)"},
     )
     pooling: str = field(default="avg", metadata={"help": f"global pooling: {POOLINGS}"})
+    frozen_through: str = field(default="", metadata={
+        "help": "freeze the backbone from its input through this timm stage (e.g. 'blocks.1', stride 4: "
+                "generic ImageNet edges and blobs, most of the compute); '' trains every layer"})
     mean: float = field(default=0.3089, metadata={"help": "intensity normalization mean"})
     std: float = field(default=0.2505, metadata={"help": "intensity normalization std"})
 
     def __post_init__(self) -> None:  # here, so a bad flag fails while the CLI parses, not mid-run
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling {self.pooling!r} is not one of {POOLINGS}")
+        if self.frozen_through == HEAD_LAYER:
+            raise ValueError("frozen_through names a stage before the head (e.g. 'blocks.1'), not 'head'")
         if not timm.is_model(self.name):
             close = difflib.get_close_matches(self.name, timm.list_models(), n=5)
             raise ValueError(f"unknown timm image encoder {self.name!r}; close names: {close}")
@@ -84,6 +90,22 @@ class GeM(nn.Module):
         return x.clamp(min=self.eps).pow(self.p).mean(dim=(-2, -1)).pow(1.0 / self.p)
 
 
+class LogSumExpPool(nn.Module):
+    """Smooth maximum over positions, ``(B, C, h, w) -> (B, C)``: ``log(mean(exp(r x))) / r``.
+
+    Between the mean (r -> 0) and the max (r -> inf): a lesion covering a few cells of the map
+    still dominates its channels, where average pooling dilutes it by the breast's area.
+    """
+
+    def __init__(self, sharpness: float = 5.0) -> None:
+        super().__init__()
+        self.sharpness = sharpness
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(2)
+        return (torch.logsumexp(self.sharpness * flat, -1) - math.log(flat.shape[-1])) / self.sharpness
+
+
 class ImageEncoder(nn.Module):
     """timm backbone on ``(B, in_chans, H, W)`` images in [0, 1] (bright = dense).
 
@@ -99,11 +121,33 @@ class ImageEncoder(nn.Module):
         )
         if config.weights != "none":
             self.load_backbone_weights(self._weights_path())
+        # channels-last convolutions run about 1.7x faster on CPU (same values up to rounding)
+        self.backbone.to(memory_format=torch.channels_last)
         self.out_dim = int(self.backbone.num_features)
-        self.pool = GeM() if config.pooling == "gem" else nn.AdaptiveAvgPool2d(1)
+        self.pool = {"gem": GeM, "lse": LogSumExpPool, "avg": lambda: nn.AdaptiveAvgPool2d(1)}[config.pooling]()
         self.register_buffer("mean", torch.tensor(config.mean), persistent=False)
         self.register_buffer("std", torch.tensor(config.std), persistent=False)
         self._feature_index = self._resolve_feature_layer(config.feature_layer)
+        self.frozen = self._freeze_through(config.frozen_through) if config.frozen_through else []
+
+    def _freeze_through(self, layer: str) -> list[nn.Module]:
+        """Stop gradients for every backbone parameter up to the end of ``layer`` (parameters are
+        registered in forward order in timm CNNs); returns the frozen top-level modules."""
+        self._resolve_feature_layer(layer)
+        names = [name for name, _ in self.backbone.named_parameters()]
+        last = max(i for i, name in enumerate(names) if name.startswith(layer + "."))
+        frozen = set()
+        for name, parameter in list(self.backbone.named_parameters())[:last + 1]:
+            parameter.requires_grad_(False)
+            frozen.add(name.rsplit(".", 1)[0])
+        # the modules that hold them, so train() can keep their batch-norm statistics fixed
+        return [module for name, module in self.backbone.named_modules() if name in frozen]
+
+    def train(self, mode: bool = True) -> ImageEncoder:
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
 
     def _weights_path(self) -> Path:
         if self.config.weights != "default":
@@ -155,7 +199,7 @@ class ImageEncoder(nn.Module):
         return int(self.backbone.feature_info[index]["num_chs"])
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        return (images - self.mean) / self.std
+        return ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
     def forward_head_map(self, images: torch.Tensor) -> torch.Tensor:
         """Last conv feature map ``(B, out_dim, h, w)``."""

@@ -118,3 +118,20 @@ def test_bad_dicom_raises_and_caches_nothing(tmp_path):
     with pytest.raises(DicomError, match="not a DICOM file"):
         cache.get(bad)
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_fill_builds_missing_entries_once_with_the_same_pixels(tmp_path, helpers, workers):
+    paths = []
+    for k in range(3):
+        pixels = helpers.phantom(96, 64, "L", boxes=[(20 + 5 * k, 30, 30 + 5 * k, 40)])
+        paths.append(helpers.write_dicom(tmp_path / f"img{k}.dicom", helpers.to_stored(pixels), laterality="L"))
+    cache = PreprocessCache(tmp_path / "cache", CONFIG)
+    assert cache.fill([(p, "L") for p in paths], workers=workers, progress=False) == 3
+    assert cache.fill([(p, "L") for p in paths], workers=workers, progress=False) == 0  # all cached
+    fresh = PreprocessCache(tmp_path / "cache", CONFIG)
+    for path in paths:
+        image, _ = fresh.get(path, "L")
+        direct, _ = load_preprocessed(path, CONFIG, "L")
+        np.testing.assert_allclose(image, direct, atol=1 / 65535)
+    assert (fresh.hits, fresh.misses) == (3, 0)

@@ -126,6 +126,18 @@ def test_dataset_uses_the_cache(table, tmp_path, monkeypatch):
         ImageDataset(table, PreprocessConfig(size=(32, 20)), cache=cache)
 
 
+def test_fill_cache_preprocesses_every_row_so_items_are_hits(table, tmp_path):
+    cache = PreprocessCache(tmp_path / "cache", CONFIG)
+    dataset = ImageDataset(table, cache=cache)
+    assert dataset.fill_cache(workers=1, progress=False) == len(table)
+    hits = PreprocessCache(tmp_path / "cache", CONFIG)
+    items = ImageDataset(table, cache=hits)
+    for i in range(len(items)):
+        items[i]
+    assert (hits.hits, hits.misses) == (len(table), 0)
+    assert ImageDataset(table).fill_cache() == 0  # no cache, nothing to fill
+
+
 def test_bad_label_fails_at_construction(table):
     bad = table.copy()
     bad.loc[3, "density"] = "E"

@@ -11,6 +11,7 @@ import torch
 from mammo_interp import factor
 from mammo_interp.features import FeatureSet, breast_mask
 from models.data.errors import DataError
+from models.reference import ReferenceConfig, build_model, save_reference
 
 
 @pytest.fixture()
@@ -30,8 +31,17 @@ def _args(data, checkpoint, out, *extra: str) -> list[str]:
             "--mapper-epochs", "2", "--n-boot", "20", "--ig-steps", "2", "--figure-cases", "2", *extra]
 
 
-def test_cli_runs_every_method_and_writes_table_figure_and_boxes(tiny_masses, tiny_checkpoint, cache):
-    result = factor.main(["--attribute", "mass", *_args(tiny_masses, tiny_checkpoint, cache)])
+@pytest.fixture(scope="module")
+def tiny_reference(tmp_path_factory):
+    """An untrained supervised reference for masses at the tiny studies' 128 x 80."""
+    config = ReferenceConfig(findings=("Mass",), image_size=(128, 80))
+    return save_reference(tmp_path_factory.mktemp("reference") / "best.pt", build_model(config), config)
+
+
+def test_cli_runs_every_method_and_writes_table_figure_and_boxes(tiny_masses, tiny_checkpoint, tiny_reference,
+                                                                cache):
+    result = factor.main(["--attribute", "mass", "--reference", str(tiny_reference),
+                          *_args(tiny_masses, tiny_checkpoint, cache)])
     table = pd.read_csv(cache / "reports" / "mass_head.csv")
     assert list(table["method"]) == [factor.METHOD_NAMES[m] for m in factor.METHODS]
     assert {"IoU-hit@0.25", "IoU-hit@0.5", "AP@0.25", "AP@0.5", "pointing game", "energy PG"} <= set(table.columns)
@@ -45,6 +55,18 @@ def test_cli_runs_every_method_and_writes_table_figure_and_boxes(tiny_masses, ti
     # Original DICOM pixels are larger than the 128 x 80 model input.
     assert boxes["orig_xmax"].max() > 80 and (boxes["rank"] < 3).all()
     assert result["speed"]["ratio"] > 0 and result["layer"] == "head"
+
+
+def test_reference_row_is_left_out_without_a_reference_and_a_mismatched_one_is_refused(
+        tiny_masses, tiny_checkpoint, tmp_path, cache):
+    config = ReferenceConfig(findings=("Suspicious Calcification",), image_size=(128, 80))
+    calcification_only = save_reference(tmp_path / "calc.pt", build_model(config), config)
+    with pytest.raises(DataError, match="reference predicts"):
+        factor.main(["--attribute", "mass", "--reference", str(calcification_only),
+                     *_args(tiny_masses, tiny_checkpoint, cache)])
+    factor.main(["--attribute", "mass", "--methods", "breast_prior", "supervised_reference",
+                 *_args(tiny_masses, tiny_checkpoint, cache)])
+    assert list(pd.read_csv(cache / "reports" / "mass_head.csv")["method"]) == ["breast prior"]
 
 
 def test_stages_reuse_cached_features_and_mapper(tiny_masses, tiny_checkpoint, cache, monkeypatch):

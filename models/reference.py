@@ -1,0 +1,306 @@
+"""The supervised reference: the CLIP image backbone trained box-free on image-level finding labels.
+
+It answers "what can these features know?" before any explanation is judged: a CLIP model cannot be
+expected to encode masses that the same backbone, told directly which images hold one, cannot
+learn. Its Grad-CAM is the ceiling row of every localization table.
+
+The head is a 1x1 convolution on a chosen feature map, giving a ``(B, K, h, w)`` logit map per
+finding that is pooled to one logit per finding (``avg``: a linear layer on average-pooled features;
+``max`` or ``lse``: the evidence of the most suspicious cell, which a lesion covering a few cells
+needs). Boxes are never read: training sees image labels only.
+
+``python -m models.reference`` trains with batches balanced between images with and without the
+findings, light augmentation (flips, gamma, contrast), selects the epoch on the validation split's
+mean AUROC (the test split is read once, at the end) and writes ``OUT/best.pt``, ``OUT/last.pt``
+(``--resume`` continues it), ``OUT/metrics.csv`` and test AUROC tables with bootstrap CIs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+import models  # noqa: F401 - runtime guard before torchvision/transformers
+from models.augment import augment
+from models.checkpoints import CheckpointError, check_input_size
+from models.cli import parse_config, run_main
+from models.data.datasets import ImageDataset, collate
+from models.data.schema import FINDING_CATEGORIES
+from models.data.sources import TEST, load_splits, preprocess_cache
+from models.encoders import ImageEncoder, ImageEncoderConfig
+from models.encoders.image import LogSumExpPool
+from models.io import save_json, save_torch
+from models.metrics import Estimate, auroc, bootstrap
+from models.report_tables import ci_frame, ci_long_frame, write_table
+from models.sampling import balanced_order, finding_targets
+from models.training import MetricsHistory, cosine_with_warmup, epoch_generator, seed_everything
+
+POOLINGS = ("avg", "max", "lse")
+DEFAULT_FINDINGS = ("Mass", "Suspicious Calcification")
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    """One supervised-reference training run."""
+
+    findings: tuple[str, ...] = field(default=DEFAULT_FINDINGS, metadata={
+        "help": "finding categories to predict (VinDr names)"})
+    data: str | None = field(default=None, metadata={
+        "help": "dataset folder (VinDr or RSNA layout); default: the embedded synthetic set"})
+    image_size: tuple[int, ...] = field(default=(256, 160), metadata={"help": "input H W"})
+    feature_layer: str = field(default="head", metadata={
+        "help": "feature map the head reads: 'head' (last conv) or a timm stage, e.g. 'blocks.4'"})
+    pooling: str = field(default="lse", metadata={"help": f"logit-map pooling: {POOLINGS}"})
+    frozen_through: str = field(default="blocks.1", metadata={
+        "help": "backbone stages kept at their ImageNet weights, from the input through this one "
+                "('' trains all; 'blocks.1' ends at stride 4 and saves most of the compute)"})
+    epochs: int = field(default=8, metadata={"help": "epochs (each sees as many images as the training split)"})
+    batch_size: int = field(default=16, metadata={"help": "images per step"})
+    positive_fraction: float = field(default=0.5, metadata={
+        "help": "share of each batch drawn from images with a finding (balanced sampling)"})
+    lr: float = field(default=1e-3, metadata={"help": "head learning rate"})
+    encoder_lr: float = field(default=3e-4, metadata={"help": "backbone learning rate"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
+    warmup_fraction: float = field(default=0.05, metadata={"help": "share of steps with linear warm-up"})
+    augment: bool = field(default=True, metadata={"help": "flips, gamma and contrast jitter"})
+    n_boot: int = field(default=1000, metadata={"help": "bootstrap samples for the test CIs"})
+    validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    max_minutes: float | None = field(default=None, metadata={
+        "help": "stop after this many minutes (the epoch in progress is evaluated and saved)"})
+    resume: bool = field(default=False, metadata={"help": "continue from OUT/last.pt"})
+    out: str = field(default="runs/reference", metadata={"help": "run folder"})
+    report_dir: str = field(default="reports/reference", metadata={"help": "where tables go"})
+    progress: bool = field(default=True, metadata={"help": "progress bars"})
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.findings if f not in FINDING_CATEGORIES]
+        if unknown or not self.findings:
+            raise ValueError(f"findings {list(unknown) or '[]'} are not among {list(FINDING_CATEGORIES)}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling {self.pooling!r} is not one of {POOLINGS}")
+        check_input_size(self.image_size)
+        if not 0 < self.positive_fraction < 1:
+            raise ValueError(f"positive_fraction must be in (0, 1), got {self.positive_fraction}")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ValueError(f"need epochs >= 1 and batch_size >= 2, got {self.epochs}, {self.batch_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values (paths as strings), so checkpoints load with ``weights_only=True``."""
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+class FindingClassifier(nn.Module):
+    """Image encoder + 1x1-conv finding head; ``logit_map`` ``(B, K, h, w)``, ``forward`` ``(B, K)``."""
+
+    def __init__(self, encoder: ImageEncoder, num_findings: int, feature_layer: str = "head",
+                 pooling: str = "lse") -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling {pooling!r} is not one of {POOLINGS}")
+        self.encoder, self.feature_layer, self.pooling = encoder, feature_layer, pooling
+        self.head = nn.Conv2d(encoder.feature_channels(feature_layer), num_findings, kernel_size=1)
+        self.lse = LogSumExpPool()
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder.feature_map(images, self.feature_layer)
+
+    def logit_map(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.feature_map(images))
+
+    def pool(self, logit_map: torch.Tensor) -> torch.Tensor:
+        flat = logit_map.flatten(2)
+        if self.pooling == "avg":
+            return flat.mean(-1)
+        if self.pooling == "max":
+            return flat.amax(-1)
+        return self.lse(logit_map)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.logit_map(images))
+
+
+class _Images(Dataset):
+    def __init__(self, images: ImageDataset, targets: np.ndarray) -> None:
+        self.images, self.targets = images, torch.from_numpy(targets)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index]["image"], self.targets[index]
+
+
+@torch.no_grad()
+def predict(model: FindingClassifier, data: Dataset, batch_size: int, progress: bool = False,
+            desc: str = "predict") -> tuple[np.ndarray, np.ndarray]:
+    """``(scores (N, K), targets (N, K))`` over ``data`` in order."""
+    model.eval()
+    scores, targets = [], []
+    for images, target in tqdm(DataLoader(data, batch_size=batch_size), desc=desc, disable=not progress,
+                               leave=False):
+        scores.append(torch.sigmoid(model(images)))
+        targets.append(target)
+    return torch.cat(scores).numpy(), torch.cat(targets).numpy()
+
+
+def per_finding_auroc(scores: np.ndarray, targets: np.ndarray, findings: tuple[str, ...]) -> dict[str, float]:
+    return {f: auroc(targets[:, k], scores[:, k]) if 0 < targets[:, k].sum() < len(targets) else float("nan")
+            for k, f in enumerate(findings)}
+
+
+def build_model(config: ReferenceConfig, weights: str = "default") -> FindingClassifier:
+    """The untrained reference: ImageNet backbone (``weights="none"`` when a checkpoint follows)."""
+    encoder = ImageEncoder(ImageEncoderConfig(weights=weights, feature_layer=config.feature_layer,
+                                              frozen_through=config.frozen_through))
+    return FindingClassifier(encoder, len(config.findings), config.feature_layer, config.pooling)
+
+
+def save_reference(path: str | Path, model: FindingClassifier, config: ReferenceConfig, **state: Any) -> Path:
+    """Weights, config and any training ``state``, written atomically."""
+    return save_torch(path, {"reference_config": config.to_dict(), "model": model.state_dict(), **state})
+
+
+def load_reference(path: str | Path) -> tuple[FindingClassifier, ReferenceConfig]:
+    """The trained reference of a ``best.pt``/``last.pt`` (weights only) and its config."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"reference checkpoint not found: {path}")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or "reference_config" not in payload:
+        raise CheckpointError(f"{path}: not a supervised-reference checkpoint (no 'reference_config')")
+    values = dict(payload["reference_config"])
+    config = ReferenceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    model = build_model(config, weights="none")
+    model.load_state_dict(payload["model"])
+    return model.eval(), config
+
+
+def _summary(row: dict[str, Any], findings: tuple[str, ...]) -> str:
+    aurocs = ", ".join(f"{f} {row[f'val_auroc_{f}']:.3f}" for f in findings)
+    return (f"epoch {row['epoch'] + 1}: train loss {row['train_loss']:.4f}, val AUROC {aurocs}, "
+            f"{row['train_images_per_s']:.1f} images/s")
+
+
+def train_reference(config: ReferenceConfig) -> Path:
+    """Train (or resume) the reference; returns ``OUT/best.pt`` (best mean validation AUROC)."""
+    seed_everything(config.seed)
+    out = Path(config.out)
+    splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress)
+    cache = preprocess_cache(tuple(config.image_size))
+    train_targets = finding_targets(splits.train, config.findings)
+    train = _Images(ImageDataset(splits.train, cache=cache), train_targets)
+    validation = _Images(ImageDataset(splits.validation, cache=cache),
+                         finding_targets(splits.validation, config.findings))
+    for part in (train, validation):
+        part.images.fill_cache(progress=config.progress)
+    model = build_model(config)
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for p in model.encoder.parameters() if p.requires_grad], "lr": config.encoder_lr},
+         {"params": model.head.parameters(), "lr": config.lr}], weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, len(train) // config.batch_size)
+    total = steps_per_epoch * config.epochs
+    scheduler = cosine_with_warmup(optimizer, round(config.warmup_fraction * total), total)
+    history, start_epoch, best = MetricsHistory(out), 0, -math.inf
+    if config.resume and (out / "last.pt").is_file():
+        state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        history = MetricsHistory(out, state["history"])
+        start_epoch, best = int(state["epoch"]) + 1, float(state["best"])
+    save_json(out / "config.json", config.to_dict())
+    started = time.perf_counter()
+    for epoch in range(start_epoch, config.epochs):
+        generator = epoch_generator(config.seed, epoch)
+        order = balanced_order(train_targets, config.positive_fraction, steps_per_epoch * config.batch_size,
+                               generator)
+        loader = DataLoader(torch.utils.data.Subset(train, order), batch_size=config.batch_size)
+        model.train()
+        loss_sum, seen, epoch_started, out_of_time = 0.0, 0, time.perf_counter(), False
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress, leave=False)
+        for images, targets in bar:
+            if config.augment:
+                images = augment(images, generator)
+            loss = F.binary_cross_entropy_with_logits(model(images), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum, seen = loss_sum + float(loss.detach()) * len(images), seen + len(images)
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            if config.max_minutes is not None and time.perf_counter() - started > 60 * config.max_minutes:
+                out_of_time = True
+                break
+        row: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
+                               "train_images_per_s": seen / (time.perf_counter() - epoch_started)}
+        scores, targets = predict(model, validation, 2 * config.batch_size, config.progress, "validation")
+        aurocs = per_finding_auroc(scores, targets, config.findings)
+        row.update({f"val_auroc_{f}": v for f, v in aurocs.items()})
+        defined = [v for v in aurocs.values() if not math.isnan(v)]
+        row["val_auroc_mean"] = float(np.mean(defined)) if defined else float("nan")
+        history.append(row)
+        value = row["val_auroc_mean"]
+        # a validation split without positives gives NaN: keep the first epoch's weights as best.pt
+        improved = (not math.isnan(value) and value > best) or not (out / "best.pt").is_file()
+        best = value if improved and not math.isnan(value) else best
+        state = {"epoch": epoch, "best": best, "history": history.rows, "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}
+        if improved:  # best.pt first, as in pretraining: a crash between the saves redoes the epoch
+            save_reference(out / "best.pt", model, config, **state)
+        save_reference(out / "last.pt", model, config, **state)
+        if config.progress:
+            tqdm.write(_summary(row, config.findings))
+        if out_of_time:
+            break
+    return out / "best.pt"
+
+
+def evaluate_reference(checkpoint: str | Path, config: ReferenceConfig) -> dict[str, Estimate]:
+    """Test-split AUROC per finding, with bootstrap 95 % CIs, of a trained reference."""
+    model, trained = load_reference(checkpoint)
+    splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress)
+    test = _Images(ImageDataset(splits[TEST], cache=preprocess_cache(tuple(trained.image_size))),
+                   finding_targets(splits[TEST], trained.findings))
+    test.images.fill_cache(progress=config.progress)
+    scores, targets = predict(model, test, 2 * config.batch_size, config.progress, "test")
+    return {f"{f} AUROC": bootstrap(auroc, targets[:, k], scores[:, k], config.n_boot, config.seed)
+            for k, f in enumerate(trained.findings)}
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    config = parse_config(
+        ReferenceConfig, argv, "python -m models.reference",
+        "Train the supervised reference (the image backbone on image-level finding labels, no "
+        "boxes) and write its test AUROC with bootstrap CIs to REPORT_DIR.",
+    )
+    best = train_reference(config)
+    results = {"supervised reference": evaluate_reference(best, config)}
+    stem = Path(config.report_dir) / "reference"
+    write_table(ci_frame(results, row_label="model"), stem,
+                caption=f"Supervised reference ({config.pooling} pooling of a 1x1-conv head on "
+                        f"{config.feature_layer}, {config.image_size[0]}x{config.image_size[1]}): "
+                        f"test AUROC, 95% bootstrap CIs ({config.n_boot} samples)",
+                label="tab:reference")
+    save_json(Path(config.out) / "test.json", {"config": config.to_dict(), "results":
+                                               ci_long_frame(results, row_label="model").to_dict(orient="records")})
+    table = ci_frame(results, row_label="model")
+    print(table.to_string(index=False))
+    return table
+
+
+if __name__ == "__main__":
+    run_main(main)
