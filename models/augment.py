@@ -25,3 +25,4 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     mean = images.mean(dim=(1, 2, 3), keepdim=True)
     contrast = (0.8 + 0.4 * u[:, 3])[:, None, None, None]
     return ((images - mean) * contrast + mean).clamp(0, 1).reshape(shape)
+

@@ -47,6 +47,7 @@ from models.training import (
     EarlyStopping,
     MetricsHistory,
     all_reduce_mean,
+    channels_last,
     cosine_with_warmup,
     epoch_generator,
     init_distributed,
@@ -93,6 +94,8 @@ class PretrainConfig:
     balance_findings: tuple[str, ...] = field(default=("Mass", "Suspicious Calcification"), metadata={
         "help": "finding categories balanced sampling draws equally often"})
     augment: bool = field(default=False, metadata={"help": "flips, gamma and contrast jitter of training images"})
+    channels_last: bool = field(default=False, metadata={
+        "help": "channels-last convolutions: about 1.7x faster training on CPU, other rounding"})
     max_minutes: float | None = field(default=None, metadata={
         "help": "stop after this much training time (the epoch in progress is closed)"})
     seed: int = field(default=0, metadata={"help": "random seed"})
@@ -331,6 +334,8 @@ def pretrain(config: PretrainConfig, splits: Splits | None = None) -> Path:
     train_set = build_dataset(config, subsample_studies(splits.train, config.train_fraction, config.seed))
     val_set = build_dataset(config, splits.validation)
     clip = ClipModel(config.model)
+    if config.channels_last:
+        channels_last(clip.image_encoder)
     objective = PretrainObjective(clip, config)
     optimizer = _optimizer(objective, config)
     steps_per_epoch = max(1, len(_loader(train_set, config, 0, context, True)) // config.accumulate)
@@ -368,6 +373,8 @@ def pretrain(config: PretrainConfig, splits: Splits | None = None) -> Path:
         for step, batch in enumerate(bar):
             if config.augment:
                 batch["image"] = augment(batch["image"], jitter)
+            if config.channels_last and batch["image"].dim() == 4:  # views of multi-view batches stay 5-d
+                batch["image"] = channels_last(batch["image"])
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
                 terms = model(batch)
             (terms["total"] / config.accumulate).backward()

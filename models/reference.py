@@ -45,7 +45,7 @@ from models.io import save_json, save_torch
 from models.metrics import Estimate, auroc, bootstrap
 from models.report_tables import ci_frame, ci_long_frame, write_table
 from models.sampling import balanced_order, finding_targets
-from models.training import MetricsHistory, cosine_with_warmup, epoch_generator, seed_everything
+from models.training import MetricsHistory, channels_last, cosine_with_warmup, epoch_generator, seed_everything
 
 POOLINGS = ("avg", "max", "lse")
 DEFAULT_FINDINGS = ("Mass", "Suspicious Calcification")
@@ -206,7 +206,7 @@ def train_reference(config: ReferenceConfig) -> Path:
                          finding_targets(splits.validation, config.findings))
     for part in (train, validation):
         part.images.fill_cache(progress=config.progress)
-    model = build_model(config)
+    model = channels_last(build_model(config))
     optimizer = torch.optim.AdamW(
         [{"params": [p for p in model.encoder.parameters() if p.requires_grad], "lr": config.encoder_lr},
          {"params": model.head.parameters(), "lr": config.lr}], weight_decay=config.weight_decay)
@@ -235,6 +235,7 @@ def train_reference(config: ReferenceConfig) -> Path:
         for images, targets in bar:
             if config.augment:
                 images = augment(images, generator)
+            images = channels_last(images)
             loss = F.binary_cross_entropy_with_logits(model(images), targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -121,8 +121,6 @@ class ImageEncoder(nn.Module):
         )
         if config.weights != "none":
             self.load_backbone_weights(self._weights_path())
-        # channels-last convolutions run about 1.7x faster on CPU (same values up to rounding)
-        self.backbone.to(memory_format=torch.channels_last)
         self.out_dim = int(self.backbone.num_features)
         self.pool = {"gem": GeM, "lse": LogSumExpPool, "avg": lambda: nn.AdaptiveAvgPool2d(1)}[config.pooling]()
         self.register_buffer("mean", torch.tensor(config.mean), persistent=False)
@@ -199,7 +197,7 @@ class ImageEncoder(nn.Module):
         return int(self.backbone.feature_info[index]["num_chs"])
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        return ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return (images - self.mean) / self.std
 
     def forward_head_map(self, images: torch.Tensor) -> torch.Tensor:
         """Last conv feature map ``(B, out_dim, h, w)``."""

@@ -116,6 +116,9 @@ def test_crash_between_the_two_saves_of_an_epoch_resumes_to_the_uninterrupted_re
     dict(level="exam", model=dataclasses.replace(SMALL, view_pooling="attention")),
     dict(mlm_weight=0.5, text_source="both", accumulate=2),
     dict(positive_fraction=0.5, augment=True, level="breast", loss="multiview"),
+    dict(positive_fraction=0.5, augment=True, channels_last=True,
+         model=dataclasses.replace(SMALL, image=dataclasses.replace(SMALL.image, pooling="lse",
+                                                                     frozen_through="blocks.1"))),
 ])
 def test_levels_and_losses_train(tiny_synthetic, tmp_path, overrides):
     config = _config(tiny_synthetic, tmp_path, epochs=1, **overrides)

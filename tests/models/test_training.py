@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from models.training import EarlyStopping, MetricsHistory, cosine_with_warmup, epoch_generator
+from models.encoders import ImageEncoder, ImageEncoderConfig
+from models.training import EarlyStopping, MetricsHistory, channels_last, cosine_with_warmup, epoch_generator
 
 
 def _lrs(warmup: int, total: int, steps: int, min_ratio: float = 0.0) -> list[float]:
@@ -67,3 +68,13 @@ def test_metrics_history_rewrites_both_files(tmp_path):
     assert frame["loss"].tolist() == [1.5, 1.0]
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["loss"] for line in lines] == [1.5, 1.0]
+
+
+def test_channels_last_gives_the_same_outputs_in_the_other_layout():
+    encoder = ImageEncoder(ImageEncoderConfig()).eval()
+    images = torch.rand(2, 1, 64, 40)
+    with torch.no_grad():
+        expected = encoder(images)
+        fast = channels_last(encoder)
+        assert fast.backbone.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(fast(channels_last(images)), expected, atol=1e-4, rtol=1e-4)
