@@ -68,6 +68,13 @@ def run_point(config: DifficultySweepConfig, index: int) -> dict[str, object]:
             **{f"test {name}": estimate for name, estimate in test.items()}}
 
 
+def _cell(value: object) -> object:
+    """Table text: estimates as ``value (low–high)``, other floats to 3 decimals."""
+    if isinstance(value, Estimate):
+        return value.format()
+    return round(value, 3) if isinstance(value, float) else value
+
+
 def chosen_difficulty(rows: list[dict[str, object]], target: float) -> float | None:
     """The hardest difficulty whose best validation mass AUROC reaches ``target`` (None if none)."""
     reached = [float(r["difficulty"]) for r in rows if float(r.get("val Mass AUROC", 0.0)) >= target]
@@ -78,7 +85,7 @@ def plot(rows: list[dict[str, object]], findings: tuple[str, ...], target: float
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4.2, 3.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=(4.2, 3.6), layout="constrained")
     x = [float(r["difficulty"]) for r in rows]
     for finding, marker in zip(findings, "os^v"):
         estimates: list[Estimate] = [r[f"test {finding} AUROC"] for r in rows]
@@ -88,7 +95,7 @@ def plot(rows: list[dict[str, object]], findings: tuple[str, ...], target: float
     ax.axhline(target, color="0.5", linestyle="--", linewidth=1, label=f"target {target:g}")
     ax.axhline(0.5, color="0.75", linestyle=":", linewidth=1, label="chance")
     ax.set(xlabel="generator difficulty (0 easy, 1 hard)", ylabel="test AUROC (95% CI)", ylim=(0.4, 1.01))
-    ax.legend(fontsize=8, loc="lower left")
+    fig.legend(fontsize=8, loc="outside lower center", ncols=2, frameon=False)  # never over the data
     paths = [stem.with_suffix(suffix) for suffix in (".png", ".pdf")]
     for path in paths:
         fig.savefig(path, dpi=200)
@@ -100,7 +107,7 @@ def sweep(config: DifficultySweepConfig) -> pd.DataFrame:
     rows = sorted((run_point(config, k) for k in range(len(config.difficulties))),
                   key=lambda row: float(row["difficulty"]))
     findings = config.reference.findings
-    frame = pd.DataFrame([{k: (v.format() if isinstance(v, Estimate) else v) for k, v in r.items()} for r in rows])
+    frame = pd.DataFrame([{k: _cell(v) for k, v in r.items()} for r in rows])
     stem = Path(config.report_dir) / "difficulty_sweep"
     chosen = chosen_difficulty(rows, config.target)
     write_table(frame, stem, caption=(

@@ -104,8 +104,9 @@ class PreprocessCache:
              progress: bool = True) -> int:
         """Preprocess every ``(path, laterality)`` not cached yet, in ``workers`` processes (default:
         all cores), so a first training epoch does not decode DICOMs one by one. Returns how many
-        entries were built. Entries are written atomically, so concurrent fills are safe."""
-        todo = [(str(p), lat) for p, lat in images if self._load(*self._entry(p, lat)) is None]
+        entries were built. An entry counts as present when its files exist (a corrupt one is still
+        rebuilt by :meth:`get`); entries are written atomically, so concurrent fills are safe."""
+        todo = [(str(p), lat) for p, lat in images if not all(path.is_file() for path in self._entry(p, lat)[1:])]
         workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
         if not todo:
             return 0
