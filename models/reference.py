@@ -291,17 +291,17 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     best = train_reference(config)
     results = {"supervised reference": evaluate_reference(best, config)}
     stem = Path(config.report_dir) / "reference"
-    write_table(ci_frame(results, row_label="model"), stem,
+    table = ci_frame(results, row_label="model")
+    write_table(table, stem,
                 caption=f"Supervised reference ({config.pooling} pooling of a 1x1-conv head on "
                         f"{config.feature_layer}, {config.image_size[0]}x{config.image_size[1]}): "
                         f"test AUROC, 95% bootstrap CIs ({config.n_boot} samples)",
                 label="tab:reference")
     save_json(Path(config.out) / "test.json", {"config": config.to_dict(), "results":
                                                ci_long_frame(results, row_label="model").to_dict(orient="records")})
-    table = ci_frame(results, row_label="model")
     print(table.to_string(index=False))
+    print(f"wrote {stem}.{{md,csv,tex}}, {best} and {Path(config.out) / 'test.json'}")
     return table
-
 
 if __name__ == "__main__":
     run_main(main)
