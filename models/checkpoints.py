@@ -78,12 +78,12 @@ def save_checkpoint(path: str | Path, model: ClipModel, **state: Any) -> Path:
                              **state})
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``.
+def read_weights_file(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU, with clear errors (any checkpoint kind).
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        CheckpointError: the file holds non-allow-listed objects or is not a checkpoint dict.
+        CheckpointError: the file holds non-allow-listed objects or is not a torch file.
     """
     path = Path(path)
     if not path.is_file():
@@ -97,6 +97,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from exc
     except (RuntimeError, EOFError) as exc:
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+    return payload
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a CLIP checkpoint (ours or Mammo-CLIP's) with ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointError: the file holds non-allow-listed objects or is not a checkpoint dict.
+    """
+    payload = read_weights_file(path)
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise CheckpointError(f"{path}: expected a dict with 'config' and 'model' entries")
     return payload

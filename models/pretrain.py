@@ -152,12 +152,14 @@ class PairedText(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def _rows(self, index: int) -> list[pd.Series]:
-        table = self.base.table
+    def _positions(self, index: int) -> list[int]:
+        """Table rows (positions) of sample ``index``: its image, or its breast's/exam's views."""
         if isinstance(self.base, ImageDataset):
-            return [table.iloc[index]]
-        members = self.base.groups[index][1]
-        return [table.iloc[m] for m in members if m is not None]
+            return [index]
+        return [m for m in self.base.groups[index][1] if m is not None]
+
+    def _rows(self, index: int) -> list[pd.Series]:
+        return [self.base.table.iloc[m] for m in self._positions(index)]
 
     def _text(self, rows: list[pd.Series], rng: np.random.Generator | None) -> str:
         if isinstance(self.base, ExamDataset):
@@ -171,8 +173,7 @@ class PairedText(Dataset):
     def finding_targets(self, findings: tuple[str, ...]) -> np.ndarray:
         """``(len, K)`` 0/1: does any image of each sample carry each finding (balanced sampling)."""
         rows = finding_targets(self.base.table, findings)
-        return np.stack([rows[[r.name for r in self._rows(i)]].max(0) for i in range(len(self))]) \
-            if len(self) else rows[:0]
+        return np.stack([rows[self._positions(i)].max(0) for i in range(len(self))]) if len(self) else rows[:0]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.base[index]

@@ -34,9 +34,9 @@ from tqdm.auto import tqdm
 
 import models  # noqa: F401 - runtime guard before torchvision/transformers
 from models.augment import augment
-from models.checkpoints import CheckpointError, check_input_size
+from models.checkpoints import CheckpointError, check_input_size, read_weights_file
 from models.cli import parse_config, run_main
-from models.data.datasets import ImageDataset, collate
+from models.data.datasets import ImageDataset
 from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import TEST, load_splits, preprocess_cache
 from models.encoders import ImageEncoder, ImageEncoderConfig
@@ -121,12 +121,10 @@ class FindingClassifier(nn.Module):
         return self.head(self.feature_map(images))
 
     def pool(self, logit_map: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "lse":
+            return self.lse(logit_map)
         flat = logit_map.flatten(2)
-        if self.pooling == "avg":
-            return flat.mean(-1)
-        if self.pooling == "max":
-            return flat.amax(-1)
-        return self.lse(logit_map)
+        return flat.mean(-1) if self.pooling == "avg" else flat.amax(-1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.pool(self.logit_map(images))
@@ -173,14 +171,17 @@ def save_reference(path: str | Path, model: FindingClassifier, config: Reference
     return save_torch(path, {"reference_config": config.to_dict(), "model": model.state_dict(), **state})
 
 
-def load_reference(path: str | Path) -> tuple[FindingClassifier, ReferenceConfig]:
-    """The trained reference of a ``best.pt``/``last.pt`` (weights only) and its config."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"reference checkpoint not found: {path}")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+def read_reference(path: str | Path) -> dict[str, Any]:
+    """A reference checkpoint's payload (weights, config, training state), read weights-only."""
+    payload = read_weights_file(path)
     if not isinstance(payload, dict) or "reference_config" not in payload:
         raise CheckpointError(f"{path}: not a supervised-reference checkpoint (no 'reference_config')")
+    return payload
+
+
+def load_reference(path: str | Path) -> tuple[FindingClassifier, ReferenceConfig]:
+    """The trained reference of a ``best.pt``/``last.pt`` (weights only) and its config."""
+    payload = read_reference(path)
     values = dict(payload["reference_config"])
     config = ReferenceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
     model = build_model(config, weights="none")
@@ -215,7 +216,7 @@ def train_reference(config: ReferenceConfig) -> Path:
     scheduler = cosine_with_warmup(optimizer, round(config.warmup_fraction * total), total)
     history, start_epoch, best = MetricsHistory(out), 0, -math.inf
     if config.resume and (out / "last.pt").is_file():
-        state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+        state = read_reference(out / "last.pt")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
