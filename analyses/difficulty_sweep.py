@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import models  # noqa: F401  (runtime set-up first)
-import matplotlib
+import matplotlib.pyplot as plt
 import pandas as pd
 
 from models.cli import parse_config, run_main
@@ -25,7 +25,7 @@ from models.data.default import default_data_root
 from models.data.synth import SynthConfig
 from models.io import save_json
 from models.metrics import Estimate
-from models.reference import ReferenceConfig, evaluate_reference, train_reference
+from models.reference import ReferenceConfig, evaluate_reference, selection_column, train_reference
 from models.report_tables import write_table
 
 
@@ -60,8 +60,9 @@ def run_point(config: DifficultySweepConfig, index: int) -> dict[str, object]:
                                     report_dir=str(out / "reports"))
     best = train_reference(reference)
     history = pd.read_csv(out / "metrics.csv")
-    scored = history.dropna(subset=["val_auroc_mean"])
-    best_row = scored.loc[scored["val_auroc_mean"].idxmax()] if len(scored) else history.iloc[0]
+    column = selection_column(reference)
+    scored = history.dropna(subset=[column])
+    best_row = scored.loc[scored[column].idxmax()] if len(scored) else history.iloc[0]
     test = evaluate_reference(best, reference)
     return {"difficulty": difficulty, "epochs": len(history), "best_epoch": int(best_row["epoch"]) + 1,
             **{f"val {f} AUROC": float(best_row[f"val_auroc_{f}"]) for f in reference.findings},
@@ -82,9 +83,6 @@ def chosen_difficulty(rows: list[dict[str, object]], target: float) -> float | N
 
 
 def plot(rows: list[dict[str, object]], findings: tuple[str, ...], target: float, stem: Path) -> list[Path]:
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(4.2, 3.6), layout="constrained")
     x = [float(r["difficulty"]) for r in rows]
     for finding, marker in zip(findings, "os^v"):

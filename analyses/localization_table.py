@@ -21,6 +21,7 @@ import pandas as pd
 
 from mammo_interp.factor import METHODS, FactorConfig, FactorStudy
 from models.cli import parse_config, run_main
+from models.data.reading import ReadOptions
 from models.metrics import Estimate
 from models.report_tables import write_table
 
@@ -38,6 +39,8 @@ class LocalizationTableConfig:
     attributes: tuple[str, ...] = field(default=("mass", "suspicious calcification"), metadata={
         "help": "finding categories"})
     data: str | None = field(default=None, metadata={"help": "dataset folder; default: the synthetic set"})
+    reading: ReadOptions = field(default_factory=ReadOptions, metadata={
+        "flatten": True, "help": "real-data quirks: boxes past the image edge, partial downloads"})
     methods: tuple[str, ...] = field(default=METHODS, metadata={"help": f"methods: {METHODS}"})
     image_size: tuple[int, ...] = field(default=(), metadata={
         "help": "input H W; default: each checkpoint's pretraining size"})
@@ -59,8 +62,8 @@ def _tag(checkpoint: str | None) -> str:
 
 def _study_config(config: LocalizationTableConfig, checkpoint: str | None, layer: str, attribute: str) -> FactorConfig:
     tag = _tag(checkpoint)
-    return FactorConfig(attribute=attribute, data=config.data, checkpoint=checkpoint, layer=layer,
-                        image_size=config.image_size, methods=config.methods,
+    return FactorConfig(attribute=attribute, data=config.data, reading=config.reading, checkpoint=checkpoint,
+                        layer=layer, image_size=config.image_size, methods=config.methods,
                         out=str(Path(config.out) / tag), report_dir=str(Path(config.report_dir) / tag),
                         validation_fraction=config.validation_fraction, n_boot=config.n_boot,
                         seed=config.seed, progress=config.progress)

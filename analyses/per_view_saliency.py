@@ -22,6 +22,7 @@ import pandas as pd
 
 from mammo_interp.saliency import MAP_METHODS, SaliencyConfig, SaliencyStudy
 from models.cli import parse_config, run_main
+from models.data.reading import ReadOptions
 from models.metrics import Estimate
 from models.report_tables import write_table
 
@@ -33,6 +34,8 @@ class PerViewSaliencyConfig:
     attributes: tuple[str, ...] = field(default=("mass", "suspicious calcification"), metadata={
         "help": "finding categories"})
     data: str | None = field(default=None, metadata={"help": "dataset folder; default: the synthetic set"})
+    reading: ReadOptions = field(default_factory=ReadOptions, metadata={
+        "flatten": True, "help": "real-data quirks: boxes past the image edge, partial downloads"})
     checkpoint: str | None = field(default=None, metadata={"help": "CLIP checkpoint; default: the default model"})
     methods: tuple[str, ...] = field(default=("gradcam",), metadata={
         "help": f"map methods {MAP_METHODS} (IG and occlusion are slow on CPU: pair with --max-exams)"})
@@ -55,9 +58,9 @@ def run(config: PerViewSaliencyConfig) -> dict[str, Any]:
     for attribute in config.attributes:
         started = time.perf_counter()
         study = SaliencyStudy(SaliencyConfig(
-            evaluate=True, attribute=attribute, data=config.data, checkpoint=config.checkpoint,
-            methods=config.methods, max_exams=config.max_exams, report_dir=config.report_dir,
-            n_boot=config.n_boot, seed=config.seed, progress=config.progress))
+            evaluate=True, attribute=attribute, data=config.data, reading=config.reading,
+            checkpoint=config.checkpoint, methods=config.methods, max_exams=config.max_exams,
+            report_dir=config.report_dir, n_boot=config.n_boot, seed=config.seed, progress=config.progress))
         summary = study.evaluate()
         summary["wall_seconds"] = time.perf_counter() - started
         summaries[study.category] = summary

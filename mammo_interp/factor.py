@@ -14,7 +14,6 @@ CLIP model (pretrained on first use and cached). Stages, each reusing what the p
 
 from __future__ import annotations
 
-import hashlib
 import json
 import resource
 import time
@@ -30,7 +29,8 @@ from tqdm.auto import tqdm
 import models  # noqa: F401 - runtime guard before torchvision/transformers
 from mammo_interp import heatmaps as hm
 from mammo_interp.channel_analysis import channel_diagnostics, oracle_channel, plot_channel_diagnostics
-from mammo_interp.features import FeatureSet, cached_features, eval_mode, file_fingerprint
+from mammo_interp.features import (FeatureSet, cached_features, digest, eval_mode, file_fingerprint,
+                                   table_fingerprint)
 from mammo_interp.localization import (
     BoxRule,
     evaluate_methods,
@@ -46,6 +46,7 @@ from models.clip import ClipModel
 from models.data.datasets import ImageDataset
 from models.data.default import cache_dir
 from models.data.errors import DataError
+from models.data.reading import ReadOptions
 from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import TEST, TRAIN, VALIDATION, Splits, load_splits, preprocess_cache
 from models.encoders import ImageEncoder
@@ -73,6 +74,8 @@ class FactorConfig:
                 "architectural_distortion, asymmetry"})
     data: str | None = field(default=None, metadata={
         "help": "dataset folder (VinDr or RSNA layout); default: the embedded synthetic set"})
+    reading: ReadOptions = field(default_factory=ReadOptions, metadata={
+        "flatten": True, "help": "real-data quirks: boxes past the image edge, partial downloads"})
     checkpoint: str | None = field(default=None, metadata={
         "help": "CLIP checkpoint (ours or Mammo-CLIP); default: the small default model, "
                 "pretrained on first use and cached"})
@@ -156,7 +159,8 @@ class FactorStudy:
         self.config = config
         self.category = attribute_category(config.attribute)
         self.category_index = FINDING_CATEGORIES.index(self.category)
-        self.splits: Splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress)
+        self.splits: Splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress,
+                                          config.reading)
         self.checkpoint = resolve_checkpoint(config.checkpoint, config.data, config.progress)
         payload = load_checkpoint(self.checkpoint)
         self.model = clip_from_checkpoint(payload, str(self.checkpoint), config.text_encoder).eval()
@@ -210,10 +214,15 @@ class FactorStudy:
             self.features(split)
 
     def _mapper_key(self) -> str:
+        """Everything the mapper's training reads: model, layer, size, settings, the training and
+        validation images with their boxes, and the attribute's text embedding (so the text encoder
+        and the sentence bank count too)."""
         key = {"checkpoint": file_fingerprint(self.checkpoint), "layer": self.layer,
                "image_size": list(self.image_size), "mapper": asdict(self.config.mapper),
-               "attribute": self.category, "seed": self.config.seed, "data": str(self.splits.root)}
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+               "attribute": self.category, "seed": self.config.seed, "data": str(self.splits.root),
+               "train": table_fingerprint(self.splits.train), "validation": table_fingerprint(self.splits.validation),
+               "text_embedding": self.text_embedding.tolist()}
+        return digest(key)
 
     def mapper(self) -> ChannelMapper:
         """The trained mapper, from ``OUT/<attribute>/mapper.pt`` when its key matches."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -128,15 +129,24 @@ def file_fingerprint(path: str | Path) -> str:
     return f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
+def digest(value: Any) -> str:
+    """Short stable hash of a JSON-able value (tuples as lists, other objects by ``str``): cache keys."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def table_fingerprint(table: pd.DataFrame) -> str:
+    """Identity of a split for cache keys: its image ids and every ground-truth box (category included),
+    so a changed split, box policy or annotation file never reuses an old artefact."""
+    return digest([list(table["image_id"].astype(str)), [list(map(list, b)) for b in table["boxes"]]])
+
+
 def cached_features(cache_dir: Path, key: dict[str, Any], encoder: ImageEncoder, dataset: ImageDataset,
                     layer: str, batch_size: int = 32, progress: bool = True,
                     desc: str = "features") -> FeatureSet:
     """:func:`extract_features` through a file cache named by the hash of ``key`` plus the
-    dataset's image ids; a corrupt or foreign file is recomputed."""
-    key = {**key, "layer": layer, "image_ids": list(dataset.table["image_id"].astype(str)),
-           "preprocess": dataset.config.to_dict()}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"features-{digest}.pt"
+    dataset's images and boxes; a corrupt or foreign file is recomputed."""
+    key = {**key, "layer": layer, "table": table_fingerprint(dataset.table), "preprocess": dataset.config.to_dict()}
+    path = Path(cache_dir) / f"features-{digest(key)}.pt"
     if path.is_file():
         try:
             return FeatureSet.from_payload(torch.load(path, map_location="cpu", weights_only=True))

@@ -50,6 +50,7 @@ from models.data import schema
 from models.data.cache import PreprocessCache
 from models.data.datasets import BreastDataset, ExamDataset, ImageDataset, collate
 from models.data.labels import BIRADS5, DENSITY, FINDINGS, IGNORE_INDEX, MALIGNANCY
+from models.data.reading import ReadOptions
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache
 from models.default_model import resolve_checkpoint
 from models.io import atomic_write, save_json
@@ -76,6 +77,8 @@ class SplitConfig:
         "help": "CLIP checkpoint (ours or Mammo-CLIP); default: the default model, trained on first use"})
     data: str | None = field(default=None, metadata={
         "help": "dataset folder (VinDr or RSNA layout); default: the embedded synthetic set"})
+    reading: ReadOptions = field(default_factory=ReadOptions, metadata={
+        "flatten": True, "help": "real-data quirks: boxes past the image edge, partial downloads"})
     text_encoder: str | None = field(default=None, metadata={
         "help": "local text-model folder, needed for Mammo-CLIP checkpoints"})
     image_size: tuple[int, ...] = field(default=(), metadata={
@@ -338,7 +341,8 @@ def embed_split(config: SplitConfig) -> EmbeddedSplit:
     payload = load_checkpoint(checkpoint)
     model = clip_from_checkpoint(payload, str(checkpoint), config.text_encoder).eval()
     image_size = input_size(payload, config.image_size)
-    table = load_splits(config.data, config.validation_fraction, config.seed, config.progress)[config.split]
+    table = load_splits(config.data, config.validation_fraction, config.seed, config.progress,
+                        config.reading)[config.split]
     features = image_features(model, table, preprocess_cache(image_size), config.batch_size, config.progress)
     return EmbeddedSplit(model, str(checkpoint), image_size, table, features,
                          embed_level(model, table, config.level, features))

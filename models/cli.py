@@ -39,8 +39,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, skip: tu
     """Add one flag per field of ``cls``; tuple and dict fields are read as JSON (dicts) or lists.
 
     A field whose type is itself a dataclass (e.g. ``image: ImageEncoderConfig``) becomes a group of
-    flags named after it (``--image-name``, ``--image-weights``...); deeper dataclasses get groups of
-    their own beside it (argparse deprecates groups inside groups).
+    flags named after it (``--image-name``, ``--image-weights``...), or keeps its fields' own names
+    when its metadata says ``flatten`` (options every command shares, e.g. ``--box-policy``); deeper
+    dataclasses get groups of their own beside it (argparse deprecates groups inside groups).
     """
     _add_fields(parser, parser, cls, skip, prefix="")
 
@@ -56,7 +57,7 @@ def _add_fields(parser: argparse.ArgumentParser, target: argparse.ArgumentParser
         dest = prefix + field.name
         if dataclasses.is_dataclass(kind):
             group = parser.add_argument_group(f"{dest} ({kind.__name__})", field.metadata.get("help"))
-            _add_fields(parser, group, kind, (), prefix=dest + "_")
+            _add_fields(parser, group, kind, (), prefix=_nested_prefix(field, prefix))
             continue
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
         help_text = field.metadata.get("help", "")
@@ -72,6 +73,11 @@ def _add_fields(parser: argparse.ArgumentParser, target: argparse.ArgumentParser
             target.add_argument(flag, type=json.loads, default=default, help=help_text + " [JSON]")
         else:
             target.add_argument(flag, type=kind, default=default, help=help_text)
+
+
+def _nested_prefix(field: dataclasses.Field, prefix: str) -> str:
+    """Flag prefix of a nested dataclass field's own fields."""
+    return prefix if field.metadata.get("flatten") else f"{prefix}{field.name}_"
 
 
 def add_config_file_argument(parser: argparse.ArgumentParser) -> None:
@@ -120,7 +126,7 @@ def build_dataclass(cls: type[T], namespace: argparse.Namespace, prefix: str = "
         kind = _scalar_type(hints[field.name])
         dest = prefix + field.name
         if dataclasses.is_dataclass(kind):
-            values[field.name] = build_dataclass(kind, namespace, prefix=dest + "_")
+            values[field.name] = build_dataclass(kind, namespace, prefix=_nested_prefix(field, prefix))
         elif hasattr(namespace, dest):
             value = getattr(namespace, dest)
             values[field.name] = tuple(value) if isinstance(value, list) else value

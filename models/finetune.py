@@ -32,6 +32,7 @@ from models.checkpoints import load_clip
 from models.cli import parse_config, run_main
 from models.data.datasets import ImageDataset, collate
 from models.data.labels import DEFAULT_LABELS, IGNORE_INDEX, MultiHotEncoder
+from models.data.reading import ReadOptions
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache, subsample_studies
 from models.data.tables import with_validation_split
 from models.encoders import ImageEncoder, ImageEncoderConfig
@@ -51,8 +52,12 @@ class FinetuneConfig:
     task: str = field(default="malignancy", metadata={"help": f"label to predict: {TASKS}"})
     checkpoint: str | None = field(default=None, metadata={
         "help": "pretrained CLIP checkpoint (ours or Mammo-CLIP); default: ImageNet encoder only"})
+    text_encoder: str | None = field(default=None, metadata={
+        "help": "local text-model folder, needed to import Mammo-CLIP checkpoints"})
     data: str | None = field(default=None, metadata={
         "help": "dataset folder (VinDr or RSNA layout); default: the embedded synthetic set"})
+    reading: ReadOptions = field(default_factory=ReadOptions, metadata={
+        "flatten": True, "help": "real-data quirks: boxes past the image edge, partial downloads"})
     mode: str = field(default="linear", metadata={"help": f"{MODES}: frozen-feature probe or full"})
     fractions: tuple[float, ...] = field(default=(1.0,), metadata={
         "help": "fractions of training studies, e.g. 0.1 0.2 0.5 1"})
@@ -118,11 +123,12 @@ class ImageClassifier(nn.Module):
         return self.head(self.encoder(images))
 
 
-def load_encoder(checkpoint: str | None) -> ImageEncoder:
-    """The pretrained CLIP image encoder, or the ImageNet default when no checkpoint is given."""
+def load_encoder(checkpoint: str | None, text_encoder: str | None = None) -> ImageEncoder:
+    """The pretrained CLIP image encoder, or the ImageNet default when no checkpoint is given
+    (``text_encoder``: the local text-model folder a Mammo-CLIP import needs)."""
     if checkpoint is None:
         return ImageEncoder(ImageEncoderConfig())
-    return load_clip(checkpoint).image_encoder
+    return load_clip(checkpoint, text_encoder).image_encoder
 
 
 class _Targets(Dataset):
@@ -239,8 +245,9 @@ def run_one(config: FinetuneConfig, encoder: ImageEncoder, memo: FeatureMemo, tr
 
 def finetune(config: FinetuneConfig) -> pd.DataFrame:
     """Run every (fraction, fold) of ``config``; writes and returns the results table."""
-    splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress)
-    encoder = load_encoder(config.checkpoint)
+    splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress,
+                         config.reading)
+    encoder = load_encoder(config.checkpoint, config.text_encoder)
     memo: FeatureMemo = {}
     results: dict[str, dict[str, Estimate]] = {}
     runs = []

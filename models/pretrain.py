@@ -33,6 +33,7 @@ from models.checkpoints import load_checkpoint, restore_clip_state, save_checkpo
 from models.cli import parse_config, run_main
 from models.clip import ClipConfig, ClipModel, MultiViewClipModel
 from models.data.datasets import BreastDataset, ExamDataset, ImageDataset, collate
+from models.data.reading import ReadOptions
 from models.data.sources import Splits, load_splits, preprocess_cache, subsample_studies
 from models.fusion import FusionMLMHead
 from models.io import save_json
@@ -65,6 +66,8 @@ class PretrainConfig:
 
     data: str | None = field(default=None, metadata={
         "help": "dataset folder (VinDr or RSNA layout); default: the embedded synthetic set"})
+    reading: ReadOptions = field(default_factory=ReadOptions, metadata={
+        "flatten": True, "help": "real-data quirks: boxes past the image edge, partial downloads"})
     out: str = field(default="runs/pretrain", metadata={"help": "output folder"})
     model: ClipConfig = field(default_factory=ClipConfig, metadata={"help": "model architecture"})
     level: str = field(default="image", metadata={"help": f"what one sample is: {LEVELS}"})
@@ -331,7 +334,8 @@ def pretrain(config: PretrainConfig, splits: Splits | None = None) -> Path:
     context = init_distributed()
     seed_everything(config.seed)
     out = Path(config.out)
-    splits = splits or load_splits(config.data, config.validation_fraction, config.seed, config.progress)
+    splits = splits or load_splits(config.data, config.validation_fraction, config.seed, config.progress,
+                                   config.reading)
     train_set = build_dataset(config, subsample_studies(splits.train, config.train_fraction, config.seed))
     val_set = build_dataset(config, splits.validation)
     clip = ClipModel(config.model)

@@ -10,9 +10,10 @@ finding that is pooled to one logit per finding (``avg``: a linear layer on aver
 needs). Boxes are never read: training sees image labels only.
 
 ``python -m models.reference`` trains with batches balanced between images with and without the
-findings, light augmentation (flips, gamma, contrast), selects the epoch on the validation split's
-mean AUROC (the test split is read once, at the end) and writes ``OUT/best.pt``, ``OUT/last.pt``
-(``--resume`` continues it), ``OUT/metrics.csv`` and test AUROC tables with bootstrap CIs.
+findings, light augmentation (flips, gamma, contrast), selects the epoch on the validation AUROC
+of one finding (``--select-on``, default the first: Mass) or their mean (the test split is read once, at the
+end) and writes ``OUT/best.pt``, ``OUT/last.pt`` (``--resume`` continues it), ``OUT/metrics.csv``
+and test AUROC tables with bootstrap CIs.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from models.augment import augment
 from models.checkpoints import CheckpointError, check_input_size, read_weights_file
 from models.cli import parse_config, run_main
 from models.data.datasets import ImageDataset
+from models.data.reading import ReadOptions
 from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import TEST, load_splits, preprocess_cache
 from models.encoders import ImageEncoder, ImageEncoderConfig
@@ -59,6 +61,8 @@ class ReferenceConfig:
         "help": "finding categories to predict (VinDr names)"})
     data: str | None = field(default=None, metadata={
         "help": "dataset folder (VinDr or RSNA layout); default: the embedded synthetic set"})
+    reading: ReadOptions = field(default_factory=ReadOptions, metadata={
+        "flatten": True, "help": "real-data quirks: boxes past the image edge, partial downloads"})
     image_size: tuple[int, ...] = field(default=(256, 160), metadata={"help": "input H W"})
     feature_layer: str = field(default="head", metadata={
         "help": "feature map the head reads: 'head' (last conv) or a timm stage, e.g. 'blocks.4'"})
@@ -66,6 +70,9 @@ class ReferenceConfig:
     frozen_through: str = field(default="blocks.1", metadata={
         "help": "backbone stages kept at their ImageNet weights, from the input through this one "
                 "('' trains all; 'blocks.1' ends at stride 4 and saves most of the compute)"})
+    select_on: str | None = field(default=None, metadata={
+        "help": "validation AUROC that picks best.pt: a finding of FINDINGS, or 'mean' over them; "
+                "default: the first finding"})
     epochs: int = field(default=8, metadata={"help": "epochs (each sees as many images as the training split)"})
     batch_size: int = field(default=16, metadata={"help": "images per step"})
     positive_fraction: float = field(default=0.5, metadata={
@@ -92,6 +99,8 @@ class ReferenceConfig:
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling {self.pooling!r} is not one of {POOLINGS}")
         check_input_size(self.image_size)
+        if self.select_on not in (None, "mean", *self.findings):
+            raise ValueError(f"select_on {self.select_on!r} must be 'mean' or one of findings {list(self.findings)}")
         if not 0 < self.positive_fraction < 1:
             raise ValueError(f"positive_fraction must be in (0, 1), got {self.positive_fraction}")
         if self.epochs < 1 or self.batch_size < 2:
@@ -183,10 +192,17 @@ def load_reference(path: str | Path) -> tuple[FindingClassifier, ReferenceConfig
     """The trained reference of a ``best.pt``/``last.pt`` (weights only) and its config."""
     payload = read_reference(path)
     values = dict(payload["reference_config"])
-    config = ReferenceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    values["reading"] = ReadOptions(**values.get("reading", {}))
+    config = ReferenceConfig(**values)
     model = build_model(config, weights="none")
     model.load_state_dict(payload["model"])
     return model.eval(), config
+
+
+def selection_column(config: ReferenceConfig) -> str:
+    """The ``metrics.csv`` column whose maximum picks ``best.pt``."""
+    return f"val_auroc_{config.select_on or config.findings[0]}"
 
 
 def _summary(row: dict[str, Any], findings: tuple[str, ...]) -> str:
@@ -196,10 +212,11 @@ def _summary(row: dict[str, Any], findings: tuple[str, ...]) -> str:
 
 
 def train_reference(config: ReferenceConfig) -> Path:
-    """Train (or resume) the reference; returns ``OUT/best.pt`` (best mean validation AUROC)."""
+    """Train (or resume) the reference; returns ``OUT/best.pt`` (best ``select_on`` validation AUROC)."""
     seed_everything(config.seed)
     out = Path(config.out)
-    splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress)
+    splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress,
+                         config.reading)
     cache = preprocess_cache(tuple(config.image_size))
     train_targets = finding_targets(splits.train, config.findings)
     train = _Images(ImageDataset(splits.train, cache=cache), train_targets)
@@ -255,7 +272,7 @@ def train_reference(config: ReferenceConfig) -> Path:
         defined = [v for v in aurocs.values() if not math.isnan(v)]
         row["val_auroc_mean"] = float(np.mean(defined)) if defined else float("nan")
         history.append(row)
-        value = row["val_auroc_mean"]
+        value = row[selection_column(config)]
         # a validation split without positives gives NaN: keep the first epoch's weights as best.pt
         improved = (not math.isnan(value) and value > best) or not (out / "best.pt").is_file()
         best = value if improved and not math.isnan(value) else best
@@ -274,7 +291,8 @@ def train_reference(config: ReferenceConfig) -> Path:
 def evaluate_reference(checkpoint: str | Path, config: ReferenceConfig) -> dict[str, Estimate]:
     """Test-split AUROC per finding, with bootstrap 95 % CIs, of a trained reference."""
     model, trained = load_reference(checkpoint)
-    splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress)
+    splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress,
+                         config.reading)
     test = _Images(ImageDataset(splits[TEST], cache=preprocess_cache(tuple(trained.image_size))),
                    finding_targets(splits[TEST], trained.findings))
     test.images.fill_cache(progress=config.progress)

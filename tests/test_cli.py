@@ -15,6 +15,18 @@ from models.cli import (
     run_main,
 )
 from models.data.errors import DataError
+from models.data.reading import ReadOptions
+from models.finetune import FinetuneConfig
+from models.pretrain import PretrainConfig
+from models.reference import ReferenceConfig
+from mammo_interp.embeddings import EmbeddingConfig
+from mammo_interp.factor import FactorConfig
+from mammo_interp.report import ReportConfig
+from mammo_interp.saliency import SaliencyConfig
+from mammo_interp.zeroshot import ZeroShotConfig
+from analyses.localization_table import LocalizationTableConfig
+from analyses.per_view_saliency import PerViewSaliencyConfig
+from analyses.prompt_ablation import PromptAblationConfig
 from models.pretrain import main as pretrain_main
 
 
@@ -79,6 +91,27 @@ def test_nested_dataclass_flags_and_nested_config_sections(tmp_path):
     path.write_text(json.dumps({"inner": {"rate": 0.25}, "epochs": 1}))
     args = parse_with_config_file(parser, ["--config", str(path)])
     assert build_dataclass(Outer, args) == Outer(inner=Toy(rate=0.25), epochs=1)
+
+
+@dataclass(frozen=True)
+class Flattened:
+    inner: Toy = field(default_factory=Toy, metadata={"flatten": True})
+    epochs: int = 2
+
+
+def test_flattened_nested_dataclass_keeps_its_field_names():
+    assert parse_config(Flattened, ["--steps", "5"], "prog", "") == Flattened(inner=Toy(steps=5))
+
+
+ENTRY_CONFIGS = [ReferenceConfig, PretrainConfig, FinetuneConfig, FactorConfig, SaliencyConfig, ZeroShotConfig,
+                 EmbeddingConfig, ReportConfig, PromptAblationConfig, LocalizationTableConfig, PerViewSaliencyConfig]
+
+
+@pytest.mark.parametrize("config", ENTRY_CONFIGS, ids=lambda c: c.__name__)
+def test_every_entry_point_takes_the_real_data_flags(config):
+    parsed = parse_config(config, ["--box-policy", "drop", "--skip-missing-images"], "prog", "")
+    assert parsed.reading == ReadOptions(box_policy="drop", skip_missing_images=True)
+    assert parse_config(config, [], "prog", "").reading == ReadOptions()
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,6 @@
 Conventions used throughout: images are float32 in [0, 1] with bright = dense; boxes are float
 pixel ``xyxy`` with exclusive ``xmax``/``ymax`` edges; laterality ``L``/``R`` and views
 ``CC``/``MLO`` as in VinDr. See each module's docstring for the details.
-
-The function ``preprocess`` is deliberately not re-exported here: the name would shadow the
-``models.data.preprocess`` module (``import models.data.preprocess`` would then give the function).
-Use ``from models.data.preprocess import preprocess``.
 """
 
 from models.data.cache import PreprocessCache
@@ -33,7 +29,8 @@ from models.data.labels import (
     MultiHotEncoder,
     malignancy_from_birads,
 )
-from models.data.preprocess import GeometricTransform, PreprocessConfig, load_preprocessed
+from models.data.preprocess import GeometricTransform, PreprocessConfig, load_preprocessed, preprocess_image
+from models.data.reading import DataQuirkWarning, ReadOptions
 from models.data.rsna import read_rsna
 from models.data.tables import IMAGE_COLUMNS, Box, with_validation_split
 from models.data.vindr import read_vindr
@@ -52,6 +49,7 @@ __all__ = [
     "Box",
     "BreastDataset",
     "DataError",
+    "DataQuirkWarning",
     "DicomError",
     "DicomImage",
     "DicomWriteSpec",
@@ -63,10 +61,12 @@ __all__ = [
     "MultiHotEncoder",
     "PreprocessCache",
     "PreprocessConfig",
+    "ReadOptions",
     "TableError",
     "collate",
     "load_preprocessed",
     "malignancy_from_birads",
+    "preprocess_image",
     "read_dicom",
     "read_rsna",
     "read_vindr",

@@ -2,7 +2,9 @@
 
 Reading returns display-ready intensities: modality LUT, then VOI LUT or window when the file has one,
 then MONOCHROME1 inversion, then min-max scaling, so that 0 is the darkest (least attenuating) and 1
-the brightest pixel, whatever the photometric interpretation or bit depth.
+the brightest pixel, whatever the photometric interpretation or bit depth. A window that leaves
+(almost) no contrast, which real files carry when their VOI attributes do not fit the pixel data, is
+ignored with a warning: the stored range is used instead. A flat image reads as all 0.
 Writing produces real MG objects (16-bit, MONOCHROME1/2, optionally JPEG 2000 or RLE compressed);
 the synthetic generator uses it, and tests use it to make files with known content.
 """
@@ -10,6 +12,7 @@ the synthetic generator uses it, and tests use it to make files with known conte
 from __future__ import annotations
 
 import datetime
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import (
     UID,
     DigitalMammographyXRayImageStorageForPresentation,
@@ -28,12 +31,16 @@ from pydicom.uid import (
 )
 
 from models.data.errors import DicomError
+from models.data.reading import DataQuirkWarning
 from models.io import atomic_write
 
 PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2")
 # Full-field detectors stay below ~30 M pixels (e.g. 4096 x 5928 = 24 M); a header asking for more
 # than this is a corrupt or hostile file, refused before decoding would allocate many GB.
 MAX_PIXELS = 100_000_000
+# A window "leaves no contrast" when fewer than this share of pixels lie strictly between its darkest
+# and brightest output (a saturated window maps nearly everything to one or two values).
+MIN_WINDOW_CONTRAST = 0.01
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) as stored in little-endian files
 COMPRESSIONS: dict[str, UID | None] = {
     "none": None,
@@ -97,22 +104,24 @@ def read_dicom(path: str | Path, apply_window: bool = True) -> DicomImage:
     try:
         raw = ds.pixel_array
     except (NotImplementedError, RuntimeError) as exc:
-        raise DicomError(
-            path,
-            f"cannot decode transfer syntax {syntax} ({UID(syntax).name}): {exc}",
-            "an installed pydicom pixel-data plugin for it (pylibjpeg-openjpeg, -libjpeg, -rle)",
-        ) from exc
+        raise DicomError(path, *_decode_failure(syntax, exc)) from exc
     except (ValueError, EOFError, OSError) as exc:
-        raise DicomError(path, f"pixel data truncated or corrupt ({exc})") from exc
+        raise DicomError(path, f"pixel data truncated or corrupt ({_one_line(exc)})") from exc
     if raw.ndim != 2:
         raise DicomError(path, f"pixel array of shape {raw.shape}", "a single 2-D frame")
     pixels = apply_modality_lut(raw, ds).astype(np.float64)
     windowed = apply_window and ("WindowCenter" in ds or "VOILUTSequence" in ds)
     if windowed:
-        pixels = apply_voi_lut(pixels, ds, prefer_lut=True).astype(np.float64)
+        shown = apply_voi_lut(pixels, ds, prefer_lut=True).astype(np.float64)
+        if contrast(shown) < MIN_WINDOW_CONTRAST <= contrast(pixels):
+            warnings.warn(f"{path}: its VOI window leaves {contrast(shown):.1%} of pixels between black and "
+                          "white; using the stored value range instead", DataQuirkWarning, stacklevel=2)
+            windowed = False
+        else:
+            pixels = shown
     low, high = float(pixels.min()), float(pixels.max())
     scaled = (pixels - low) / (high - low) if high > low else np.zeros_like(pixels)
-    if photometric == "MONOCHROME1":
+    if photometric == "MONOCHROME1" and high > low:
         scaled = 1.0 - scaled
     return DicomImage(
         pixels=scaled.astype(np.float32),
@@ -123,6 +132,37 @@ def read_dicom(path: str | Path, apply_window: bool = True) -> DicomImage:
         transfer_syntax=syntax,
         windowed=windowed,
     )
+
+
+def contrast(pixels: np.ndarray) -> float:
+    """Share of pixels strictly between the image's minimum and maximum (0 for a flat image)."""
+    low, high = pixels.min(), pixels.max()
+    return float(np.mean((pixels > low) & (pixels < high)))
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _decode_failure(syntax: str, exc: BaseException) -> tuple[str, str]:
+    """(problem, expectation) for pixel data no decoder could read: what was tried, what would help.
+
+    Installing plugins is suggested only when none for this transfer syntax is installed.
+    """
+    uid = UID(syntax)
+    problem = f"cannot decode transfer syntax {syntax} ({uid.name})"
+    try:
+        decoder = get_decoder(uid)
+    except (NotImplementedError, ValueError):
+        return f"{problem}: pydicom has no decoder for it", "pixel data in a transfer syntax pydicom decodes"
+    if not decoder.is_available:
+        return (f"{problem}: no decoder plugin installed",
+                f"one of: {'; '.join(decoder.missing_dependencies)}")
+    lines = str(exc).splitlines()
+    # pydicom: "Unable to decode as exceptions were raised by all available plugins:" then one line each
+    details = "; ".join(line.strip() for line in lines[1:]) if len(lines) > 1 else _one_line(exc)
+    return (f"{problem}; every installed decoder ({', '.join(decoder.available_plugins)}) failed: {details}",
+            "pixel data these decoders accept (the file may be corrupt or use an unsupported variant)")
 
 
 @dataclass(frozen=True)

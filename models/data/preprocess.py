@@ -240,7 +240,7 @@ def _resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out[0, 0].clamp_(0.0, 1.0).numpy()
 
 
-def preprocess(
+def preprocess_image(
     pixels: np.ndarray,
     config: PreprocessConfig,
     boxes: Any | None = None,
@@ -308,5 +308,5 @@ def load_preprocessed(
     Raises:
         DicomError: the file cannot be read (see :func:`read_dicom`).
     """
-    image, transform, _ = preprocess(read_dicom(path).pixels, config, laterality=laterality)
+    image, transform, _ = preprocess_image(read_dicom(path).pixels, config, laterality=laterality)
     return image, transform

@@ -15,9 +15,9 @@ import pandas as pd
 
 from models.data import schema
 from models.data.labels import parse_binary, parse_density
+from models.data.reading import ReadOptions, present_images
 from models.data.tables import (
     birads_between,
-    check_files_exist,
     check_unique,
     image_table,
     nonempty,
@@ -31,12 +31,13 @@ RSNA_IMAGES_DIR = "train_images"
 RSNA_SUFFIX = ".dcm"
 
 
-def read_rsna(root: str | Path, check_files: bool = True) -> pd.DataFrame:
+def read_rsna(root: str | Path, options: ReadOptions = ReadOptions(), check_files: bool = True) -> pd.DataFrame:
     """Read RSNA ``train.csv`` into the per-image table (:data:`IMAGE_COLUMNS`).
 
     Args:
         root: folder with ``train.csv`` and ``train_images/``.
-        check_files: verify that every listed DICOM exists.
+        options: ``skip_missing_images`` reads a partial download (RSNA has no boxes).
+        check_files: look for the DICOMs at all (off: read the table alone).
 
     Raises:
         TableError: a missing or malformed CSV, column or value (file, line, column, expectation).
@@ -71,5 +72,6 @@ def read_rsna(root: str | Path, check_files: bool = True) -> pd.DataFrame:
             "report": None,
         })
     if check_files:
-        check_files_exist(rows, [Path(r["path"]) for r in records])
+        records = [records[i] for i in present_images(rows, [Path(r["path"]) for r in records],
+                                                       options.skip_missing_images)]
     return image_table(records)

@@ -15,6 +15,7 @@ from models.data.cache import PreprocessCache
 from models.data.default import cache_dir, default_data_root
 from models.data.errors import DataError
 from models.data.preprocess import PreprocessConfig
+from models.data.reading import ReadOptions
 from models.data.rsna import read_rsna
 from models.data.tables import VALIDATION_SPLIT, with_validation_split
 from models.data.vindr import read_vindr
@@ -23,13 +24,13 @@ TRAIN, VALIDATION, TEST = "training", VALIDATION_SPLIT, "test"
 RSNA_TRAIN_CSV = "train.csv"
 
 
-def read_table(root: str | Path) -> pd.DataFrame:
+def read_table(root: str | Path, options: ReadOptions = ReadOptions()) -> pd.DataFrame:
     """The per-image table of a VinDr-Mammo (or synthetic) or RSNA folder, detected by its CSVs."""
     root = Path(root)
     if (root / schema.BREAST_LEVEL_CSV).is_file():
-        return read_vindr(root)
+        return read_vindr(root, options)
     if (root / RSNA_TRAIN_CSV).is_file():
-        return read_rsna(root)
+        return read_rsna(root, options)
     raise DataError(
         root, "no dataset tables found",
         f"a VinDr-Mammo folder ({schema.BREAST_LEVEL_CSV}) or an RSNA folder ({RSNA_TRAIN_CSV})",
@@ -50,14 +51,14 @@ class Splits:
 
 
 def load_splits(data: str | Path | None = None, validation_fraction: float = 0.1,
-                seed: int = 0, progress: bool = True) -> Splits:
+                seed: int = 0, progress: bool = True, reading: ReadOptions = ReadOptions()) -> Splits:
     """Read ``data`` (default: the embedded synthetic set, generated on first use, with a progress
-    bar when ``progress``) into splits.
+    bar when ``progress``) into splits; ``reading`` says how real-data quirks are met.
 
     Datasets without a test split (RSNA) get one carved from training like validation.
     """
     root = default_data_root(data, progress=progress)
-    table = read_table(root)
+    table = read_table(root, reading)
     if not (table["split"] == TEST).any():
         table = with_validation_split(table, validation_fraction, seed + 1, name=TEST)
     table = with_validation_split(table, validation_fraction, seed)

@@ -34,7 +34,7 @@ IMAGE_COLUMNS = (
     "height", "width", "breast_birads", "density", "split", "finding_categories", "boxes",
     "malignancy", "malignancy_source", "age", "report",
 )
-BOX_TOLERANCE_PX = 1.0  # how far a box may stick out of the image before it is an error
+BOX_TOLERANCE_PX = 1.0  # how far a box may stick out of the image before it counts as past the edge
 VALIDATION_SPLIT = "validation"
 
 
@@ -204,38 +204,14 @@ def check_unique(rows: CsvRows, column: str) -> None:
         seen[value] = index
 
 
-def check_box(
-    rows: CsvRows, index: int, box: Sequence[float], height: int | None, width: int | None
-) -> None:
-    """Reject boxes with ``xmin >= xmax``/``ymin >= ymax`` or outside the image (1 px tolerance)."""
+def check_box(rows: CsvRows, index: int, box: Sequence[float]) -> None:
+    """Reject empty or inverted boxes (``xmin >= xmax`` or ``ymin >= ymax``)."""
     xmin, ymin, xmax, ymax = box
     if not (xmin < xmax and ymin < ymax):
         raise TableError(
             rows.where(index, "xmin" if not xmin < xmax else "ymin"),
             f"empty or inverted box xyxy=({xmin}, {ymin}, {xmax}, {ymax})",
             "xmin < xmax and ymin < ymax",
-        )
-    if height is None or width is None:
-        return
-    tol = BOX_TOLERANCE_PX
-    if xmin < -tol or ymin < -tol or xmax > width + tol or ymax > height + tol:
-        raise TableError(
-            rows.where(index),
-            f"box xyxy=({xmin}, {ymin}, {xmax}, {ymax}) outside the {width} x {height} image",
-            f"0 <= x <= width and 0 <= y <= height (within {tol:g} px)",
-        )
-
-
-def check_files_exist(rows: CsvRows, paths: Sequence[Path]) -> None:
-    """Raise a :class:`TableError` naming the first missing image file, its line and the count."""
-    missing = [i for i, p in enumerate(paths) if not p.is_file()]
-    if missing:
-        first = missing[0]
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise TableError(
-            rows.where(first, "image_id"),
-            f"image file missing: {paths[first]}{more}",
-            "every listed image on disk (or check_files=False)",
         )
 
 

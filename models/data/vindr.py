@@ -20,13 +20,13 @@ import pandas as pd
 from models.data import schema
 from models.data.errors import TableError
 from models.data.labels import malignancy_from_birads, parse_binary, parse_density
+from models.data.reading import EdgeBoxes, ReadOptions, present_images
 from models.data.tables import (
     BOX_TOLERANCE_PX,
     Box,
     CsvRows,
     birads_between,
     check_box,
-    check_files_exist,
     check_unique,
     image_table,
     nonempty,
@@ -133,7 +133,7 @@ def _lookup_image(rows: CsvRows, index: int, images: dict[str, dict[str, Any]]) 
     return record
 
 
-def _add_findings(rows: CsvRows, index: int, images: dict[str, dict[str, Any]]) -> None:
+def _add_findings(rows: CsvRows, index: int, images: dict[str, dict[str, Any]], edges: EdgeBoxes) -> None:
     record = _lookup_image(rows, index, images)
     categories = rows.cell(
         index, "finding_categories", parse_categories,
@@ -149,7 +149,8 @@ def _add_findings(rows: CsvRows, index: int, images: dict[str, dict[str, Any]]) 
             raise TableError(where, f"a box on a {schema.NO_FINDING!r} row", "empty box columns")
         return
     if box is not None:
-        check_box(rows, index, box, record["height"], record["width"])
+        check_box(rows, index, box)
+        box = edges.fit(index, box, record["height"], record["width"])
     for category in categories:
         if category not in record["finding_categories"]:
             record["finding_categories"].append(category)
@@ -157,8 +158,12 @@ def _add_findings(rows: CsvRows, index: int, images: dict[str, dict[str, Any]]) 
             record["boxes"].append(Box(*box, category=category, birads=birads))
 
 
-def _join_lesions(rows: CsvRows, images: dict[str, dict[str, Any]]) -> None:
-    """Attach mass shape/margin and malignancy to matching boxes; set per-breast malignancy."""
+def _join_lesions(rows: CsvRows, images: dict[str, dict[str, Any]], policy: str) -> None:
+    """Attach mass shape/margin and malignancy to matching boxes; set per-breast malignancy.
+
+    Lesion boxes pass the same edge policy as the finding boxes they match (a dropped box's lesion
+    still sets its breast's malignancy)."""
+    edges = EdgeBoxes(rows, policy)
     malignant_breasts = set()
     for index in range(len(rows.rows)):
         record = _lookup_image(rows, index, images)
@@ -169,6 +174,11 @@ def _join_lesions(rows: CsvRows, images: dict[str, dict[str, Any]]) -> None:
         box = _box_cells(rows, index, schema.BOX_COLUMNS)
         if box is None:
             raise TableError(rows.where(index, "xmin"), "lesion without a box", "four box floats")
+        if malignant:
+            malignant_breasts.add((record["study_id"], record["laterality"]))
+        box = edges.fit(index, box, record["height"], record["width"])
+        if box is None:
+            continue
         match = next(
             (
                 k for k, b in enumerate(record["boxes"])
@@ -187,8 +197,6 @@ def _join_lesions(rows: CsvRows, images: dict[str, dict[str, Any]]) -> None:
         record["boxes"][match] = record["boxes"][match]._replace(
             mass_shape=shape or None, mass_margin=margin or None, malignant=bool(malignant)
         )
-        if malignant:
-            malignant_breasts.add((record["study_id"], record["laterality"]))
     for record in images.values():
         breast = (record["study_id"], record["laterality"])
         record["malignancy"] = float(breast in malignant_breasts)
@@ -211,15 +219,18 @@ def _join_reports(rows: CsvRows, images: dict[str, dict[str, Any]]) -> None:
             record["report"] = row["report"]
 
 
-def read_vindr(root: str | Path, check_files: bool = True) -> pd.DataFrame:
+def read_vindr(root: str | Path, options: ReadOptions = ReadOptions(), check_files: bool = True) -> pd.DataFrame:
     """Read a VinDr-Mammo style dataset into the per-image table (:data:`IMAGE_COLUMNS`).
 
     Args:
         root: folder with the annotation CSVs and ``images/``.
-        check_files: verify that every listed DICOM exists.
+        options: what to do with boxes past the image edge and with listed images missing on disk
+            (:class:`models.data.reading.ReadOptions`; each repair is counted in a warning).
+        check_files: look for the DICOMs at all (off: read the tables alone).
 
     Returns:
-        One row per image of ``breast-level_annotations.csv``, in its order.
+        One row per image of ``breast-level_annotations.csv`` (found on disk, with
+        ``options.skip_missing_images``), in its order.
 
     Raises:
         TableError: a missing or malformed CSV, column or value; the message names the file, line
@@ -232,17 +243,20 @@ def read_vindr(root: str | Path, check_files: bool = True) -> pd.DataFrame:
     images = {r["image_id"]: r for r in records}
 
     findings = read_csv_rows(root / schema.FINDING_CSV, schema.FINDING_COLUMNS)
+    edges = EdgeBoxes(findings, options.box_policy)
     for index in range(len(findings.rows)):
-        _add_findings(findings, index, images)
+        _add_findings(findings, index, images, edges)
+    edges.warn()
     order = {c: k for k, c in enumerate(schema.FINDING_CATEGORIES)}
     for record in records:
         record["finding_categories"].sort(key=order.__getitem__)
 
     lesions, reports = root / schema.SYNTH_LESIONS_CSV, root / schema.REPORTS_CSV
     if lesions.is_file():
-        _join_lesions(read_csv_rows(lesions, schema.SYNTH_LESION_COLUMNS), images)
+        _join_lesions(read_csv_rows(lesions, schema.SYNTH_LESION_COLUMNS), images, options.box_policy)
     if reports.is_file():
         _join_reports(read_csv_rows(reports, schema.REPORT_COLUMNS), images)
     if check_files:
-        check_files_exist(breast, [Path(r["path"]) for r in records])
+        records = [records[i] for i in present_images(breast, [Path(r["path"]) for r in records],
+                                                       options.skip_missing_images)]
     return image_table(records)

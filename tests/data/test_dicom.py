@@ -3,9 +3,11 @@
 import numpy as np
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 
-from models.data.dicom import read_dicom
+from models.data.dicom import contrast, read_dicom
 from models.data.errors import DicomError
+from models.data.reading import DataQuirkWarning
 
 
 @pytest.fixture
@@ -133,7 +135,44 @@ def test_transfer_syntax_without_a_codec_names_the_syntax(tmp_path, helpers, ima
     with pytest.raises(DicomError) as info:
         read_dicom(path)
     message = str(info.value)
-    assert str(path) in message and "1.2.840.10008.1.2.4.100" in message and "plugin" in message
+    assert str(path) in message and "1.2.840.10008.1.2.4.100" in message and "pydicom has no decoder" in message
+
+
+def test_decode_failure_is_one_line_naming_what_was_tried():
+    path = get_testdata_file("JPEG-lossy.dcm")  # 12-bit JPEG Extended that pydicom's own decoders refuse
+    with pytest.raises(DicomError) as info:
+        read_dicom(path)
+    message = str(info.value)
+    assert "\n" not in message and "1.2.840.10008.1.2.4.51 (JPEG Extended (Process 2 and 4))" in message
+    assert "every installed decoder (" in message and "pylibjpeg" in message
+    assert "install" not in message.replace("installed", "")  # never asks for what is already there
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_saturating_window_falls_back_to_the_stored_range(tmp_path, helpers, image, photometric):
+    stored = helpers.to_stored(image, bits=12)
+    display = read_dicom(helpers.write_dicom(tmp_path / "plain.dicom", stored, bits_stored=12)).pixels
+    if photometric == "MONOCHROME1":
+        stored = (4095 - stored).astype(np.uint16)
+    path = helpers.write_dicom(tmp_path / "w.dicom", stored, bits_stored=12, photometric=photometric,
+                               window=(60000.0, 10.0))  # far above every stored value: all one level
+    with pytest.warns(DataQuirkWarning, match="VOI window leaves 0.0% of pixels"):
+        result = read_dicom(path)
+    assert not result.windowed
+    np.testing.assert_allclose(result.pixels, display, atol=1e-6)  # dense stays bright in both encodings
+
+
+def test_saturating_window_in_a_public_file():
+    with pytest.warns(DataQuirkWarning, match="using the stored value range"):
+        result = read_dicom(get_testdata_file("dicomdirtests/77654033/CT2/17166"))
+    assert contrast(result.pixels) > 0.5
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_a_flat_image_reads_as_zeros_in_both_encodings(tmp_path, helpers, photometric):
+    flat = np.full((8, 6), 700, dtype=np.uint16)
+    result = read_dicom(helpers.write_dicom(tmp_path / "f.dicom", flat, bits_stored=12, photometric=photometric))
+    assert not result.pixels.any()
 
 
 def test_huge_dimensions_are_refused_before_decoding(tmp_path, helpers, image):

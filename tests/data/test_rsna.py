@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from models.data.errors import TableError
+from models.data.reading import DataQuirkWarning, ReadOptions
 from models.data.rsna import read_rsna
 from models.data.tables import IMAGE_COLUMNS
 
@@ -58,3 +59,10 @@ def test_listed_image_file_missing(rsna_root):
         read_rsna(rsna_root)
     assert "line 7" in str(info.value) and "111.dcm" in str(info.value)
     assert len(read_rsna(rsna_root, check_files=False)) == 6
+
+
+def test_partial_download_reads_the_images_on_disk(rsna_root):
+    (rsna_root / "train_images" / "11" / "111.dcm").unlink()
+    with pytest.warns(DataQuirkWarning, match="skipped 1 of 6 listed images"):
+        table = read_rsna(rsna_root, ReadOptions(skip_missing_images=True))
+    assert len(table) == 5 and "111" not in set(table["image_id"])

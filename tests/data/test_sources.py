@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 import models.data.sources as sources
 from models.data.errors import DataError
+from models.data.reading import DataQuirkWarning, ReadOptions
 from models.data.sources import TEST, VALIDATION, load_splits, read_table, subsample_studies
+from models.data.vindr import read_vindr
 
 
 def test_layout_detection(vindr_root, rsna_root, tmp_path):
@@ -55,3 +62,30 @@ def test_progress_flag_reaches_default_dataset_generation(tiny_masses, monkeypat
     monkeypatch.setattr(sources, "default_data_root", root)
     load_splits(None, validation_fraction=0.2, seed=1, progress=False)
     assert asked == [False]
+
+
+@pytest.fixture
+def partial_download(tiny_masses, tmp_path):
+    """A copy of the tiny synthetic set whose first listed image is missing on disk."""
+    root = tmp_path / "partial"
+    shutil.copytree(tiny_masses, root)
+    first = read_table(root).iloc[0]
+    Path(first["path"]).unlink()
+    return root, first["image_id"]
+
+
+def test_reading_options_reach_the_reader(partial_download):
+    root, missing = partial_download
+    with pytest.warns(DataQuirkWarning, match="skipped 1 of"):
+        splits = load_splits(root, validation_fraction=0.2, reading=ReadOptions(skip_missing_images=True))
+    kept = pd.concat([splits.train, splits.validation, splits.test])
+    assert missing not in set(kept["image_id"]) and len(kept) == len(read_vindr(root, check_files=False)) - 1
+
+
+def test_an_entry_point_names_the_partial_download_flag(partial_download, tmp_path):
+    root, _ = partial_download
+    done = subprocess.run([sys.executable, "-m", "models.reference", "--data", str(root), "--out", str(tmp_path),
+                           "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("python -m models.reference: error: ") and "--skip-missing-images" in line

@@ -7,6 +7,7 @@ import pytest
 
 from models.data import schema
 from models.data.errors import TableError
+from models.data.reading import DataQuirkWarning, ReadOptions
 from models.data.tables import IMAGE_COLUMNS, Box
 from models.data.vindr import read_vindr
 
@@ -137,7 +138,9 @@ def test_duplicate_image_id(vindr_root, helpers):
 
 
 def _finding_row(rows, image_id, category="Mass"):
-    return next(i for i, r in enumerate(rows) if r["image_id"] == image_id and category in r["finding_categories"])
+    """Position of ``image_id``'s row naming ``category`` (finding table or synthetic lesion table)."""
+    return next(i for i, r in enumerate(rows) if r["image_id"] == image_id
+                and category in r.get("finding_categories", r.get("finding_category")))
 
 
 def test_inverted_box(vindr_root, helpers):
@@ -151,13 +154,74 @@ def test_inverted_box(vindr_root, helpers):
     assert "inverted box" in message and "xmin < xmax and ymin < ymax" in message
 
 
-def test_box_outside_image(vindr_root, helpers):
-    def widen(rows):
-        rows[_finding_row(rows, "s1-L-MLO")]["xmax"] = "66.5"  # width 64, tolerance 1 px
+def _past_edge(helpers, root, name=schema.FINDING_CSV):
+    """Move the left-MLO mass box 2.5 px past the right edge (width 64, tolerance 1 px)."""
+    return _edit(helpers, root, name, lambda rows: rows[_finding_row(rows, "s1-L-MLO")].update(xmax="66.5"))
 
-    path = _edit(helpers, vindr_root, schema.FINDING_CSV, widen)
-    message = _error(vindr_root)
-    assert str(path) in message and "outside the 64 x 96 image" in message and "within 1 px" in message
+
+def test_box_past_edge_is_clipped_and_counted_once_per_file(vindr_root, helpers):
+    path = _edit(helpers, vindr_root, schema.FINDING_CSV, lambda rows: rows[_finding_row(rows, "s1-L-CC")].update(
+        xmin="-6.25"))
+    _past_edge(helpers, vindr_root)
+    with pytest.warns(DataQuirkWarning) as caught:
+        table = read_vindr(vindr_root).set_index("image_id")
+    assert len(caught) == 1
+    assert str(caught[0].message) == (f"{path}: 2 box(es) extend past their image by up to 6.2 px; "
+                                      "clipped to the image (--box-policy)")
+    assert table.loc["s1-L-MLO", "boxes"][0][:4] == (12.0, 30.0, 64.0, 44.0)
+    assert table.loc["s1-L-CC", "boxes"][0][:4] == (0.0, 40.0, 22.0, 52.0)
+
+
+def test_box_past_edge_dropped_keeps_the_label(vindr_root, helpers):
+    _past_edge(helpers, vindr_root)
+    with pytest.warns(DataQuirkWarning, match="1 box.* dropped"):
+        row = read_vindr(vindr_root, ReadOptions(box_policy="drop")).set_index("image_id").loc["s1-L-MLO"]
+    assert row["boxes"] == [] and row["finding_categories"] == ["Mass"]
+
+
+def test_box_past_edge_is_an_error_on_request(vindr_root, helpers):
+    path = _past_edge(helpers, vindr_root)
+    with pytest.raises(TableError) as info:
+        read_vindr(vindr_root, ReadOptions(box_policy="error"))
+    message = str(info.value)
+    assert str(path) in message and "extends 2.5 px past the 64 x 96 image" in message
+    assert "--box-policy clip|drop" in message
+
+
+@pytest.mark.parametrize("policy", ["clip", "drop", "error"])
+def test_box_entirely_outside_is_an_error_under_every_policy(vindr_root, helpers, policy):
+    _edit(helpers, vindr_root, schema.FINDING_CSV,
+          lambda rows: rows[_finding_row(rows, "s1-L-MLO")].update(xmin="70", xmax="80"))
+    with pytest.raises(TableError, match="lies entirely outside the 64 x 96 image"):
+        read_vindr(vindr_root, ReadOptions(box_policy=policy))
+
+
+def test_unknown_box_policy_is_refused():
+    with pytest.raises(ValueError, match="box_policy 'trim' is not one of"):
+        ReadOptions(box_policy="trim")
+
+
+def test_lesion_box_past_edge_still_matches_its_clipped_finding(synthetic_vindr_root, helpers):
+    for name in (schema.FINDING_CSV, schema.SYNTH_LESIONS_CSV):
+        _past_edge(helpers, synthetic_vindr_root, name)
+    with pytest.warns(DataQuirkWarning):
+        box = read_vindr(synthetic_vindr_root).set_index("image_id").loc["s1-L-MLO", "boxes"][0]
+    assert box[:4] == (12.0, 30.0, 64.0, 44.0) and box.malignant is True
+
+
+def test_partial_download_reads_the_images_on_disk(vindr_root):
+    missing = vindr_root / "images" / "s2" / "s2-L-MLO.dicom"
+    missing.unlink()
+    with pytest.warns(DataQuirkWarning, match=f"skipped 1 of 7 listed images not on disk \\(first: {missing}\\)"):
+        table = read_vindr(vindr_root, ReadOptions(skip_missing_images=True))
+    assert len(table) == 6 and "s2-L-MLO" not in set(table["image_id"])
+
+
+def test_partial_download_without_any_image_is_an_error(vindr_root):
+    for dicom in (vindr_root / "images").rglob("*.dicom"):
+        dicom.unlink()
+    with pytest.raises(TableError, match="at least one listed image on disk"):
+        read_vindr(vindr_root, ReadOptions(skip_missing_images=True))
 
 
 def test_box_within_tolerance_is_accepted(vindr_root, helpers):
@@ -202,7 +266,7 @@ def test_listed_image_file_missing(vindr_root):
     missing.unlink()
     message = _error(vindr_root)
     assert f"{vindr_root / schema.BREAST_LEVEL_CSV}, line 8" in message
-    assert f"image file missing: {missing}" in message and "check_files=False" in message
+    assert f"image file missing: {missing}" in message and "--skip-missing-images" in message
 
 
 def test_lesion_without_matching_box(synthetic_vindr_root, helpers):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import pandas as pd
@@ -11,6 +12,7 @@ import torch
 from mammo_interp import factor
 from mammo_interp.features import FeatureSet, breast_mask
 from models.data.errors import DataError
+from models.data.reading import DataQuirkWarning, ReadOptions
 from models.reference import ReferenceConfig, build_model, save_reference
 
 
@@ -87,6 +89,41 @@ def test_stages_reuse_cached_features_and_mapper(tiny_masses, tiny_checkpoint, c
     # A different mapper config trains a new mapper.
     factor.main([*args, "--stage", "train", "--mapper-hidden", "16"])
     assert mapper.stat().st_mtime_ns != stamp
+
+
+def test_every_input_of_the_mapper_is_in_its_cache_key(tiny_masses, tiny_checkpoint, cache, monkeypatch):
+    def key(data=tiny_masses, **overrides):
+        values = {"data": str(data), "checkpoint": str(tiny_checkpoint), "image_size": (128, 80),
+                  "out": str(cache / "runs"), "progress": False, **TINY_SPLIT, **overrides}
+        return factor.FactorStudy(factor.FactorConfig(**values))._mapper_key()
+
+    base = key()
+    assert key() == base
+    changed = {"validation fraction": key(validation_fraction=0.25), "seed": key(seed=2),
+               "layer": key(layer="blocks.4"), "mapper": key(mapper=factor.MapperConfig(hidden=16))}
+    # a box past the image edge: clipped and dropped give other training boxes
+    edited = cache / "edited"
+    shutil.copytree(tiny_masses, edited)
+    first = None
+    for name in ("finding_annotations.csv", "synthetic_lesions.csv"):  # the box and its lesion row
+        table = pd.read_csv(edited / name)
+        first = first or tuple(table.loc[table["xmin"].notna(), ["image_id", "xmin"]].iloc[0])
+        table.loc[(table["image_id"] == first[0]) & (table["xmin"] == first[1]), "xmin"] = -5.0
+        table.to_csv(edited / name, index=False)
+    with pytest.warns(DataQuirkWarning):
+        changed["box policy"] = key(edited, reading=ReadOptions(box_policy="drop"))
+    with pytest.warns(DataQuirkWarning):
+        assert key(edited) not in (base, changed["box policy"])
+    # the text side: another sentence bank, or another text encoder, gives another attribute embedding
+    real = factor.attribute_sentences
+    monkeypatch.setattr(factor, "attribute_sentences", lambda attribute: [*real(attribute), "a round opacity"])
+    changed["sentence bank"] = key()
+    monkeypatch.setattr(factor, "attribute_sentences", real)
+    real_embedding = factor.attribute_embedding
+    monkeypatch.setattr(factor, "attribute_embedding", lambda model, attribute: torch.nn.functional.normalize(
+        real_embedding(model, attribute) + 0.01, dim=0))
+    changed["text encoder"] = key()
+    assert base not in changed.values() and len(set(changed.values())) == len(changed), changed
 
 
 def test_features_and_mapper_leave_the_encoder_untouched(tiny_masses, tiny_checkpoint, cache):

