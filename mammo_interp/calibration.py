@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from mammo_interp import plotting as _plotting  # noqa: F401 - selects the Agg backend first
-import matplotlib.pyplot as plt  # noqa: E402
 from models.data.labels import IGNORE_INDEX
 from models.metrics import Estimate, bootstrap
 

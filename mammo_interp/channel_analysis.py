@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,8 +19,6 @@ from scipy.stats import spearmanr
 from mammo_interp.features import FeatureSet, eval_mode
 from mammo_interp.mapper import ChannelMapper
 from mammo_interp.plotting import save_figure
-
-import matplotlib.pyplot as plt  # noqa: E402  (backend set by mammo_interp.plotting)
 
 
 def channel_box_energy(features: FeatureSet, category_index: int) -> torch.Tensor:

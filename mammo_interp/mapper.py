@@ -132,38 +132,39 @@ def train_mapper(train_maps: torch.Tensor, train_positive: np.ndarray, val_maps:
         if not bool(labels.any()) or bool(labels.all()):
             raise ValueError(f"the {name} split needs images with and without the attribute "
                              f"({int(labels.sum())} of {len(labels)} have it)")
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # dropout masks and the MLP's initialisation
-    spatial = int(np.prod(train_maps.shape[2:]))
-    scale = float(train_maps[:256].float().std().clamp(min=1e-6))
-    mapper = ChannelMapper(spatial, int(text_embedding.shape[-1]), config.hidden, config.dropout, scale)
-    optimizer = torch.optim.AdamW(mapper.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    stopper = EarlyStopping(patience=config.patience, mode="min")
-    positives = torch.nonzero(train_positive).flatten()
-    negatives = torch.nonzero(~train_positive).flatten()
-    best_state, history = copy.deepcopy(mapper.state_dict()), []
-    bar = tqdm(range(config.epochs), desc="mapper", disable=not progress, leave=False)
-    for epoch in bar:
-        mapper.train()
-        order = positives[torch.randperm(len(positives), generator=generator)]
-        losses = []
-        for start in range(0, len(order), config.positives_per_batch):
-            pos = order[start:start + config.positives_per_batch]
-            neg = negatives[torch.randint(len(negatives), (config.negatives_per_batch,), generator=generator)]
-            index = torch.cat([pos, neg])
-            scores = mapper.alignment(train_maps[index], text_embedding).amax(dim=1) / config.temperature
-            loss = mil_contrastive_loss(scores, torch.arange(len(index)) < len(pos))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)),
-               **_validation(mapper, val_maps, val_positive, text_embedding, config.temperature)}
-        history.append(row)
-        bar.set_postfix(val_loss=f"{row['val_loss']:.3f}", val_auroc=f"{row['val_auroc']:.3f}")
-        if stopper.step(row["val_loss"], epoch):
-            best_state = copy.deepcopy(mapper.state_dict())
-        if stopper.should_stop:
-            break
+    with torch.random.fork_rng(devices=[]):
+        generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)  # dropout masks and the MLP's initialisation (global RNG restored on return)
+        spatial = int(np.prod(train_maps.shape[2:]))
+        scale = float(train_maps[:256].float().std().clamp(min=1e-6))
+        mapper = ChannelMapper(spatial, int(text_embedding.shape[-1]), config.hidden, config.dropout, scale)
+        optimizer = torch.optim.AdamW(mapper.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        stopper = EarlyStopping(patience=config.patience, mode="min")
+        positives = torch.nonzero(train_positive).flatten()
+        negatives = torch.nonzero(~train_positive).flatten()
+        best_state, history = copy.deepcopy(mapper.state_dict()), []
+        bar = tqdm(range(config.epochs), desc="mapper", disable=not progress, leave=False)
+        for epoch in bar:
+            mapper.train()
+            order = positives[torch.randperm(len(positives), generator=generator)]
+            losses = []
+            for start in range(0, len(order), config.positives_per_batch):
+                pos = order[start:start + config.positives_per_batch]
+                neg = negatives[torch.randint(len(negatives), (config.negatives_per_batch,), generator=generator)]
+                index = torch.cat([pos, neg])
+                scores = mapper.alignment(train_maps[index], text_embedding).amax(dim=1) / config.temperature
+                loss = mil_contrastive_loss(scores, torch.arange(len(index)) < len(pos))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()))
+            row = {"epoch": epoch, "train_loss": float(np.mean(losses)),
+                   **_validation(mapper, val_maps, val_positive, text_embedding, config.temperature)}
+            history.append(row)
+            bar.set_postfix(val_loss=f"{row['val_loss']:.3f}", val_auroc=f"{row['val_auroc']:.3f}")
+            if stopper.step(row["val_loss"], epoch):
+                best_state = copy.deepcopy(mapper.state_dict())
+            if stopper.should_stop:
+                break
     mapper.load_state_dict(best_state)
     return mapper.eval(), history

@@ -1,6 +1,6 @@
 """mammo-interp model stack: data, encoders, CLIP models, training.
 
-Importing this package first prepares the process (offline hub, torchvision guard); see
+Importing this package installs the torchvision guard where it is needed and changes nothing else; see
 :mod:`models.runtime`.
 """
 

@@ -1,9 +1,9 @@
-"""Process-wide runtime set-up, done once when :mod:`models` is first imported.
+"""The torchvision guard, installed once when :mod:`models` is first imported (before timm).
 
-Two things must happen before any third-party import:
+Importing the package changes nothing else in the user's process: no environment variables, no
+plotting backend, no global RNG. Nothing is downloaded because every load site says so itself
+(``local_files_only=True`` for transformers, ``pretrained=False`` plus packaged weights for timm).
 
-* **No downloads.** ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` are forced on, so a missing local
-  model fails loudly instead of reaching for the hub.
 * **torchvision guard.** The torchvision wheel that timm pulls in may be a build whose C extension
   cannot load beside the CPU torch wheel.  torchvision then dies at import with
   ``operator torchvision::nms does not exist`` because it registers fake kernels for ops its own
@@ -21,17 +21,8 @@ import sys
 
 import torch
 
-OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
 _NMS_SCHEMA = "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
 _guard_library: torch.library.Library | None = None
-
-
-def force_offline() -> None:
-    """Turn hub access off for this process (weights come from installed packages or local paths)."""
-    for name in OFFLINE_ENV:
-        os.environ[name] = "1"
-    # Loading a local model is instant; the hub's per-file progress bars would only clutter logs.
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def nms_cpu(dets: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -102,6 +93,5 @@ def install_torchvision_guard() -> bool:
 
 
 def setup() -> None:
-    """Everything an entry point needs before importing timm/transformers."""
-    force_offline()
+    """What must happen before timm/torchvision are imported (only the guard, only if needed)."""
     install_torchvision_guard()

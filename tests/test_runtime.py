@@ -1,5 +1,7 @@
-"""The runtime guard: offline hub, torchvision importable, CPU NMS correct."""
+"""The runtime: importing the packages changes nothing in the user's process, loading never goes
+online, torchvision stays importable, CPU NMS is correct."""
 
+import json
 import os
 import subprocess
 import sys
@@ -10,9 +12,42 @@ import torch
 from models import runtime
 
 
-def test_offline_variables_forced():
-    for name in runtime.OFFLINE_ENV:
-        assert os.environ[name] == "1"
+ENTRY_MODULES = ("models", "mammo_interp", "models.pretrain", "models.finetune", "models.reference",
+                 "mammo_interp.factor", "mammo_interp.saliency", "mammo_interp.zeroshot", "mammo_interp.embeddings",
+                 "mammo_interp.report", "mammo_interp.channel_analysis", "mammo_interp.calibration",
+                 "analyses.difficulty_sweep", "analyses.localization_table", "analyses.prompt_ablation")
+
+
+def test_importing_every_module_leaves_the_process_as_it_was():
+    code = (
+        "import importlib, json, os, sys, torch, numpy;"
+        "env = dict(os.environ); torch.manual_seed(7); rng = torch.get_rng_state(); np = numpy.random.get_state()[1].sum();"
+        f"[importlib.import_module(m) for m in {ENTRY_MODULES!r}];"
+        "import matplotlib;"
+        "print(json.dumps({'env': dict(os.environ) == env, 'backend': matplotlib.get_backend(),"
+        " 'torch_rng': bool(torch.equal(torch.get_rng_state(), rng)), 'numpy_rng': bool(numpy.random.get_state()[1].sum() == np)}))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**env, "MPLBACKEND": "svg"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "env": True, "backend": "svg", "torch_rng": True, "numpy_rng": True}
+
+
+def test_the_text_encoder_loads_without_any_network_access():
+    code = (
+        "import socket\n"
+        "def refuse(*args, **kwargs): raise OSError('network access attempted')\n"
+        "socket.socket.connect = refuse; socket.create_connection = refuse\n"
+        "from models.encoders import TextEncoder, TextEncoderConfig\n"
+        "encoder = TextEncoder(TextEncoderConfig())\n"
+        "print(encoder(**encoder.tokenize(['a mass'])).shape[-1])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.strip().splitlines()[-1]) > 0
 
 
 def test_timm_and_torchvision_import_in_fresh_process():

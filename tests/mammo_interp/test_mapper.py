@@ -82,6 +82,20 @@ def test_train_mapper_finds_a_planted_channel():
     assert image_scores(mapper, val_maps, text, 0.07).shape == (60,)
 
 
+def test_train_mapper_is_seeded_and_leaves_the_global_rng_alone():
+    maps, positive = _planted(40, 0)
+    text = torch.nn.functional.normalize(torch.ones(16), dim=0)
+    config = MapperConfig(hidden=8, epochs=2, positives_per_batch=4, negatives_per_batch=8)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first, _ = train_mapper(maps, positive, maps, positive, text, config, seed=5, progress=False)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(999)  # another global state: the same mapper
+    second, _ = train_mapper(maps, positive, maps, positive, text, config, seed=5, progress=False)
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_train_mapper_needs_both_classes():
     maps, _ = _planted(20, 0)
     with pytest.raises(ValueError, match="validation"):
