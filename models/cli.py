@@ -14,10 +14,12 @@ import json
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from models.data.reading import DataQuirkWarning
 from models.errors import InputError
 
 T = TypeVar("T")
@@ -150,11 +152,22 @@ USER_ERRORS = (InputError, FileNotFoundError, PermissionError)
 
 def run_main(main: Callable[[], object]) -> None:
     """Run an entry point's ``main()`` and exit: with its return value if that is an int, else 0;
-    with one ``python -m MODULE: error: ...`` line and status 1 on input the user can fix."""
-    try:
-        result = main()
-    except USER_ERRORS as exc:
-        spec = getattr(sys.modules["__main__"], "__spec__", None)
-        prog = f"python -m {spec.name.removesuffix('.__main__')}" if spec else sys.argv[0]
-        raise SystemExit(f"{prog}: error: {exc}") from None
+    with one ``python -m MODULE: error: ...`` line and status 1 on input the user can fix. Repaired
+    real-data quirks (:class:`DataQuirkWarning`) print as one ``... : warning: ...`` line each."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    prog = f"python -m {spec.name.removesuffix('.__main__')}" if spec else sys.argv[0]
+    with warnings.catch_warnings():
+        default = warnings.showwarning
+
+        def show(message, category, *args, **kwargs):
+            if issubclass(category, DataQuirkWarning):
+                print(f"{prog}: warning: {message}", file=sys.stderr)
+            else:
+                default(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        try:
+            result = main()
+        except USER_ERRORS as exc:
+            raise SystemExit(f"{prog}: error: {exc}") from None
     raise SystemExit(result if isinstance(result, int) else 0)

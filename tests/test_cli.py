@@ -5,6 +5,7 @@ import argparse
 import json
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass, field
 
 import pytest
@@ -15,7 +16,7 @@ from models.cli import (
     run_main,
 )
 from models.data.errors import DataError
-from models.data.reading import ReadOptions
+from models.data.reading import DataQuirkWarning, ReadOptions
 from models.finetune import FinetuneConfig
 from models.pretrain import PretrainConfig
 from models.reference import ReferenceConfig
@@ -175,3 +176,13 @@ def test_an_entry_point_given_a_folder_without_tables_fails_in_one_line(tmp_path
     assert done.stderr.strip().splitlines() == [
         f"python -m mammo_interp.factor: error: {empty}: no dataset tables found (expected a VinDr-Mammo "
         "folder (breast-level_annotations.csv) or an RSNA folder (train.csv))"]
+
+
+def test_run_main_prints_repaired_data_quirks_in_one_line(capsys):
+    def quirky():
+        warnings.warn("finding_annotations.csv: 2 box(es) extend past their image", DataQuirkWarning)
+        return 0
+
+    assert _exit_of(quirky).code == 0
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.endswith(": warning: finding_annotations.csv: 2 box(es) extend past their image")

@@ -16,9 +16,13 @@ from models.data.dicom import read_dicom
 from models.data.synth import SynthConfig, generate_dataset
 from models.data.synth.__main__ import main as synth_main
 from models.data.synth.anatomy import BreastShape
-from models.data.synth.findings import sample_study
+import models.data.synth.findings as findings_module
+from models.data.synth.findings import Breast, sample_lesion, sample_study
+from models.data.synth.lesions import overshoot_edge
 from models.data.synth.render import render_view
+from models.data.vindr import read_vindr
 
+SKIN_LINE_FINDINGS = ("Skin Thickening", "Skin Retraction", "Nipple Retraction")
 SMALL = SynthConfig(n_studies=6, seed=3, image_height=192, finding_prevalence=0.9,
                     jpeg2000_fraction=0.5, monochrome1_fraction=0.5)
 
@@ -88,63 +92,88 @@ def test_dicoms_mix_encodings_and_match_csv(small_dataset):
 def test_breast_birads_is_max_finding_birads(small_dataset):
     finding = pd.read_csv(small_dataset / schema.FINDING_CSV)
     lesions = pd.read_csv(small_dataset / schema.SYNTH_LESIONS_CSV)
-    assert len(lesions) == finding["xmin"].notna().sum() > 0
+    boxed = finding.dropna(subset=["xmin"])
+    # one lesion row per category a finding row names (a calcified mass: two)
+    assert len(lesions) == boxed["finding_categories"].map(lambda c: len(ast.literal_eval(c))).sum() > 0
     breast_birads = finding.groupby(["study_id", "laterality"])["breast_birads"].first()
     for (study, side), group in lesions.groupby(["study_id", "laterality"]):
-        worst = max(int(b.split()[-1]) for b in group["finding_birads"])
-        assert int(breast_birads[(study, side)].split()[-1]) == worst
+        recorded = [int(b.split()[-1]) for b in group["finding_birads"].dropna()]
+        breast = int(breast_birads[(study, side)].split()[-1])
+        assert all(b <= breast for b in recorded)
+        if len(recorded) == len(group):  # every finding BI-RADS written: the breast takes the worst
+            assert breast == max(recorded)
     masses = lesions[lesions["finding_category"] == "Mass"]
     assert masses["mass_shape"].isin(schema.MASS_SHAPES).all()
     assert masses["mass_margin"].isin(schema.MASS_MARGINS).all()
 
 
 def test_boxes_lie_inside_the_breast(small_dataset):
+    """Lesion boxes cover breast tissue (skin and nipple findings sit on the skin line, so their boxes
+    also hold air); a box may stick out of the image by at most 41 px, as in VinDr."""
     finding = pd.read_csv(small_dataset / schema.FINDING_CSV).dropna(subset=["xmin"])
     for _, row in finding.iterrows():
         path = small_dataset / schema.IMAGES_DIR / row["study_id"] / f"{row['image_id']}{schema.DICOM_SUFFIX}"
         pixels = read_dicom(path).pixels
         breast = pixels > 0.05
-        x0, y0, x1, y1 = (int(round(row[c])) for c in schema.BOX_COLUMNS)
-        assert 0 <= x0 < x1 <= row["width"] and 0 <= y0 < y1 <= row["height"]
-        assert breast[y0:y1, x0:x1].mean() > 0.9, f"box {row['image_id']} lies outside the breast"
+        box = [row[c] for c in schema.BOX_COLUMNS]
+        assert -41 <= box[0] < box[2] <= row["width"] + 41 and -41 <= box[1] < box[3] <= row["height"] + 41
+        x0, y0 = (max(int(round(v)), 0) for v in box[:2])
+        x1, y1 = min(int(round(box[2])), row["width"]), min(int(round(box[3])), row["height"])
+        on_skin = set(ast.literal_eval(row["finding_categories"])) & set(SKIN_LINE_FINDINGS)
+        assert breast[y0:y1, x0:x1].mean() > (0.2 if on_skin else 0.9), f"box {row['image_id']} lies outside the breast"
 
 
-def _render_pair(study, side, view, config, height, width):
-    shape = BreastShape.sample(np.random.default_rng([0, ord(side)]), study.density)
+def _render_pair(breast, side, view, config, height, width):
+    shape = BreastShape.sample(np.random.default_rng([0, ord(side)]), breast.density)
     args = (shape, view, height, width, config.mm_per_pixel, config.difficulty, (0, ord(side)))
-    with_lesions = render_view(study.breasts[side], *args)
-    empty = dataclasses.replace(study.breasts[side], lesions=[])
-    return with_lesions, render_view(empty, *args)
+    return render_view(breast, *args), render_view(dataclasses.replace(breast, lesions=[]), *args)
+
+
+def _box_z_score(rendered, empty, box, rng) -> float | None:
+    """How far the box mean of (with - without the lesion) stands above the same statistic at random
+    places of the breast that do not overlap the box (None: the box leaves no room for them)."""
+    diff = rendered.stored.astype(float) - empty.stored.astype(float)
+    breast = empty.stored > 0.05 * empty.stored.max()
+    height, width = diff.shape
+    x0, y0 = max(int(box[0]), 0), max(int(box[1]), 0)
+    x1, y1 = min(int(np.ceil(box[2])), width), min(int(np.ceil(box[3])), height)
+    h, w = y1 - y0, x1 - x0
+    ys, xs = np.nonzero(breast[: height - h, : width - w])
+    apart = (xs + w <= x0) | (xs >= x1) | (ys + h <= y0) | (ys >= y1)
+    ys, xs = ys[apart], xs[apart]
+    if len(xs) < 50:
+        return None
+    picks = rng.integers(0, len(xs), 200)
+    null = np.array([diff[ys[i]:ys[i] + h, xs[i]:xs[i] + w].mean() for i in picks])
+    return float((diff[y0:y1, x0:x1].mean() - null.mean()) / (null.std() + 1e-9))
 
 
 def test_lesions_are_visible_against_the_same_breast_without_them():
-    """Visible but not trivial. Visible: the box mean of (with - without lesion) stands out from the
-    same statistic at random places of the breast (z-score against the noise). Not trivial: that
-    contrast stays below the breast's own texture spread, so brightness alone does not find it."""
+    """Visible but not trivial. Visible: each lesion, rendered alone, passes :func:`_box_z_score` > 1
+    (the noise stream desynchronizes after the first changed pixel, so the null is not zero). Not
+    trivial: its contrast stays below the breast's own texture spread, so brightness alone does not
+    find it."""
     config = SynthConfig(image_height=256)
     rng = np.random.default_rng(0)
     scores, relative = [], []
     for index in range(40):
         study = sample_study(np.random.default_rng([11, index]), index, config)
         for side in ("R", "L"):
-            if not study.breasts[side].lesions:
-                continue
-            for view in ("CC", "MLO"):
-                rendered, empty = _render_pair(study, side, view, config, 256, 204)
-                diff = rendered.stored.astype(float) - empty.stored.astype(float)
-                breast = empty.stored > 0.05 * empty.stored.max()
-                texture = empty.stored[breast].std()
-                for _, (x0, y0, x1, y1) in rendered.boxes:
-                    x0, y0, x1, y1 = int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1))
-                    inside = diff[y0:y1, x0:x1].mean()
-                    h, w = y1 - y0, x1 - x0
-                    ys, xs = np.nonzero(breast[: breast.shape[0] - h, : breast.shape[1] - w])
-                    picks = rng.integers(0, len(xs), 200)
-                    null = np.array([diff[ys[i]:ys[i] + h, xs[i]:xs[i] + w].mean() for i in picks])
-                    scores.append((inside - null.mean()) / (null.std() + 1e-9))
-                    relative.append(inside / texture)
+            for lesion in study.breasts[side].lesions:
+                alone = dataclasses.replace(study.breasts[side], lesions=[lesion])
+                for view in lesion.views:
+                    rendered, empty = _render_pair(alone, side, view, config, 256, 204)
+                    texture = empty.stored[empty.stored > 0.05 * empty.stored.max()].std()
+                    for _, box in rendered.boxes:
+                        score = _box_z_score(rendered, empty, box, rng)
+                        if score is not None:
+                            scores.append(score)
+                            x0, y0 = max(int(box[0]), 0), max(int(box[1]), 0)
+                            inside = rendered.stored[y0:int(np.ceil(box[3])), x0:int(np.ceil(box[2]))].astype(float)
+                            outside = empty.stored[y0:int(np.ceil(box[3])), x0:int(np.ceil(box[2]))].astype(float)
+                            relative.append((inside - outside).mean() / texture)
     scores, relative = np.array(scores), np.array(relative)
-    assert len(scores) >= 20
+    assert len(scores) >= 40
     assert (scores > 1.0).all(), f"lesions lost in the noise: z = {np.sort(scores)[:5]}"
     assert np.median(scores) > 3.0
     assert np.median(relative) < 0.5, "lesions are brighter than the anatomy: a trivial task"
@@ -187,3 +216,60 @@ def test_cli_writes_dataset_and_rejects_bad_flags(tmp_path, capsys):
         synth_main(["--out", str(tmp_path / "x"), "--difficulty", "2"])
     assert "difficulty" in capsys.readouterr().err
     assert not list(tmp_path.glob(".x.partial-*")), "a failed run left a staging directory"
+
+
+RARE = ("Skin Thickening", "Suspicious Lymph Node", "Nipple Retraction", "Global Asymmetry", "Skin Retraction")
+
+
+@pytest.mark.parametrize("category", RARE)
+def test_each_rare_category_changes_the_image_inside_its_box(category):
+    config = SynthConfig(image_height=256)
+    lesion = sample_lesion(np.random.default_rng(4), 0, category, config)
+    lesion.views = ("CC", "MLO")
+    breast = Breast("L", "B", [lesion])
+    rng = np.random.default_rng(0)
+    for view in ("CC", "MLO"):
+        rendered, empty = _render_pair(breast, "L", view, config, 256, 204)
+        (_, box), = rendered.boxes
+        assert _box_z_score(rendered, empty, box, rng) > 1.0, (category, view)
+
+
+def test_overshoot_only_moves_boxes_near_an_edge_past_it():
+    rng = np.random.default_rng(0)
+    near = [overshoot_edge((3.0, 100.0, 40.0, 140.0), 400, 512, rng) for _ in range(50)]
+    assert all(1.4 <= -b[0] <= 41.0 and b[1:] == (100.0, 40.0, 140.0) for b in near)
+    assert overshoot_edge((150.0, 200.0, 190.0, 240.0), 400, 512, rng) == (150.0, 200.0, 190.0, 240.0)
+    low = overshoot_edge((150.0, 480.0, 190.0, 510.0), 400, 512, rng)
+    assert low[:3] == (150.0, 480.0, 190.0) and 513.4 <= low[3] <= 553.0
+
+
+def test_calcified_masses_and_missing_birads_read_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(findings_module, "CALCIFIED_MASS_PROB", 1.0)
+    monkeypatch.setattr(findings_module, "MISSING_BIRADS_PROB", 1.0)
+    config = SynthConfig(n_studies=8, seed=2, image_height=128, finding_prevalence=1.0,
+                         finding_probs={"Mass": 1.0}, second_finding_prob=0.0)
+    root = generate_dataset(tmp_path / "quirks", config, workers=1, progress=False)
+    rows = pd.read_csv(root / schema.FINDING_CSV).dropna(subset=["xmin"])
+    assert rows["finding_birads"].isna().all()
+    assert (rows["finding_categories"] == str(["Mass", "Suspicious Calcification"])).any()
+    table = read_vindr(root)
+    for boxes in table["boxes"]:
+        masses = [b for b in boxes if b.category == "Mass"]
+        calcs = [b for b in boxes if b.category == "Suspicious Calcification"]
+        for mass in masses:  # a BI-RADS 4-5 mass names both categories with one box, both joined
+            twin = [c for c in calcs if c[:4] == mass[:4]]
+            assert all(c.malignant == mass.malignant and c.birads is None for c in twin)
+            assert mass.mass_shape in schema.MASS_SHAPES and mass.birads is None
+
+
+def test_prevalence_preset_sets_the_rates_and_flags_still_win(tmp_path):
+    assert SynthConfig().with_prevalence("vindr").finding_prevalence == 0.185
+    assert SynthConfig().with_prevalence("vindr").with_prevalence("enriched") == SynthConfig()
+    with pytest.raises(ValueError, match="prevalence 'rare'"):
+        SynthConfig().with_prevalence("rare")
+    for extra, expected in (([], 0.185), (["--finding-prevalence", "0.3"], 0.3)):
+        out = tmp_path / f"p{len(extra)}"
+        synth_main(["--out", str(out), "--n-studies", "1", "--image-height", "96", "--workers", "1",
+                    "--no-progress", "--prevalence", "vindr", *extra])
+        saved = json.loads((out / schema.METADATA_JSON).read_text())["config"]
+        assert saved["finding_prevalence"] == expected and saved["density_probs"][2] == 0.765

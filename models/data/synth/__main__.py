@@ -10,6 +10,7 @@ from models.cli import (
     add_config_file_argument, add_dataclass_arguments, build_dataclass, parse_with_config_file, run_main,
 )
 from models.data.synth import SynthConfig, generate_dataset
+from models.data.synth.config import PREVALENCES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                         help="progress bar (default: on)")
+    parser.add_argument("--prevalence", choices=sorted(PREVALENCES), default="enriched",
+                        help="finding and density rates: 'enriched' (half the studies with findings, every "
+                             "density common; the default) or 'vindr' (VinDr-Mammo's own rates); explicit "
+                             "rate flags still override it")
     add_config_file_argument(parser)
     add_dataclass_arguments(parser, SynthConfig)
     return parser
@@ -30,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    preset, _ = parser.parse_known_args(argv)
+    parser.set_defaults(**PREVALENCES[preset.prevalence])
     args = parse_with_config_file(parser, argv)
     try:
         config = build_dataclass(SynthConfig, args)

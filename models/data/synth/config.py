@@ -1,11 +1,13 @@
-"""Generator settings. Defaults aim at VinDr-Mammo's facts, with findings enriched so that a few
-hundred studies hold enough lesions to train and evaluate on (see ``shared/notes``)."""
+"""Generator settings. Defaults aim at VinDr-Mammo's facts, with findings **enriched** so that a few
+hundred studies hold enough lesions to train and evaluate on (half the studies have findings, every
+density class is common); :meth:`SynthConfig.with_prevalence` ``("vindr")`` (``--prevalence vindr``)
+gives VinDr-Mammo's own rates instead."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 
 
 @dataclass(frozen=True)
@@ -31,15 +33,21 @@ class SynthConfig:
     finding_probs: dict[str, float] = field(
         metadata={"help": "finding category probabilities"},
         default_factory=lambda: {
-            "Mass": 0.50,
-            "Suspicious Calcification": 0.25,
-            "Focal Asymmetry": 0.10,
-            "Architectural Distortion": 0.08,
+            "Mass": 0.47,
+            "Suspicious Calcification": 0.23,
+            "Focal Asymmetry": 0.09,
+            "Architectural Distortion": 0.07,
             "Asymmetry": 0.07,
+            "Skin Thickening": 0.02,
+            "Suspicious Lymph Node": 0.02,
+            "Nipple Retraction": 0.015,
+            "Global Asymmetry": 0.01,
+            "Skin Retraction": 0.005,
         }
     )
-    # Probability that a breast with a finding carries a second, different one.
-    second_finding_prob: float = field(default=0.15, metadata={"help": "P(second finding type in a breast)"})
+    # Probability that a breast with findings carries one more (asked again after each, up to 6).
+    second_finding_prob: float = field(default=0.25, metadata={
+        "help": "P(one more finding in a breast with findings), asked again after each"})
     # Storage mix (VinDr holds both photometric interpretations; some sites compress).
     monochrome1_fraction: float = field(default=0.5, metadata={"help": "studies stored as MONOCHROME1"})
     jpeg2000_fraction: float = field(default=0.15, metadata={"help": "studies stored JPEG 2000 compressed"})
@@ -55,6 +63,12 @@ class SynthConfig:
         if abs(sum(self.density_probs) - 1) > 1e-6 or abs(sum(self.finding_probs.values()) - 1) > 1e-6:
             raise ValueError("density_probs and finding_probs must each sum to 1")
 
+    def with_prevalence(self, preset: str) -> "SynthConfig":
+        """This config with the finding and density rates of ``preset`` (:data:`PREVALENCES`)."""
+        if preset not in PREVALENCES:
+            raise ValueError(f"prevalence {preset!r} is not one of {list(PREVALENCES)}")
+        return replace(self, **PREVALENCES[preset])
+
     @property
     def mm_per_pixel(self) -> float:
         """Pixel pitch: the full image height spans a 30 cm detector, as VinDr's 3518 rows do."""
@@ -62,3 +76,19 @@ class SynthConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# VinDr-Mammo v1.0's rates: 18.5 % of studies with a box, one breast in 881 of 924, density
+# 0.5/9.5/76.5/13.5 %, categories in proportion to its image labels (Mass 1,226 ... Skin Retraction 18).
+_VINDR_LABELS = {"Mass": 1226, "Suspicious Calcification": 543, "Focal Asymmetry": 269,
+                 "Architectural Distortion": 119, "Asymmetry": 97, "Skin Thickening": 57,
+                 "Suspicious Lymph Node": 57, "Nipple Retraction": 37, "Global Asymmetry": 26, "Skin Retraction": 18}
+PREVALENCES: dict[str, dict] = {
+    "vindr": {
+        "finding_prevalence": 0.185,
+        "bilateral_fraction": 43 / 924,
+        "density_probs": (0.005, 0.095, 0.765, 0.135),
+        "finding_probs": {c: n / sum(_VINDR_LABELS.values()) for c, n in _VINDR_LABELS.items()},
+    },
+}
+PREVALENCES["enriched"] = {name: getattr(SynthConfig(), name) for name in PREVALENCES["vindr"]}

@@ -15,28 +15,46 @@ import numpy as np
 from models.data.schema import MASS_MARGINS, MASS_SHAPES
 from models.data.synth.config import SynthConfig
 
-# finding_birads 3/4/5 per category (VinDr counts, shared/notes/synthetic-mammograms.md).
+# finding_birads 3/4/5 per category (VinDr counts, shared/notes/synthetic-mammograms.md); the rare
+# categories' split is not published: assumed mostly 3-4.
 FINDING_BIRADS_PROBS = {
     "Mass": (568, 496, 162),
     "Suspicious Calcification": (72, 347, 124),
     "Focal Asymmetry": (138, 120, 11),
     "Architectural Distortion": (20, 80, 19),
     "Asymmetry": (83, 13, 1),
+    **{c: (5, 4, 1) for c in ("Skin Thickening", "Suspicious Lymph Node", "Nipple Retraction",
+                               "Global Asymmetry", "Skin Retraction")},
 }
+# VinDr-Mammo: 136 of about 2,250 boxes have no finding BI-RADS.
+MISSING_BIRADS_PROB = 0.06
+# Share of BI-RADS 4-5 masses with suspicious calcifications inside: one box, two categories
+# (VinDr rows such as ['Mass', 'Suspicious Calcification']).
+CALCIFIED_MASS_PROB = 0.2
 # P(malignant | finding BI-RADS): BI-RADS 3 is "probably benign" (<= 2 %), 4 spans 2-95 %, 5 >= 95 %.
 MALIGNANCY_BY_BIRADS = {3: 0.02, 4: 0.3, 5: 0.95}
 # Mass shape / margin weights by finding BI-RADS: benign-looking forms dominate at 3, suspicious at 5.
 SHAPE_WEIGHTS = {3: (4, 5, 1, 2), 4: (2, 3, 3, 2), 5: (1, 1, 6, 2)}
 MARGIN_WEIGHTS = {3: (6, 3, 1, 1, 0.5), 4: (2, 2, 3, 3, 2), 5: (0.5, 1, 2, 3, 5)}
-# Median lesion size (mm, sqrt(w*h) of the box) per category (VinDr) and its lognormal spread.
+# Lesion size (mm): lognormal median and spread per category, calibrated so the *boxes* the renderer
+# draws match VinDr's sqrt(area)/height percentiles (analyses.data_statistics; a rendered box is not
+# the lesion's nominal size: calcification boxes span their specks, asymmetry boxes their blob).
 SIZE_MEDIAN_MM = {
-    "Mass": 19.0,
-    "Suspicious Calcification": 13.0,
-    "Focal Asymmetry": 26.5,
-    "Architectural Distortion": 17.0,
-    "Asymmetry": 26.5,
+    "Mass": 16.7,
+    "Suspicious Calcification": 18.4,
+    "Focal Asymmetry": 24.0,
+    "Architectural Distortion": 15.2,
+    "Asymmetry": 12.8,
+    "Skin Thickening": 25.0,
+    "Suspicious Lymph Node": 16.0,
+    "Nipple Retraction": 14.0,
+    "Global Asymmetry": 60.0,
+    "Skin Retraction": 12.0,
 }
-SIZE_SIGMA = 0.45
+SIZE_SIGMA = {"Mass": 0.5, "Suspicious Calcification": 1.05, "Focal Asymmetry": 0.51,
+              "Architectural Distortion": 0.47, "Asymmetry": 0.56, "Global Asymmetry": 0.2}
+DEFAULT_SIZE_SIGMA = 0.35
+SIZE_RANGE_MM = (4.0, 90.0)
 # Which views show the finding (VinDr: masses 504/609 both, 85 MLO-only, 20 CC-only; AD 54/65;
 # calcifications 213/229; focal asymmetry always both; asymmetry one view, 75/96 MLO).
 VIEW_PROBS = {
@@ -45,8 +63,14 @@ VIEW_PROBS = {
     "Focal Asymmetry": (1.0, 0.0, 0.0),
     "Architectural Distortion": (0.83, 0.1, 0.07),
     "Asymmetry": (0.0, 0.78, 0.22),
+    "Skin Thickening": (0.9, 0.05, 0.05),
+    "Suspicious Lymph Node": (0.0, 1.0, 0.0),  # the axilla shows on MLO
+    "Nipple Retraction": (0.9, 0.05, 0.05),
+    "Global Asymmetry": (1.0, 0.0, 0.0),
+    "Skin Retraction": (0.8, 0.12, 0.08),
 }
 DENSITY_LETTERS = "ABCD"
+MAX_FINDINGS_PER_BREAST = 6
 
 
 @dataclass
@@ -69,6 +93,13 @@ class Lesion:
     views: tuple[str, ...]
     shape: str | None = None
     margin: str | None = None
+    calcified: bool = False  # a mass with suspicious calcifications inside (one box, two categories)
+    birads_recorded: bool = True  # False: the finding row leaves finding_birads empty
+
+    @property
+    def categories(self) -> list[str]:
+        """The categories its finding row names."""
+        return [self.category, "Suspicious Calcification"] if self.calcified else [self.category]
 
 
 @dataclass
@@ -111,7 +142,8 @@ def sample_lesion(rng: np.random.Generator, lesion_id: int, category: str, confi
     malignant = bool(rng.random() < MALIGNANCY_BY_BIRADS[birads])
     # BI-RADS 5 lesions are mildly larger (VinDr: median 32 vs 18-19 mm for masses).
     median = SIZE_MEDIAN_MM[category] * (1.25 if birads == 5 else 1.0) * (1.15 - 0.3 * config.difficulty)
-    size = float(np.clip(median * np.exp(rng.normal(0, SIZE_SIGMA)), 5.0, 70.0))
+    sigma = SIZE_SIGMA.get(category, DEFAULT_SIZE_SIGMA)
+    size = float(np.clip(median * np.exp(rng.normal(0, sigma)), *SIZE_RANGE_MM))
     both, mlo_only, _ = VIEW_PROBS[category]
     u = rng.random()
     views = ("CC", "MLO") if u < both else (("MLO",) if u < both + mlo_only else ("CC",))
@@ -120,6 +152,8 @@ def sample_lesion(rng: np.random.Generator, lesion_id: int, category: str, confi
     if category == "Mass":
         lesion.shape = str(_choice(rng, MASS_SHAPES, SHAPE_WEIGHTS[birads]))
         lesion.margin = str(_choice(rng, MASS_MARGINS, MARGIN_WEIGHTS[birads]))
+        lesion.calcified = bool(birads >= 4 and rng.random() < CALCIFIED_MASS_PROB)
+    lesion.birads_recorded = bool(rng.random() >= MISSING_BIRADS_PROB)
     return lesion
 
 
@@ -132,11 +166,10 @@ def sample_study(rng: np.random.Generator, index: int, config: SynthConfig) -> S
     if rng.random() < config.finding_prevalence:
         sides = ["R", "L"] if rng.random() < config.bilateral_fraction else [str(rng.choice(["R", "L"]))]
         for side in sides:
-            first = str(_choice(rng, categories, weights))
-            chosen = [first]
-            if rng.random() < config.second_finding_prob:
-                others = [c for c in categories if c != first]
-                chosen.append(str(_choice(rng, others, [config.finding_probs[c] for c in others])))
+            chosen = [str(_choice(rng, categories, weights))]
+            # Further findings, of any category (VinDr: 1-7 boxes per image, 1.27 on average).
+            while len(chosen) < MAX_FINDINGS_PER_BREAST and rng.random() < config.second_finding_prob:
+                chosen.append(str(_choice(rng, categories, weights)))
             for category in chosen:
                 breasts[side].lesions.append(sample_lesion(rng, lesion_id, category, config))
                 lesion_id += 1
@@ -172,14 +205,25 @@ def _describe(lesion: Lesion, side: str) -> str:
     views = "" if len(lesion.views) == 2 else f", seen only on the {lesion.views[0]} view"
     if lesion.category == "Mass":
         article = "An" if lesion.shape[0] in "aeiou" else "A"
-        return f"{article} {lesion.shape} mass with {lesion.margin} margins measuring {size} {where}{views}."
+        calcified = " and associated suspicious calcifications" if lesion.calcified else ""
+        return (f"{article} {lesion.shape} mass with {lesion.margin} margins{calcified} measuring {size} "
+                f"{where}{views}.")
     if lesion.category == "Suspicious Calcification":
         return f"A cluster of suspicious calcifications spanning {size} {where}{views}."
     if lesion.category == "Architectural Distortion":
         return f"Architectural distortion {where}{views}."
     if lesion.category == "Focal Asymmetry":
         return f"A focal asymmetry measuring {size} {where}."
-    return f"An asymmetry {where}{views}."
+    if lesion.category == "Asymmetry":
+        return f"An asymmetry {where}{views}."
+    side_name = SIDE_NAMES[side]
+    return {
+        "Skin Thickening": f"Skin thickening over the {side_name} breast.",
+        "Suspicious Lymph Node": f"An enlarged dense lymph node without a fatty hilum in the {side_name} axilla.",
+        "Nipple Retraction": f"Retraction of the {side_name} nipple.",
+        "Global Asymmetry": f"A global asymmetry of the {side_name} breast.",
+        "Skin Retraction": f"Skin retraction in the {side_name} breast at {_clock(lesion, side)} o'clock.",
+    }[lesion.category]
 
 
 def write_report(study: Study, rng: np.random.Generator) -> str:

@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 MU_FAT, MU_GLAND, MU_SKIN, MU_MUSCLE, MU_CALCIUM = 0.45, 0.80, 0.85, 0.85, 20.0
+EDGE_BAND = 0.05  # boxes within this share of the width from an image edge may be drawn past it
 
 Box = tuple[float, float, float, float]
 
@@ -154,9 +155,10 @@ def calcification_cluster(size_mm: float, cx: float, cy: float, mm_per_px: float
                           difficulty: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Box]:
     """Speck centres (px) and diameters (mm) of a suspicious cluster, and its box.
 
-    Suspicious forms: fine pleomorphic clusters, or fine linear/branching arrangements.
+    Suspicious forms: fine pleomorphic clusters, or fine linear/branching arrangements. Wider spreads
+    (segmental, regional: VinDr's calcification boxes reach 50 mm) hold more specks.
     """
-    n = int(rng.integers(6, 25))
+    n = int(rng.integers(6, 25) * max(1.0, size_mm / 15) ** 1.5)
     half = size_mm / 2 / mm_per_px
     if malignant_form and rng.random() < 0.5:
         angle = rng.uniform(0, np.pi)
@@ -233,3 +235,63 @@ def lymph_node(cx: float, cy: float, mm_per_px: float, rng: np.random.Generator)
     hilum = np.exp(-((dx - 0.5 * radius) ** 2 + dy**2) / (2 * (0.35 * radius) ** 2))
     delta = (MU_GLAND - MU_FAT) * chord * (1 - 0.8 * hilum)
     return Patch(ndimage.gaussian_filter(delta, 0.6), x0, y0)
+
+
+def suspicious_node(size_mm: float, cx: float, cy: float, mm_per_px: float,
+                    rng: np.random.Generator) -> tuple[Patch, Box]:
+    """An enlarged, dense, round axillary node that has lost its fatty hilum (a suspicious finding)."""
+    radius = size_mm / 2 / mm_per_px
+    dx, dy, x0, y0 = _grid(radius, cx, cy, scale=1.3)
+    rho = np.hypot(dx / rng.uniform(1.0, 1.3), dy) / radius
+    chord = 2 * (size_mm / 20) * np.sqrt(np.clip(1 - rho**2, 0, None))
+    delta = ndimage.gaussian_filter((MU_GLAND - MU_FAT) * 1.15 * chord, 0.6)
+    return Patch(delta, x0, y0), support_box(delta > 0.1 * delta.max(), x0, y0)
+
+
+def skin_point(breast: np.ndarray, cx: float, cy: float) -> tuple[float, float]:
+    """The skin line straight in front of (cx, cy): the breast's last pixel in that row (canonical frame,
+    chest wall at x = 0)."""
+    row = breast[int(np.clip(cy, 0, breast.shape[0] - 1))]
+    if not row.any():
+        return cx, cy
+    return float(np.flatnonzero(row).max()) + 0.5, cy
+
+
+def skin_thickening(inner_distance_px: np.ndarray, sx: float, sy: float, size_mm: float, mm_per_px: float,
+                    rng: np.random.Generator) -> tuple[np.ndarray, Box | None]:
+    """Extra skin attenuation (cm path) along ``size_mm`` of the skin line around (sx, sy): the skin is
+    2-4x thicker there (normal skin: 0.5-2.7 mm)."""
+    thick_px = rng.uniform(3.0, 6.0) / mm_per_px
+    h, w = inner_distance_px.shape
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    near = np.hypot(xx - sx, yy - sy) < size_mm / 2 / mm_per_px
+    band = near & (inner_distance_px > 0) & (inner_distance_px < thick_px)
+    extra = np.where(band, 0.35 * np.exp(-inner_distance_px / thick_px), 0.0)
+    return extra, support_box(band, 0, 0)
+
+
+def retraction(size_mm: float, sx: float, sy: float, mm_per_px: float, difficulty: float,
+               breast: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, Box | None]:
+    """Skin or nipple retraction: dense tethering strands converging on a point just inside the skin at
+    (sx, sy), inside the breast (attenuation map), and their box. (The skin line itself keeps its
+    outline: the dent is not modelled.)"""
+    length = size_mm / 2 / mm_per_px
+    inward = sx - 0.3 * length  # canonical frame: the breast interior lies towards x = 0
+    lines = _spicules(breast.shape, inward - 0.5, sy - 0.5, 0.0, length, int(rng.integers(5, 10)), rng)
+    lines = lines * breast * (MU_GLAND - MU_FAT) * (1.2 - 0.6 * difficulty)
+    if not lines.any():
+        return lines, None
+    return lines, support_box(lines > 0.05 * lines.max(), 0, 0)
+
+
+def overshoot_edge(box: Box, width: int, height: int, rng: np.random.Generator) -> Box:
+    """The annotation quirk of real data: a box near an image edge drawn past it by 1.4-41 px
+    (VinDr-Mammo: 36 boxes, median 6.2 px; mostly on the chest-wall side, a few at the top/bottom)."""
+    x0, y0, x1, y1 = box
+    past = float(np.clip(rng.lognormal(np.log(6.2), 0.9), 1.4, 41.0))
+    gaps = {"left": x0, "top": y0, "bottom": height - y1}
+    edge = min(gaps, key=gaps.get)
+    if gaps[edge] > EDGE_BAND * width:
+        return box
+    return {"left": (-past, y0, x1, y1), "top": (x0, -past, x1, y1), "bottom": (x0, y0, x1, height + past)}[edge]
+

@@ -53,6 +53,30 @@ def place(geometry, view: str, lesion: Lesion, breast_depth_px: float, radius_px
     return float(xi) + 0.5, float(yi) + 0.5
 
 
+TISSUE_ASYMMETRIES = ("Focal Asymmetry", "Asymmetry", "Global Asymmetry")
+RETRACTIONS = ("Skin Retraction", "Nipple Retraction")
+# Share of boxes near an image edge that are drawn past it (calibrated to VinDr's 1.6 % of all boxes).
+EDGE_OVERSHOOT_PROB = 0.8
+
+
+def _center(geometry, view: str, lesion: Lesion, breast_depth_px: float, radius_px: float,
+            rng: np.random.Generator) -> tuple[float, float]:
+    """Where a finding sits: axillary nodes high near the chest wall (MLO), nipple retraction at the
+    nipple, skin findings on the skin line in front of their sampled position, others inside."""
+    h, w = geometry.breast.shape
+    if lesion.category == "Suspicious Lymph Node":
+        for _ in range(20):  # in the axillary tail, clear of the muscle
+            x, y = rng.uniform(0.04, 0.3) * w, rng.uniform(0.1, 0.45) * h
+            if _valid_center(geometry, x, y, radius_px):
+                return x, y
+    if lesion.category == "Nipple Retraction":
+        return geometry.nipple
+    x, y = place(geometry, view, lesion, breast_depth_px, radius_px)
+    if lesion.category in ("Skin Thickening", "Skin Retraction"):
+        return L.skin_point(geometry.breast, x, y)
+    return x, y
+
+
 def _lesion_rngs(seed_root: tuple[int, ...], lesion: Lesion, view: str):
     view_code = 0 if view == "CC" else 1
     shared = np.random.default_rng([*seed_root, 1000 + lesion.lesion_id])
@@ -74,13 +98,15 @@ def render_view(breast: Breast, shape: BreastShape, view: str, height: int, widt
     view_scale = rng.uniform(0.85, 1.2) if view == "MLO" else 1.0  # MLO/CC size ratio ~0.8-1.3
     for lesion in shown:
         size = lesion.size_mm * view_scale
-        centers[lesion.lesion_id] = place(geometry, view, lesion, shape.depth_cc * width, size / 2 / mm_per_px)
-    # Tissue-level findings change the gland map before attenuation is computed.
+        centers[lesion.lesion_id] = _center(geometry, view, lesion, shape.depth_cc * width, size / 2 / mm_per_px,
+                                            _lesion_rngs(seed_root, lesion, view)[1])
+    skin = geometry.skin.copy()
+    # Tissue-level findings change the gland (or skin) map before attenuation is computed.
     for lesion in shown:
         cx, cy = centers[lesion.lesion_id]
         shared, per_view = _lesion_rngs(seed_root, lesion, view)
         size = lesion.size_mm * view_scale
-        if lesion.category in ("Focal Asymmetry", "Asymmetry"):
+        if lesion.category in TISSUE_ASYMMETRIES:
             add, box = L.asymmetry(size, cx, cy, mm_per_px, difficulty, gland.shape, shared)
             gland = np.clip(gland + add * geometry.breast, 0, 1)
             boxes.append((lesion, box))
@@ -89,10 +115,18 @@ def render_view(breast: Breast, shape: BreastShape, view: str, height: int, widt
             spicules, box = L.distortion(size, cx, cy, mm_per_px, difficulty, gland.shape, per_view)
             extra += spicules
             boxes.append((lesion, box))
+        elif lesion.category in RETRACTIONS:
+            strands, box = L.retraction(size, cx, cy, mm_per_px, difficulty, geometry.breast, per_view)
+            extra += strands
+            boxes.append((lesion, box))
+        elif lesion.category == "Skin Thickening":
+            thicker, box = L.skin_thickening(geometry.inner_distance_px, cx, cy, size, mm_per_px, per_view)
+            skin += thicker
+            boxes.append((lesion, box))
     thickness = geometry.thickness
     local_mu = L.MU_FAT + (L.MU_GLAND - L.MU_FAT) * gland
     tissue = (L.MU_FAT * thickness + (L.MU_GLAND - L.MU_FAT) * gland * thickness
-              + (L.MU_GLAND - L.MU_FAT) * lines + L.MU_SKIN * geometry.skin + L.MU_MUSCLE * geometry.pectoral)
+              + (L.MU_GLAND - L.MU_FAT) * lines + L.MU_SKIN * skin + L.MU_MUSCLE * geometry.pectoral)
     # Benign distractors belong to the tissue (they are not findings), so they stay in the base map.
     if breast.benign_calcifications:
         c, d = L.benign_calcifications(geometry.breast & (geometry.pectoral == 0), rng)
@@ -110,6 +144,13 @@ def render_view(breast: Breast, shape: BreastShape, view: str, height: int, widt
             mu = float(local_mu[int(cy), int(cx)])
             patch, box = L.render_mass(lesion.shape, lesion.margin, size, cx, cy, mm_per_px, mu,
                                        shape.thickness_cm, difficulty, per_view, shared)
+            patch.add_to(extra)
+            if lesion.calcified:  # specks inside the mass: the same box names both categories
+                c, d, _ = L.calcification_cluster(0.6 * size, cx, cy, mm_per_px, True, difficulty, per_view)
+                extra += L.render_specks(c, d, mm_per_px, L.MU_CALCIUM, tissue.shape)
+            boxes.append((lesion, box))
+        elif lesion.category == "Suspicious Lymph Node":
+            patch, box = L.suspicious_node(size, cx, cy, mm_per_px, per_view)
             patch.add_to(extra)
             boxes.append((lesion, box))
         elif lesion.category == "Suspicious Calcification":
@@ -139,10 +180,18 @@ def render_view(breast: Breast, shape: BreastShape, view: str, height: int, widt
     lo, hi = float(np.quantile(base_level[inside], 0.01)), float(base_level[inside].max())
     window = ((lo + hi) / 2, max(hi - lo, 1.0) * window_margin)
     result_boxes = [(lesion, _clip_box(box, geometry.breast)) for lesion, box in boxes if box is not None]
+    result_boxes = [(lesion, _annotation_quirk(box, lesion, view, width, height, seed_root))
+                    for lesion, box in result_boxes if box is not None]
     if breast.laterality == "R":
         stored = stored[:, ::-1].copy()
         result_boxes = [(lesion, (width - b[2], b[1], width - b[0], b[3])) for lesion, b in result_boxes]
-    return RenderedView(stored, bits, window, [(lz, b) for lz, b in result_boxes if b is not None])
+    return RenderedView(stored, bits, window, result_boxes)
+
+
+def _annotation_quirk(box, lesion: Lesion, view: str, width: int, height: int, seed_root: tuple[int, ...]):
+    """Now and then draw a box near the image edge past it, as real annotators do."""
+    rng = np.random.default_rng([*seed_root, 3000 + lesion.lesion_id, 0 if view == "CC" else 1])
+    return L.overshoot_edge(box, width, height, rng) if rng.random() < EDGE_OVERSHOOT_PROB else box
 
 
 def _clip_box(box, breast: np.ndarray):

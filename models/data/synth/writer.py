@@ -93,13 +93,16 @@ def generate_study(index: int, config: SynthConfig, split: str,
                                  "xmin": np.nan, "ymin": np.nan, "xmax": np.nan, "ymax": np.nan, "split": split})
         for lesion, box in rendered.boxes:
             xyxy = dict(zip(schema.BOX_COLUMNS, (round(v, 2) for v in box)))
-            finding_rows.append({**common, "finding_categories": str([lesion.category]),
-                                 "finding_birads": f"BI-RADS {lesion.birads}", **xyxy, "split": split})
-            lesion_rows.append(dict(study_id=study_id, image_id=image_id, laterality=side, view_position=view,
-                                    lesion_id=lesion.lesion_id, finding_category=lesion.category,
-                                    mass_shape=lesion.shape or "", mass_margin=lesion.margin or "",
-                                    finding_birads=f"BI-RADS {lesion.birads}", malignant=int(lesion.malignant),
-                                    **xyxy))
+            birads = f"BI-RADS {lesion.birads}" if lesion.birads_recorded else ""
+            finding_rows.append({**common, "finding_categories": str(lesion.categories),
+                                 "finding_birads": birads, **xyxy, "split": split})
+            for category in lesion.categories:  # one lesion row per category its box names
+                mass = category == "Mass"
+                lesion_rows.append(dict(
+                    study_id=study_id, image_id=image_id, laterality=side, view_position=view,
+                    lesion_id=lesion.lesion_id, finding_category=category, mass_shape=lesion.shape if mass else "",
+                    mass_margin=lesion.margin if mass else "", finding_birads=birads,
+                    malignant=int(lesion.malignant), **xyxy))
     return breast_rows, finding_rows, lesion_rows, {"study_id": study_id, "report": study.report}
 
 
