@@ -21,7 +21,7 @@ import pandas as pd
 
 from mammo_interp.factor import METHODS, FactorConfig, FactorStudy
 from models.cli import parse_config, run_main
-from models.data.reading import ReadOptions
+from models.data.reading import ReadOptions, read_options_field
 from models.metrics import Estimate
 from models.report_tables import write_table
 
@@ -39,8 +39,7 @@ class LocalizationTableConfig:
     attributes: tuple[str, ...] = field(default=("mass", "suspicious calcification"), metadata={
         "help": "finding categories"})
     data: str | None = field(default=None, metadata={"help": "dataset folder; default: the synthetic set"})
-    reading: ReadOptions = field(default_factory=ReadOptions, metadata={
-        "flatten": True, "help": "real-data quirks: boxes past the image edge, partial downloads"})
+    reading: ReadOptions = read_options_field()
     methods: tuple[str, ...] = field(default=METHODS, metadata={"help": f"methods: {METHODS}"})
     image_size: tuple[int, ...] = field(default=(), metadata={
         "help": "input H W; default: each checkpoint's pretraining size"})

@@ -22,7 +22,7 @@ import pandas as pd
 
 from mammo_interp.saliency import MAP_METHODS, SaliencyConfig, SaliencyStudy
 from models.cli import parse_config, run_main
-from models.data.reading import ReadOptions
+from models.data.reading import ReadOptions, read_options_field
 from models.metrics import Estimate
 from models.report_tables import write_table
 
@@ -34,8 +34,7 @@ class PerViewSaliencyConfig:
     attributes: tuple[str, ...] = field(default=("mass", "suspicious calcification"), metadata={
         "help": "finding categories"})
     data: str | None = field(default=None, metadata={"help": "dataset folder; default: the synthetic set"})
-    reading: ReadOptions = field(default_factory=ReadOptions, metadata={
-        "flatten": True, "help": "real-data quirks: boxes past the image edge, partial downloads"})
+    reading: ReadOptions = read_options_field()
     checkpoint: str | None = field(default=None, metadata={"help": "CLIP checkpoint; default: the default model"})
     methods: tuple[str, ...] = field(default=("gradcam",), metadata={
         "help": f"map methods {MAP_METHODS} (IG and occlusion are slow on CPU: pair with --max-exams)"})

@@ -46,7 +46,7 @@ from models.clip import ClipModel
 from models.data.datasets import ImageDataset
 from models.data.default import cache_dir
 from models.data.errors import DataError
-from models.data.reading import ReadOptions
+from models.data.reading import ReadOptions, read_options_field
 from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import TEST, TRAIN, VALIDATION, Splits, load_splits, preprocess_cache
 from models.encoders import ImageEncoder
@@ -74,8 +74,7 @@ class FactorConfig:
                 "architectural_distortion, asymmetry"})
     data: str | None = field(default=None, metadata={
         "help": "dataset folder (VinDr or RSNA layout); default: the embedded synthetic set"})
-    reading: ReadOptions = field(default_factory=ReadOptions, metadata={
-        "flatten": True, "help": "real-data quirks: boxes past the image edge, partial downloads"})
+    reading: ReadOptions = read_options_field()
     checkpoint: str | None = field(default=None, metadata={
         "help": "CLIP checkpoint (ours or Mammo-CLIP); default: the small default model, "
                 "pretrained on first use and cached"})

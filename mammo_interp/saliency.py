@@ -58,7 +58,7 @@ from models.cli import parse_config, run_main
 from models.clip import ClipModel, MultiViewClipModel
 from models.data.datasets import EXAM_VIEWS, ExamDataset
 from models.data.errors import DataError
-from models.data.reading import ReadOptions
+from models.data.reading import ReadOptions, read_options_field
 from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache
 from models.default_model import resolve_checkpoint
@@ -326,8 +326,7 @@ class SaliencyConfig:
         "help": "evaluate view identification and localization over --split"})
     attribute: str = field(default="mass", metadata={"help": "finding category, e.g. mass, calcification"})
     data: str | None = field(default=None, metadata={"help": "dataset folder; default: the synthetic set"})
-    reading: ReadOptions = field(default_factory=ReadOptions, metadata={
-        "flatten": True, "help": "real-data quirks: boxes past the image edge, partial downloads"})
+    reading: ReadOptions = read_options_field()
     checkpoint: str | None = field(default=None, metadata={
         "help": "CLIP checkpoint; default: the default model (pretrained on first use)"})
     text_encoder: str | None = field(default=None, metadata={"help": "text-model folder (Mammo-CLIP)"})

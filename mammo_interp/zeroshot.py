@@ -50,7 +50,7 @@ from models.data import schema
 from models.data.cache import PreprocessCache
 from models.data.datasets import BreastDataset, ExamDataset, ImageDataset, collate
 from models.data.labels import BIRADS5, DENSITY, FINDINGS, IGNORE_INDEX, MALIGNANCY
-from models.data.reading import ReadOptions
+from models.data.reading import ReadOptions, read_options_field
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache
 from models.default_model import resolve_checkpoint
 from models.io import atomic_write, save_json
@@ -77,8 +77,7 @@ class SplitConfig:
         "help": "CLIP checkpoint (ours or Mammo-CLIP); default: the default model, trained on first use"})
     data: str | None = field(default=None, metadata={
         "help": "dataset folder (VinDr or RSNA layout); default: the embedded synthetic set"})
-    reading: ReadOptions = field(default_factory=ReadOptions, metadata={
-        "flatten": True, "help": "real-data quirks: boxes past the image edge, partial downloads"})
+    reading: ReadOptions = read_options_field()
     text_encoder: str | None = field(default=None, metadata={
         "help": "local text-model folder, needed for Mammo-CLIP checkpoints"})
     image_size: tuple[int, ...] = field(default=(), metadata={

@@ -32,7 +32,7 @@ from models.checkpoints import load_clip
 from models.cli import parse_config, run_main
 from models.data.datasets import ImageDataset, collate
 from models.data.labels import DEFAULT_LABELS, IGNORE_INDEX, MultiHotEncoder
-from models.data.reading import ReadOptions
+from models.data.reading import ReadOptions, read_options_field
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache, subsample_studies
 from models.data.tables import with_validation_split
 from models.encoders import ImageEncoder, ImageEncoderConfig
@@ -56,8 +56,7 @@ class FinetuneConfig:
         "help": "local text-model folder, needed to import Mammo-CLIP checkpoints"})
     data: str | None = field(default=None, metadata={
         "help": "dataset folder (VinDr or RSNA layout); default: the embedded synthetic set"})
-    reading: ReadOptions = field(default_factory=ReadOptions, metadata={
-        "flatten": True, "help": "real-data quirks: boxes past the image edge, partial downloads"})
+    reading: ReadOptions = read_options_field()
     mode: str = field(default="linear", metadata={"help": f"{MODES}: frozen-feature probe or full"})
     fractions: tuple[float, ...] = field(default=(1.0,), metadata={
         "help": "fractions of training studies, e.g. 0.1 0.2 0.5 1"})

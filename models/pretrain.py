@@ -33,7 +33,7 @@ from models.checkpoints import load_checkpoint, restore_clip_state, save_checkpo
 from models.cli import parse_config, run_main
 from models.clip import ClipConfig, ClipModel, MultiViewClipModel
 from models.data.datasets import BreastDataset, ExamDataset, ImageDataset, collate
-from models.data.reading import ReadOptions
+from models.data.reading import ReadOptions, read_options_field
 from models.data.sources import Splits, load_splits, preprocess_cache, subsample_studies
 from models.fusion import FusionMLMHead
 from models.io import save_json
@@ -66,8 +66,7 @@ class PretrainConfig:
 
     data: str | None = field(default=None, metadata={
         "help": "dataset folder (VinDr or RSNA layout); default: the embedded synthetic set"})
-    reading: ReadOptions = field(default_factory=ReadOptions, metadata={
-        "flatten": True, "help": "real-data quirks: boxes past the image edge, partial downloads"})
+    reading: ReadOptions = read_options_field()
     out: str = field(default="runs/pretrain", metadata={"help": "output folder"})
     model: ClipConfig = field(default_factory=ClipConfig, metadata={"help": "model architecture"})
     level: str = field(default="image", metadata={"help": f"what one sample is: {LEVELS}"})

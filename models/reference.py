@@ -38,7 +38,7 @@ from models.augment import augment
 from models.checkpoints import CheckpointError, check_input_size, read_weights_file
 from models.cli import parse_config, run_main
 from models.data.datasets import ImageDataset
-from models.data.reading import ReadOptions
+from models.data.reading import ReadOptions, read_options_field
 from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import TEST, load_splits, preprocess_cache
 from models.encoders import ImageEncoder, ImageEncoderConfig
@@ -61,8 +61,7 @@ class ReferenceConfig:
         "help": "finding categories to predict (VinDr names)"})
     data: str | None = field(default=None, metadata={
         "help": "dataset folder (VinDr or RSNA layout); default: the embedded synthetic set"})
-    reading: ReadOptions = field(default_factory=ReadOptions, metadata={
-        "flatten": True, "help": "real-data quirks: boxes past the image edge, partial downloads"})
+    reading: ReadOptions = read_options_field()
     image_size: tuple[int, ...] = field(default=(256, 160), metadata={"help": "input H W"})
     feature_layer: str = field(default="head", metadata={
         "help": "feature map the head reads: 'head' (last conv) or a timm stage, e.g. 'blocks.4'"})

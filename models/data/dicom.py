@@ -113,8 +113,9 @@ def read_dicom(path: str | Path, apply_window: bool = True) -> DicomImage:
     windowed = apply_window and ("WindowCenter" in ds or "VOILUTSequence" in ds)
     if windowed:
         shown = apply_voi_lut(pixels, ds, prefer_lut=True).astype(np.float64)
-        if contrast(shown) < MIN_WINDOW_CONTRAST <= contrast(pixels):
-            warnings.warn(f"{path}: its VOI window leaves {contrast(shown):.1%} of pixels between black and "
+        left = contrast(shown)
+        if left < MIN_WINDOW_CONTRAST <= contrast(pixels):
+            warnings.warn(f"{path}: its VOI window leaves {left:.1%} of pixels between black and "
                           "white; using the stored value range instead", DataQuirkWarning, stacklevel=2)
             windowed = False
         else:

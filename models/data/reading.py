@@ -41,6 +41,13 @@ class ReadOptions:
             raise ValueError(f"box_policy {self.box_policy!r} is not one of {BOX_POLICIES}")
 
 
+def read_options_field() -> ReadOptions:
+    """The ``reading`` section every dataset-reading config declares: its flags keep their own names
+    (``--box-policy``, ``--skip-missing-images``) on every command."""
+    return field(default_factory=ReadOptions, metadata={
+        "flatten": True, "help": "real-data quirks: boxes past the image edge, partial downloads"})
+
+
 @dataclass
 class EdgeBoxes:
     """Boxes of one file that stick out of their image: how many, and the largest overshoot (px)."""

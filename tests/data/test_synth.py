@@ -129,14 +129,22 @@ def _render_pair(breast, side, view, config, height, width):
     return render_view(breast, *args), render_view(dataclasses.replace(breast, lesions=[]), *args)
 
 
+def _box_pixels(box, shape) -> tuple[slice, slice]:
+    """Row and column slices of the pixels a float ``xyxy`` box covers, cut to an image of ``shape``."""
+    height, width = shape
+    x0, y0 = max(int(box[0]), 0), max(int(box[1]), 0)
+    x1, y1 = min(int(np.ceil(box[2])), width), min(int(np.ceil(box[3])), height)
+    return slice(y0, y1), slice(x0, x1)
+
+
 def _box_z_score(rendered, empty, box, rng) -> float | None:
     """How far the box mean of (with - without the lesion) stands above the same statistic at random
     places of the breast that do not overlap the box (None: the box leaves no room for them)."""
     diff = rendered.stored.astype(float) - empty.stored.astype(float)
     breast = empty.stored > 0.05 * empty.stored.max()
     height, width = diff.shape
-    x0, y0 = max(int(box[0]), 0), max(int(box[1]), 0)
-    x1, y1 = min(int(np.ceil(box[2])), width), min(int(np.ceil(box[3])), height)
+    rows, cols = _box_pixels(box, diff.shape)
+    x0, y0, x1, y1 = cols.start, rows.start, cols.stop, rows.stop
     h, w = y1 - y0, x1 - x0
     ys, xs = np.nonzero(breast[: height - h, : width - w])
     apart = (xs + w <= x0) | (xs >= x1) | (ys + h <= y0) | (ys >= y1)
@@ -145,7 +153,7 @@ def _box_z_score(rendered, empty, box, rng) -> float | None:
         return None
     picks = rng.integers(0, len(xs), 200)
     null = np.array([diff[ys[i]:ys[i] + h, xs[i]:xs[i] + w].mean() for i in picks])
-    return float((diff[y0:y1, x0:x1].mean() - null.mean()) / (null.std() + 1e-9))
+    return float((diff[rows, cols].mean() - null.mean()) / (null.std() + 1e-9))
 
 
 def test_lesions_are_visible_against_the_same_breast_without_them():
@@ -168,10 +176,9 @@ def test_lesions_are_visible_against_the_same_breast_without_them():
                         score = _box_z_score(rendered, empty, box, rng)
                         if score is not None:
                             scores.append(score)
-                            x0, y0 = max(int(box[0]), 0), max(int(box[1]), 0)
-                            inside = rendered.stored[y0:int(np.ceil(box[3])), x0:int(np.ceil(box[2]))].astype(float)
-                            outside = empty.stored[y0:int(np.ceil(box[3])), x0:int(np.ceil(box[2]))].astype(float)
-                            relative.append((inside - outside).mean() / texture)
+                            pixels = _box_pixels(box, empty.stored.shape)
+                            lesion = rendered.stored[pixels].astype(float) - empty.stored[pixels].astype(float)
+                            relative.append(lesion.mean() / texture)
     scores, relative = np.array(scores), np.array(relative)
     assert len(scores) >= 40
     assert (scores > 1.0).all(), f"lesions lost in the noise: z = {np.sort(scores)[:5]}"
