@@ -1,6 +1,6 @@
 """How lesion conspicuity limits what any model can learn: the supervised reference per difficulty.
 
-``python -m analyses.difficulty_sweep --difficulties 0.2 0.5 0.8`` generates one synthetic set per
+``python -m analyses.difficulty_sweep --difficulties 0.0 0.25 0.5 0.75`` generates one synthetic set per
 difficulty (same size, seeds ``SEED + k``; cached like the default set), trains the supervised
 reference on each (:mod:`models.reference`; a finished run is reused, an interrupted one resumes)
 and writes ``REPORT_DIR/difficulty_sweep.{md,csv,tex}`` (best validation AUROC, test AUROC with
@@ -31,7 +31,7 @@ from models.report_tables import write_table
 
 @dataclass(frozen=True)
 class DifficultySweepConfig:
-    difficulties: tuple[float, ...] = field(default=(0.5, 0.2, 0.0), metadata={
+    difficulties: tuple[float, ...] = field(default=(0.0, 0.25, 0.5, 0.75), metadata={
         "help": "generator difficulties; set k gets seed SEED + k, so keep the order to reuse sets"})
     n_studies: int = field(default=2400, metadata={"help": "studies per synthetic set"})
     seed: int = field(default=100, metadata={"help": "generator seed of the first set (then +1, +2...)"})

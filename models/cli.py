@@ -96,13 +96,19 @@ def parse_with_config_file(parser: argparse.ArgumentParser, argv: list[str] | No
             values = json.loads(Path(config_path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             parser.error(f"--config {config_path}: cannot read JSON ({exc})")
-        known = {action.dest for action in parser._actions}
-        values = _flatten(values, known)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            parser.error(f"--config {config_path}: unknown keys {unknown}")
-        parser.set_defaults(**values)
+        _set_config_defaults(parser, values, f"--config {config_path}")
     return parser.parse_args(argv)
+
+
+def _set_config_defaults(parser: argparse.ArgumentParser, values: dict[str, Any], source: str) -> None:
+    """Make a config file's (possibly nested) ``values`` the parser's defaults; unknown keys are a
+    usage error naming ``source``."""
+    known = {action.dest for action in parser._actions}
+    values = _flatten(values, known)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        parser.error(f"{source}: unknown keys {unknown}")
+    parser.set_defaults(**values)
 
 
 def _flatten(values: dict[str, Any], known: set[str], prefix: str = "") -> dict[str, Any]:
@@ -135,16 +141,33 @@ def build_dataclass(cls: type[T], namespace: argparse.Namespace, prefix: str = "
     return cls(**values)
 
 
-def parse_config(cls: type[T], argv: list[str] | None, prog: str, description: str) -> T:
-    """The whole CLI of an entry point: ``--config FILE`` plus one flag per field of ``cls``."""
+def _config_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     add_config_file_argument(parser)
     add_dataclass_arguments(parser, cls)
-    namespace = parse_with_config_file(parser, argv)
+    return parser
+
+
+def _build_or_usage_error(cls: type[T], namespace: argparse.Namespace, parser: argparse.ArgumentParser) -> T:
     try:
         return build_dataclass(cls, namespace)
     except ValueError as exc:  # a value the config's own checks refuse: a usage error, not a traceback
         parser.error(str(exc))
+
+
+def parse_config(cls: type[T], argv: list[str] | None, prog: str, description: str) -> T:
+    """The whole CLI of an entry point: ``--config FILE`` plus one flag per field of ``cls``."""
+    parser = _config_parser(cls, prog, description)
+    return _build_or_usage_error(cls, parse_with_config_file(parser, argv), parser)
+
+
+def config_from_values(cls: type[T], values: dict[str, Any], source: str) -> T:
+    """``cls`` as its CLI builds it from a ``--config`` file holding ``values`` (nested sections
+    allowed), with the same checks: an unknown key or a refused value exits with a usage error
+    naming ``source``."""
+    parser = _config_parser(cls, source, "")
+    _set_config_defaults(parser, values, source)
+    return _build_or_usage_error(cls, parser.parse_args([]), parser)
 
 
 USER_ERRORS = (InputError, FileNotFoundError, PermissionError)

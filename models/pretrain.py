@@ -6,7 +6,7 @@ symmetric InfoNCE, optionally Mammo-CLIP's multi-view terms and MAM-CLIP's maske
 Early stopping watches the validation split only; the test split is never read here.
 
 Every epoch writes ``last.pt`` (and ``best.pt`` on a new best validation loss) atomically, plus
-``metrics.csv``/``metrics.jsonl``; ``--resume`` continues from ``last.pt`` and reproduces the
+``metrics.csv``/``metrics.jsonl`` (with validation retrieval and zero-shot finding AUROCs); ``--resume`` continues from ``last.pt`` and reproduces the
 uninterrupted run. ``torchrun --nproc-per-node N -m models.pretrain ...`` trains data-parallel with
 the gloo backend (CPU); contrastive negatives are then each process's local batch.
 """
@@ -32,17 +32,18 @@ import models  # noqa: F401 - runtime guard before torchvision/transformers
 from models.checkpoints import load_checkpoint, restore_clip_state, save_checkpoint
 from models.cli import parse_config, run_main
 from models.clip import ClipConfig, ClipModel, MultiViewClipModel
+from models.data.labels import DENSITY, IGNORE_INDEX
 from models.data.datasets import BreastDataset, ExamDataset, ImageDataset, collate
 from models.data.reading import ReadOptions, read_options_field
 from models.data.sources import Splits, load_splits, preprocess_cache, subsample_studies
 from models.fusion import FusionMLMHead
 from models.io import save_json
 from models.losses import clip_loss, mask_tokens, mlm_loss, multiview_loss, positives_from_texts
-from models.metrics import chance_recall_at_k, mean_reciprocal_rank, recall_at_k
+from models.metrics import auroc, auroc_ovr, chance_recall_at_k, mean_reciprocal_rank, recall_at_k
 from models.augment import augment
 from models.data.schema import FINDING_CATEGORIES
 from models.sampling import balanced_order, finding_targets
-from models.text import synthesize_report
+from models.text import FINDING_TASKS, class_prompts, synthesize_report
 from models.training import (
     DistributedContext,
     EarlyStopping,
@@ -177,6 +178,10 @@ class PairedText(Dataset):
         rows = finding_targets(self.base.table, findings)
         return np.stack([rows[self._positions(i)].max(0) for i in range(len(self))]) if len(self) else rows[:0]
 
+    def first_view_values(self, column: str) -> list[Any]:
+        """Each sample's ``column`` from its first present view (a breast's views share density)."""
+        return [self._rows(i)[0][column] for i in range(len(self))]
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.base[index]
         rows = self._rows(index)
@@ -303,6 +308,7 @@ def evaluate_retrieval(objective: PretrainObjective, dataset: PairedText, config
     similarity = (image @ distinct_embeddings.T).numpy()
     relevant = np.array([[t == d for d in distinct] for t in texts])
     return {
+        **validation_zero_shot(objective.clip, image, dataset),
         "val_loss": float(loss),
         "val_r1": recall_at_k(similarity, relevant, 1),
         "val_r5": recall_at_k(similarity, relevant, 5),
@@ -312,6 +318,27 @@ def evaluate_retrieval(objective: PretrainObjective, dataset: PairedText, config
         "val_distinct_texts": len(distinct),
         "embed_samples_per_s": len(texts) / max(seconds, 1e-9),
     }
+
+
+@torch.no_grad()
+def validation_zero_shot(clip: ClipModel, image: torch.Tensor, dataset: PairedText) -> dict[str, float]:
+    """Zero-shot AUROCs of the normalized sample embeddings ``image`` (in ``dataset``'s order), one
+    sentence prompt per class. Per finding task (``val_zeroshot_<task>``): the cosine to the finding
+    sentence minus the cosine to its negation, against "any view carries the finding". Density
+    (``val_zeroshot_density``): macro one-vs-rest AUROC of the softmax over the four density sentences
+    at the learned logit scale, against the first view's density. NaN where a class is missing."""
+    targets = dataset.finding_targets(tuple(FINDING_TASKS.values()))
+    scores = {}
+    for k, task in enumerate(FINDING_TASKS):
+        negative, positive = (clip.encode_text(p).mean(0) for p in class_prompts(task).values())
+        scores[f"val_zeroshot_{task}"] = auroc(targets[:, k], (image @ (positive - negative)).numpy())
+    classes = torch.stack([clip.encode_text(p).mean(0) for p in class_prompts("density").values()])
+    probs = torch.softmax(clip.logit_scale() * image @ classes.T, dim=-1).numpy()
+    density = np.array([DENSITY.encode(v) for v in dataset.first_view_values(DENSITY.column)])
+    known = density != IGNORE_INDEX
+    per_class = auroc_ovr(density[known], probs[known])
+    scores["val_zeroshot_density"] = float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan")
+    return scores
 
 
 def _optimizer(objective: PretrainObjective, config: PretrainConfig) -> torch.optim.AdamW:
@@ -427,7 +454,8 @@ def pretrain(config: PretrainConfig, splits: Splits | None = None) -> Path:
 def _summary(row: dict[str, Any]) -> str:
     return (f"epoch {row['epoch'] + 1}: train loss {row['train_total']:.4f}, val loss "
             f"{row['val_loss']:.4f}, val R@1 {row['val_r1']:.3f} (chance {row['val_r1_chance']:.3f}), "
-            f"{row['train_samples_per_s']:.1f} samples/s")
+            f"val zero-shot AUROC mass {row['val_zeroshot_mass']:.3f}, calcification "
+            f"{row['val_zeroshot_calcification']:.3f}, {row['train_samples_per_s']:.1f} samples/s")
 
 
 def main(argv: list[str] | None = None) -> Path:

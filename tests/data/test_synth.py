@@ -156,34 +156,54 @@ def _box_z_score(rendered, empty, box, rng) -> float | None:
     return float((diff[rows, cols].mean() - null.mean()) / (null.std() + 1e-9))
 
 
-def test_lesions_are_visible_against_the_same_breast_without_them():
-    """Visible but not trivial. Visible: each lesion, rendered alone, passes :func:`_box_z_score` > 1
-    (the noise stream desynchronizes after the first changed pixel, so the null is not zero). Not
-    trivial: its contrast stays below the breast's own texture spread, so brightness alone does not
-    find it."""
-    config = SynthConfig(image_height=256)
-    rng = np.random.default_rng(0)
-    scores, relative = [], []
-    for index in range(40):
+def _lesions_alone(config: SynthConfig, n_studies: int, categories=None):
+    """Each lesion of ``n_studies`` sampled studies rendered alone in each of its views, beside the
+    same breast without it: ``(rendered, empty, box)`` at 256 x 204 px."""
+    for index in range(n_studies):
         study = sample_study(np.random.default_rng([11, index]), index, config)
         for side in ("R", "L"):
             for lesion in study.breasts[side].lesions:
+                if categories is not None and lesion.category not in categories:
+                    continue
                 alone = dataclasses.replace(study.breasts[side], lesions=[lesion])
                 for view in lesion.views:
                     rendered, empty = _render_pair(alone, side, view, config, 256, 204)
-                    texture = empty.stored[empty.stored > 0.05 * empty.stored.max()].std()
                     for _, box in rendered.boxes:
-                        score = _box_z_score(rendered, empty, box, rng)
-                        if score is not None:
-                            scores.append(score)
-                            pixels = _box_pixels(box, empty.stored.shape)
-                            lesion = rendered.stored[pixels].astype(float) - empty.stored[pixels].astype(float)
-                            relative.append(lesion.mean() / texture)
+                        yield rendered, empty, box
+
+
+def _relative_contrast(rendered, empty, box) -> float:
+    """The lesion's mean added brightness in its box over the breast's texture spread."""
+    texture = empty.stored[empty.stored > 0.05 * empty.stored.max()].std()
+    pixels = _box_pixels(box, empty.stored.shape)
+    return float((rendered.stored[pixels].astype(float) - empty.stored[pixels].astype(float)).mean() / texture)
+
+
+def test_lesions_are_visible_against_the_same_breast_without_them():
+    """Visible but not trivial at the default difficulty. Visible: each lesion, rendered alone, passes
+    :func:`_box_z_score` > 1 (the noise stream desynchronizes after the first changed pixel, so the
+    null is not zero). Not trivial: its contrast stays below the breast's own texture spread, so
+    brightness alone does not find it."""
+    rng = np.random.default_rng(0)
+    scores, relative = [], []
+    for rendered, empty, box in _lesions_alone(SynthConfig(image_height=256), 40):
+        score = _box_z_score(rendered, empty, box, rng)
+        if score is not None:
+            scores.append(score)
+            relative.append(_relative_contrast(rendered, empty, box))
     scores, relative = np.array(scores), np.array(relative)
     assert len(scores) >= 40
     assert (scores > 1.0).all(), f"lesions lost in the noise: z = {np.sort(scores)[:5]}"
     assert np.median(scores) > 3.0
     assert np.median(relative) < 0.5, "lesions are brighter than the anatomy: a trivial task"
+
+
+def test_easy_end_of_the_scale_makes_masses_stand_out():
+    """Below 1.1.0's easiest setting (0.5) masses stand further out of the texture than at the
+    default 0.75, at the same places."""
+    contrast = {d: np.median([_relative_contrast(*seen) for seen in _lesions_alone(
+        SynthConfig(image_height=256, difficulty=d), 30, {"Mass"})]) for d in (0.0, 0.5, 0.75)}
+    assert contrast[0.0] > 2 * contrast[0.5] and contrast[0.5] > contrast[0.75], contrast
 
 
 def test_both_views_agree_on_nipple_distance(small_dataset):

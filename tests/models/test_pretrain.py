@@ -11,14 +11,19 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 import models.pretrain as pretrain_module
 from models.checkpoints import load_checkpoint, load_clip
 from models.clip import ClipConfig, ClipModel
-from models.pretrain import PretrainConfig, PretrainObjective, build_dataset, evaluate_retrieval, pretrain
+from models.pretrain import (
+    PretrainConfig, PretrainObjective, build_dataset, evaluate_retrieval, pretrain, validation_zero_shot,
+)
+from models.text import FINDING_TASKS, class_prompts
 
 SMALL = ClipConfig(embed_dim=32)
 
@@ -177,3 +182,48 @@ def test_ddp_two_gloo_processes(tiny_synthetic, tmp_path):
     history = pd.read_csv(tmp_path / "metrics.csv")
     assert len(history) == 1 and history["train_total"].notna().all()
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 0
+
+
+class _Targets:
+    """A dataset stand-in: only the finding targets and densities :func:`validation_zero_shot` reads."""
+
+    def __init__(self, targets, densities):
+        self.targets, self.densities = targets, densities
+
+    def finding_targets(self, findings):
+        assert findings == tuple(FINDING_TASKS.values())
+        return self.targets
+
+    def first_view_values(self, column):
+        assert column == "density"
+        return self.densities
+
+
+def test_validation_zero_shot_scores_the_finding_sentence_against_its_negation(monkeypatch):
+    """Stub text embeddings: each task's finding sentence on one axis, its negation on the next, so an
+    image's score is known; AUROC is then counted by hand over positive/negative pairs."""
+    clip = ClipModel(SMALL)
+    prompts = {task: class_prompts(task) for task in FINDING_TASKS}
+    axis = {}
+    for k, task in enumerate(FINDING_TASKS):
+        label = task.replace("_", " ")
+        axis[prompts[task][f"no {label}"][0]], axis[prompts[task][label][0]] = 2 * k + 1, 2 * k
+    monkeypatch.setattr(clip, "encode_text", lambda texts: torch.nn.functional.one_hot(
+        torch.tensor([axis[t] for t in texts]), SMALL.embed_dim).float())
+    image = torch.zeros(4, SMALL.embed_dim)
+    image[:, 0] = torch.tensor([0.9, 0.2, 0.5, 0.1])  # mass sentence
+    image[:, 1] = torch.tensor([0.0, 0.0, 0.6, 0.0])  # its negation: image 2 scores -0.1
+    targets = np.zeros((4, len(FINDING_TASKS)))
+    targets[[0, 2], 0] = 1  # images 0 and 2 hold a mass: scores 0.9, -0.1 against 0.2, 0.1
+    targets[:, 1] = 1  # every image has calcifications: AUROC undefined
+    density_axes = {p[0]: 8 + k for k, p in enumerate(class_prompts("density").values())}
+    axis.update(density_axes)
+    density = torch.tensor([[0.5, 0.1, 0.0, 0.0], [0.2, 0.4, 0.3, 0.0], [0.0, 0.3, 0.2, 0.1], [0.0, 0.0, 0.4, 0.3]])
+    image[:, 8:12] = density
+    result = validation_zero_shot(clip, image, _Targets(targets, ["A", "B", "C", "D"]))
+    assert result["val_zeroshot_mass"] == pytest.approx(2 / 4)  # 0.9 beats both, -0.1 beats neither
+    assert np.isnan(result["val_zeroshot_calcification"])
+    probs = torch.softmax(clip.logit_scale().detach() * density, -1).numpy()
+    expected = roc_auc_score([0, 1, 2, 3], probs, multi_class="ovr", average="macro")
+    assert result["val_zeroshot_density"] == pytest.approx(expected)
+    assert set(result) == {f"val_zeroshot_{task}" for task in (*FINDING_TASKS, "density")}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-GENERATOR_VERSION = "1.1.0"
+GENERATOR_VERSION = "1.2.0"
 
 
 @dataclass(frozen=True)
@@ -15,13 +15,15 @@ class SynthConfig:
     """What to generate.
 
     ``difficulty`` in [0, 1] scales lesion conspicuity: it lowers lesion contrast relative to the
-    glandular tissue, shrinks lesions, and raises quantum noise. 0.5 is the default task.
+    glandular tissue, shrinks lesions, and raises quantum noise (:mod:`.conspicuity`). 0.75 is the
+    default task (generator 1.1.0's 0.5); below 0.5 lesions are easier than 1.1.0 could make them.
     """
 
     n_studies: int = field(default=200, metadata={"help": "number of 4-view studies"})
     seed: int = field(default=0, metadata={"help": "random seed; same seed, same bytes"})
     image_height: int = field(default=512, metadata={"help": "rows of the main detector format (30 cm)"})
-    difficulty: float = field(default=0.5, metadata={"help": "0 easy .. 1 hard: lesion contrast, size, noise"})
+    difficulty: float = field(default=0.75, metadata={
+        "help": "0 easy .. 1 hard: lesion contrast, size, noise (1.1.0's d is (1 + d) / 2 here)"})
     test_fraction: float = field(default=0.2, metadata={"help": "fraction of studies in the test split"})
     # Fraction of studies with at least one suspicious finding (VinDr: ~18 %; enriched here).
     finding_prevalence: float = field(default=0.5, metadata={"help": "fraction of studies with findings"})

@@ -14,6 +14,7 @@ import numpy as np
 
 from models.data.schema import MASS_MARGINS, MASS_SHAPES
 from models.data.synth.config import SynthConfig
+from models.data.synth.conspicuity import factor
 
 # finding_birads 3/4/5 per category (VinDr counts, shared/notes/synthetic-mammograms.md); the rare
 # categories' split is not published: assumed mostly 3-4.
@@ -141,7 +142,7 @@ def sample_lesion(rng: np.random.Generator, lesion_id: int, category: str, confi
     birads = int(_choice(rng, (3, 4, 5), FINDING_BIRADS_PROBS[category]))
     malignant = bool(rng.random() < MALIGNANCY_BY_BIRADS[birads])
     # BI-RADS 5 lesions are mildly larger (VinDr: median 32 vs 18-19 mm for masses).
-    median = SIZE_MEDIAN_MM[category] * (1.25 if birads == 5 else 1.0) * (1.15 - 0.3 * config.difficulty)
+    median = SIZE_MEDIAN_MM[category] * (1.25 if birads == 5 else 1.0) * factor("size", config.difficulty)
     sigma = SIZE_SIGMA.get(category, DEFAULT_SIZE_SIGMA)
     size = float(np.clip(median * np.exp(rng.normal(0, sigma)), *SIZE_RANGE_MM))
     both, mlo_only, _ = VIEW_PROBS[category]

@@ -13,6 +13,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from models.data.synth.conspicuity import factor
+
 MU_FAT, MU_GLAND, MU_SKIN, MU_MUSCLE, MU_CALCIUM = 0.45, 0.80, 0.85, 0.85, 20.0
 EDGE_BAND = 0.05  # boxes within this share of the width from an image edge may be drawn past it
 
@@ -110,8 +112,8 @@ def render_mass(shape_name: str, margin: str, size_mm: float, cx: float, cy: flo
     # The mass replaces tissue along its chord, which compression keeps below the breast thickness.
     chord_cm = np.minimum(2 * (size_mm / 20) * np.sqrt(np.clip(1 - rho**2, 0, None)), 0.6 * thickness_cm)
     body = chord_cm > 0
-    # Contrast relative to gland: 0.05-0.35 of the gland-fat gap, lower at higher difficulty.
-    mu_mass = MU_GLAND + (MU_GLAND - MU_FAT) * (0.35 - 0.3 * difficulty) * rng.uniform(0.7, 1.3)
+    # Contrast relative to gland: a share of the gland-fat gap, lower at higher difficulty.
+    mu_mass = MU_GLAND + (MU_GLAND - MU_FAT) * factor("mass_contrast", difficulty) * rng.uniform(0.7, 1.3)
     delta = (mu_mass - local_mu) * chord_cm
     if margin in ("ill-defined", "obscured"):
         delta = ndimage.gaussian_filter(delta, radius_px * (0.18 if margin == "ill-defined" else 0.1))
@@ -170,7 +172,7 @@ def calcification_cluster(size_mm: float, cx: float, cy: float, mm_per_px: float
         centers = np.clip(centers, -half, half)
     centers = centers + np.array([cx, cy])
     diameters = np.clip(rng.lognormal(np.log(0.25 if malignant_form else 0.2), 0.35, n), 0.1, 0.6)
-    diameters = diameters * (1.3 - 0.5 * difficulty)
+    diameters = diameters * factor("speck_diameter", difficulty)
     pad = 1.0
     box = (float(np.floor(centers[:, 0].min() - pad)), float(np.floor(centers[:, 1].min() - pad)),
            float(np.ceil(centers[:, 0].max() + pad)), float(np.ceil(centers[:, 1].max() + pad)))
@@ -191,7 +193,7 @@ def distortion(size_mm: float, cx: float, cy: float, mm_per_px: float, difficult
     """Architectural distortion: coreless radiating spicules (attenuation map) and their box."""
     length = size_mm / 2 / mm_per_px
     lines = _spicules(shape, cx - 0.5, cy - 0.5, 0.0, length, int(rng.integers(10, 22)), rng)
-    lines = lines * (MU_GLAND - MU_FAT) * 0.6 * (1.2 - 0.6 * difficulty)
+    lines = lines * (MU_GLAND - MU_FAT) * 0.6 * factor("strands", difficulty)
     box = support_box(lines > 0.05 * lines.max(), 0, 0)
     return lines, box
 
@@ -219,7 +221,7 @@ def asymmetry(size_mm: float, cx: float, cy: float, mm_per_px: float, difficulty
     blob = np.clip(1 - rho**2, 0, None) ** 0.7
     lumps = ndimage.gaussian_filter(rng.standard_normal(blob.shape), max(1.0, radius / 5))
     lumps = (lumps - lumps.min()) / (np.ptp(lumps) + 1e-9)
-    add = blob * (0.4 + 0.6 * lumps) * (0.75 - 0.4 * difficulty)
+    add = blob * (0.4 + 0.6 * lumps) * factor("asymmetry", difficulty)
     full = np.zeros(shape)
     Patch(add, x0, y0).add_to(full)
     return full, support_box(full > 0.15 * full.max(), 0, 0)
@@ -278,7 +280,7 @@ def retraction(size_mm: float, sx: float, sy: float, mm_per_px: float, difficult
     length = size_mm / 2 / mm_per_px
     inward = sx - 0.3 * length  # canonical frame: the breast interior lies towards x = 0
     lines = _spicules(breast.shape, inward - 0.5, sy - 0.5, 0.0, length, int(rng.integers(5, 10)), rng)
-    lines = lines * breast * (MU_GLAND - MU_FAT) * (1.2 - 0.6 * difficulty)
+    lines = lines * breast * (MU_GLAND - MU_FAT) * factor("strands", difficulty)
     if not lines.any():
         return lines, None
     return lines, support_box(lines > 0.05 * lines.max(), 0, 0)

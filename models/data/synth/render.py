@@ -13,6 +13,7 @@ from scipy import ndimage
 
 from models.data.synth import lesions as L
 from models.data.synth.anatomy import BreastShape, build_view, lesion_center
+from models.data.synth.conspicuity import factor
 from models.data.synth.findings import Breast, Lesion
 from models.data.synth.texture import gland_fraction, linear_structures
 
@@ -169,7 +170,7 @@ def render_view(breast: Breast, shape: BreastShape, view: str, height: int, widt
     # are smaller, and fewer at higher difficulty.
     inside = geometry.breast
     behind = float(np.median(base[inside]))
-    target = 2500.0 * (1.4 - 0.8 * difficulty) * (512.0 / height) ** 2 * exposure
+    target = 2500.0 * factor("photons", difficulty) * (512.0 / height) ** 2 * exposure
     photons = target * np.exp(behind)
     counts = noise_rng.poisson(photons * np.exp(-attenuation))
     noisy = -np.log(np.maximum(counts, 0.5) / photons)
