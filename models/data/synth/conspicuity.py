@@ -3,9 +3,9 @@
 Each factor is piecewise linear through its values at difficulty 0, 0.5 and 1. The upper half
 (0.5 .. 1) is generator 1.1.0's whole scale: 1.1.0's difficulty ``d`` is 1.2.0's ``(1 + d) / 2``, so
 1.1.0's default 0.5 is 0.75 here. The lower half is easier than anything 1.1.0 made: at 1.1.0's
-easiest setting a mass in a 256-row image stands only about 1.8 texture standard deviations above its
-surroundings (median; ``analyses.data_statistics``), about the height of the brightest normal lump in
-a mass-free image, so even a supervised classifier cannot tell the images apart well. Below 0.5 the
+easiest setting a mass in a 256-row image stands a median 1.75 texture standard deviations above its
+surroundings, below the brightest normal lump of a typical mass-free image (median 2.3;
+``analyses.lesion_contrast``), so even a supervised classifier cannot tell the images apart well. Below 0.5 the
 mass contrast rises steeply (over fat as well as over gland) and calcium specks grow until a cluster
 survives downsampling to 256 rows. Not physical: a knob for a benchmark a model can learn.
 """
