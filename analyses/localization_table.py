@@ -26,7 +26,7 @@ from models.metrics import Estimate
 from models.report_tables import write_table
 
 
-DEFAULT = "default"  # the small default model, trained on first use
+DEFAULT = "default"  # the shipped default model (models.default_model)
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class LocalizationTableConfig:
     """The grid of FActOR runs; every other setting is FActOR's default (or from ``--config``)."""
 
     checkpoints: tuple[str, ...] = field(default=(), metadata={
-        "help": "CLIP checkpoints to compare ('default': the small default model); default: default"})
+        "help": "CLIP checkpoints to compare ('default': the shipped default model); default: default"})
     layers: tuple[str, ...] = field(default=("head", "blocks.4"), metadata={"help": "feature layers"})
     attributes: tuple[str, ...] = field(default=("mass", "suspicious calcification"), metadata={
         "help": "finding categories"})

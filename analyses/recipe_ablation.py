@@ -5,8 +5,9 @@ a recipe file (JSON, default ``analyses/recipes/clip_ablation.json``: a ``base``
 :class:`models.pretrain.PretrainConfig` values and ``variants``, each a name and the values it
 changes, nested sections allowed), each into ``OUT/<name>`` with ``--resume``, so an interrupted
 ablation continues where it stopped. After each variant it rewrites
-``REPORT_DIR/clip_ablation.{md,csv,tex,json}``: per variant, at the epoch pretraining keeps (lowest
-validation loss), the validation zero-shot AUROCs for mass, suspicious calcification and density, and
+``REPORT_DIR/clip_ablation.{md,csv,tex,json}`` and keeps each finished variant's per-epoch metrics in
+``REPORT_DIR/runs/<name>.csv`` (committed; a variant measured in an earlier session stays in the table
+after its run folder is gone): per variant, at the epoch pretraining keeps (lowest validation loss), the validation zero-shot AUROCs for mass, suspicious calcification and density, and
 R@1. ``--reference RUN`` adds the supervised reference's best validation AUROCs as the ceiling row.
 Validation only: the test split is not read.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -82,10 +84,17 @@ def variant_config(config: RecipeAblationConfig, recipes: dict[str, Any], varian
     return config_from_values(PretrainConfig, values, f"recipe variant {variant['name']!r}")
 
 
-def kept_epoch(run: Path) -> pd.Series:
+def kept_epoch(history: pd.DataFrame) -> pd.Series:
     """The metrics row of the epoch pretraining keeps as ``best.pt`` (lowest validation loss)."""
-    history = pd.read_csv(run / "metrics.csv")
     return history.loc[history["val_loss"].idxmin()]
+
+
+def variant_history(config: RecipeAblationConfig, name: str) -> pd.DataFrame | None:
+    """A variant's per-epoch metrics: its run folder's, else the copy kept in the report folder."""
+    for path in (Path(config.out) / slug(name) / "metrics.csv", Path(config.report_dir) / "runs" / f"{slug(name)}.csv"):
+        if path.is_file():
+            return pd.read_csv(path)
+    return None
 
 
 def _changes_text(changes: dict[str, Any], prefix: str = "") -> str:
@@ -97,10 +106,10 @@ def _changes_text(changes: dict[str, Any], prefix: str = "") -> str:
 def ablation_rows(config: RecipeAblationConfig, recipes: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for variant in recipes["variants"]:
-        run = Path(config.out) / slug(variant["name"])
-        if not (run / "metrics.csv").is_file():
+        history = variant_history(config, variant["name"])
+        if history is None:
             continue
-        best, epochs = kept_epoch(run), len(pd.read_csv(run / "metrics.csv"))
+        best, epochs = kept_epoch(history), len(history)
         rows.append({"variant": variant["name"], "changes": _changes_text(variant.get("changes", {})),
                      "epochs": epochs, "kept epoch": int(best["epoch"]) + 1,
                      **{label: float(best[column]) for column, label in COLUMNS.items()},
@@ -139,6 +148,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     for variant, pretrain_config in runs:
         print(f"variant {variant['name']!r}: {_changes_text(variant.get('changes', {}))}", flush=True)
         pretrain(pretrain_config)
+        kept = Path(config.report_dir) / "runs" / f"{slug(variant['name'])}.csv"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(pretrain_config.out) / "metrics.csv", kept)
         frame = write_report(config, recipes)
     print(frame.round(3).to_string(index=False))
     return frame

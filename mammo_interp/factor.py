@@ -1,7 +1,8 @@
 """Mammo-FActOR weakly supervised boxes and their localization table: ``python -m mammo_interp.factor``.
 
 With no arguments beyond ``--attribute`` it runs on the embedded synthetic dataset with the default
-CLIP model (pretrained on first use and cached). Stages, each reusing what the previous left on disk:
+CLIP model shipped in the package (``models.default_model``). Stages, each reusing what the previous
+left on disk:
 
 1. ``extract``: frozen-encoder feature maps of the training, validation and test splits (cached);
 2. ``train``: the per-attribute channel mapper, early-stopped on the validation split
@@ -50,7 +51,7 @@ from models.data.reading import ReadOptions, read_options_field
 from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import TEST, TRAIN, VALIDATION, Splits, load_splits, preprocess_cache
 from models.encoders import ImageEncoder
-from models.default_model import resolve_checkpoint
+from models.default_model import checkpoint_field, resolve_checkpoint
 from models.io import atomic_write, save_json, save_torch, writable_dir
 from models.reference import load_reference
 from models.text import attribute_category, attribute_sentences
@@ -75,9 +76,7 @@ class FactorConfig:
     data: str | None = field(default=None, metadata={
         "help": "dataset folder (VinDr or RSNA layout); default: the embedded synthetic set"})
     reading: ReadOptions = read_options_field()
-    checkpoint: str | None = field(default=None, metadata={
-        "help": "CLIP checkpoint (ours or Mammo-CLIP); default: the small default model, "
-                "pretrained on first use and cached"})
+    checkpoint: str | None = checkpoint_field()
     text_encoder: str | None = field(default=None, metadata={
         "help": "local text-model folder, needed for Mammo-CLIP checkpoints"})
     layer: str | None = field(default=None, metadata={

@@ -61,7 +61,7 @@ from models.data.errors import DataError
 from models.data.reading import ReadOptions, read_options_field
 from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache
-from models.default_model import resolve_checkpoint
+from models.default_model import checkpoint_field, resolve_checkpoint
 from models.io import atomic_write, save_json
 from models.metrics import Estimate, auroc, bootstrap
 from models.text import SIDE_WORDS, attribute_category, attribute_sentences
@@ -327,8 +327,7 @@ class SaliencyConfig:
     attribute: str = field(default="mass", metadata={"help": "finding category, e.g. mass, calcification"})
     data: str | None = field(default=None, metadata={"help": "dataset folder; default: the synthetic set"})
     reading: ReadOptions = read_options_field()
-    checkpoint: str | None = field(default=None, metadata={
-        "help": "CLIP checkpoint; default: the default model (pretrained on first use)"})
+    checkpoint: str | None = checkpoint_field()
     text_encoder: str | None = field(default=None, metadata={"help": "text-model folder (Mammo-CLIP)"})
     layer: str | None = field(default=None, metadata={"help": "Grad-CAM layer; default: the checkpoint's"})
     image_size: tuple[int, ...] = field(default=(), metadata={

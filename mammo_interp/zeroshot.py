@@ -52,7 +52,7 @@ from models.data.datasets import BreastDataset, ExamDataset, ImageDataset, colla
 from models.data.labels import BIRADS5, DENSITY, FINDINGS, IGNORE_INDEX, MALIGNANCY
 from models.data.reading import ReadOptions, read_options_field
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache
-from models.default_model import resolve_checkpoint
+from models.default_model import checkpoint_field, resolve_checkpoint
 from models.io import atomic_write, save_json
 from models.metrics import Estimate, classification_metrics
 from models.report_tables import ci_frame, ci_long_frame, write_table
@@ -73,8 +73,7 @@ class SplitConfig:
 
     level: str = field(default="image", metadata={"help": f"{LEVELS}: views, breasts or exams"})
     split: str = field(default=TEST, metadata={"help": f"split to use: {SPLITS}"})
-    checkpoint: str | None = field(default=None, metadata={
-        "help": "CLIP checkpoint (ours or Mammo-CLIP); default: the default model, trained on first use"})
+    checkpoint: str | None = checkpoint_field()
     data: str | None = field(default=None, metadata={
         "help": "dataset folder (VinDr or RSNA layout); default: the embedded synthetic set"})
     reading: ReadOptions = read_options_field()

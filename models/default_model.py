@@ -1,32 +1,97 @@
-"""The default CLIP model: pretrained on first use with a fixed small budget and cached.
+"""The default CLIP model: project-trained weights shipped inside the package, with a model card.
 
-Analyses (FActOR, zero-shot, saliency) need a checkpoint; a user who gives none gets this one, so
-``python -m mammo_interp.factor --attribute mass`` runs on a fresh machine. The run lives in
-``<cache>/models/default-clip-<key>/`` where the key hashes the pretraining config and the dataset
-root; an interrupted run resumes from its ``last.pt``, ``complete.json`` marks a finished one, and
-a file lock makes concurrent callers wait for one training instead of starting several.
+An analysis given no checkpoint on the embedded default set uses ``models/weights/default_clip.pt``
+(fp16; the frozen stock text encoder is not stored; read with ``weights_only=True``), so every
+machine gives the same tables without training anything. One command made it::
+
+    python -m models.default_model --out runs/default_clip
+
+It pretrains the recipe ``models/recipes/default_clip.json`` (configs as data) on the default
+synthetic set, resumably; scores the kept epoch's zero-shot AUROCs on the test split and on a small
+check set; and writes the fp16 weights and their card (``default_clip.json``: command, generator
+version, data, commit, validation and test metrics, sha256) into ``--weights-dir``.
+
+``--checkpoint retrain`` on any analysis retrains the recipe from scratch instead (cached under
+``<cache>/models/default-clip-<key>/``, resumed after a crash, a file lock keeping concurrent callers
+to one training); a user's own ``--data`` without a checkpoint gets the recipe trained on it the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import fcntl
 import hashlib
 import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from models.data.default import cache_dir, default_data_root
-from models.io import save_json
-from models.pretrain import PretrainConfig, pretrain
+import pandas as pd
 
-# A fixed number of epochs (not a time budget), so the model does not depend on machine speed;
-# max_minutes only caps a pathologically slow machine. 2 epochs at 256 x 160: README "Measured".
-DEFAULT_PRETRAIN = PretrainConfig(epochs=2, max_minutes=8.0, image_size=(256, 160))
+from models.checkpoints import clip_from_checkpoint, load_checkpoint
+from models.cli import config_from_values, parse_config, run_main
+from models.data.datasets import ImageDataset
+from models.data.default import DATA_ENV, DEFAULT_SYNTH, cache_dir, default_data_root
+from models.data.sources import load_splits, preprocess_cache
+from models.data.synth import GENERATOR_VERSION, SynthConfig
+from models.io import save_json, save_torch
+from models.pretrain import PairedText, PretrainConfig, dataset_zero_shot, pretrain
+
+RECIPE_FILE = "default_clip.json"
+WEIGHTS_FILE = "default_clip.pt"
+CARD_FILE = "default_clip.json"
+RETRAIN = "retrain"
 COMPLETE_MARKER = "complete.json"
+# A small set of its own (not the default set's splits) whose zero-shot AUROCs the card records, so a
+# test can regenerate it in seconds and check the shipped file against the card.
+CHECK_SET = SynthConfig(n_studies=100, seed=9001, difficulty=DEFAULT_SYNTH.difficulty)
 
 
-def default_run_dir(data: str | Path | None = None, config: PretrainConfig = DEFAULT_PRETRAIN) -> Path:
-    """Where the default model for ``data`` (None: the embedded synthetic set) is cached."""
+def checkpoint_field() -> Any:
+    """The ``--checkpoint`` option every analysis shares (None: the default model)."""
+    return field(default=None, metadata={
+        "help": "CLIP checkpoint (ours or Mammo-CLIP); default: the shipped default model on the embedded "
+                f"set, the default recipe trained on --data otherwise; '{RETRAIN}': retrain the recipe "
+                "from scratch (cached)"})
+
+
+def read_recipe() -> dict[str, Any]:
+    """The packaged recipe: ``{"description": ..., "pretrain": {PretrainConfig values}}``."""
+    return json.loads((resources.files("models") / "recipes" / RECIPE_FILE).read_text())
+
+
+def recipe_config(**overrides: Any) -> PretrainConfig:
+    """The recipe as a :class:`PretrainConfig`, with ``overrides`` (e.g. ``out``, ``data``) applied."""
+    return config_from_values(PretrainConfig, {**read_recipe()["pretrain"], **overrides},
+                              f"models/recipes/{RECIPE_FILE}")
+
+
+def shipped_weights() -> Path:
+    """The packaged fp16 checkpoint of the default model."""
+    return Path(str(resources.files("models") / "weights" / WEIGHTS_FILE))
+
+
+def shipped_card() -> dict[str, Any]:
+    """The packaged model card of :func:`shipped_weights`."""
+    return json.loads((resources.files("models") / "weights" / CARD_FILE).read_text())
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def default_run_dir(data: str | Path | None = None, config: PretrainConfig | None = None) -> Path:
+    """Where the recipe trained on ``data`` (None: the embedded synthetic set) is cached."""
+    config = config or recipe_config()
     root = default_data_root(data, progress=False) if data is not None else None
     key = json.dumps({"config": dataclasses.replace(config, out="", progress=True).to_dict(),
                       "data": str(Path(root).resolve()) if root is not None else "default"},
@@ -34,23 +99,10 @@ def default_run_dir(data: str | Path | None = None, config: PretrainConfig = DEF
     return cache_dir() / "models" / f"default-clip-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-def resolve_checkpoint(checkpoint: str | Path | None, data: str | Path | None = None,
-                       progress: bool = True) -> Path:
-    """The checkpoint an analysis uses: the given file, or the default model for ``data``.
-
-    Raises:
-        FileNotFoundError: ``checkpoint`` is given but is not a file.
-    """
-    if checkpoint is None:
-        return default_checkpoint(data, progress=progress)
-    if not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file")
-    return Path(checkpoint)
-
-
-def default_checkpoint(data: str | Path | None = None, config: PretrainConfig = DEFAULT_PRETRAIN,
-                       progress: bool = True) -> Path:
-    """``best.pt`` of the default model for ``data``, pretraining it first if it is not cached."""
+def train_default(data: str | Path | None = None, config: PretrainConfig | None = None,
+                  progress: bool = True) -> Path:
+    """``best.pt`` of the recipe trained on ``data``, training it first if it is not cached."""
+    config = config or recipe_config()
     run = default_run_dir(data, config)
     best = run / "best.pt"
     if (run / COMPLETE_MARKER).is_file() and best.is_file():
@@ -65,3 +117,109 @@ def default_checkpoint(data: str | Path | None = None, config: PretrainConfig = 
         best = pretrain(run_config)
         save_json(run / COMPLETE_MARKER, {"checkpoint": str(best), "config": run_config.to_dict()})
     return best
+
+
+def resolve_checkpoint(checkpoint: str | Path | None, data: str | Path | None = None,
+                       progress: bool = True) -> Path:
+    """The checkpoint an analysis uses: the given file; ``"retrain"``: the recipe retrained from
+    scratch on ``data``; None: the shipped weights on the embedded default set, else the recipe
+    trained on the user's data.
+
+    Raises:
+        FileNotFoundError: ``checkpoint`` is given but is not a file.
+    """
+    if checkpoint is None and data is None and not os.environ.get(DATA_ENV):
+        return shipped_weights()
+    if checkpoint is None or str(checkpoint) == RETRAIN:
+        return train_default(data, progress=progress)
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file (or '{RETRAIN}')")
+    return Path(checkpoint)
+
+
+def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
+    """Write ``checkpoint``'s model compactly: floating tensors in fp16, no training state (the
+    config and ``pretrain_config`` stay, so analyses rebuild the model at its input size)."""
+    payload = load_checkpoint(checkpoint)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in payload["model"].items()}
+    return save_torch(path, {"format": payload["format"], "config": payload["config"], "model": state,
+                             "pretrain_config": payload["pretrain_config"]})
+
+
+def zero_shot_of(checkpoint: str | Path, table: pd.DataFrame, size: tuple[int, int]) -> dict[str, float]:
+    """Image-level zero-shot AUROCs (mass, calcification, distortion, density) of a checkpoint on a
+    split table, keyed by task."""
+    clip = clip_from_checkpoint(load_checkpoint(checkpoint), str(checkpoint))
+    dataset = PairedText(ImageDataset(table, cache=preprocess_cache(size)), "prompts", seed=0)
+    scores = dataset_zero_shot(clip, dataset)
+    return {key.removeprefix("val_zeroshot_"): value for key, value in scores.items()}
+
+
+def check_set_table() -> pd.DataFrame:
+    """Every image of :data:`CHECK_SET` (generated into the cache on first use)."""
+    splits = load_splits(default_data_root(None, CHECK_SET, progress=False), progress=False)
+    return pd.concat([splits.train, splits.validation, splits.test], ignore_index=True)
+
+
+def _commit() -> str | None:
+    """The git commit of the code (``+dirty`` with uncommitted changes); None outside a checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    try:
+        return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+@dataclass(frozen=True)
+class ShipConfig:
+    out: str = field(default="runs/default_clip", metadata={"help": "training run folder (resumed)"})
+    weights_dir: str = field(default=str(Path(__file__).parent / "weights"), metadata={
+        "help": "where the fp16 weights and the card go (default: the package's models/weights)"})
+    progress: bool = field(default=True, metadata={"help": "progress bars"})
+
+
+def ship(config: ShipConfig) -> dict[str, Any]:
+    """Train the recipe on the default set, export the kept epoch and write its card."""
+    pretrain_config = recipe_config(out=config.out, resume=True, progress=config.progress)
+    best = pretrain(pretrain_config)
+    history = pd.read_csv(Path(config.out) / "metrics.csv")
+    kept = history.loc[history["val_loss"].idxmin()]
+    splits = load_splits(None, pretrain_config.validation_fraction, pretrain_config.seed, progress=False)
+    size = tuple(pretrain_config.image_size)
+    weights = export_weights(best, Path(config.weights_dir) / WEIGHTS_FILE)
+    card = {
+        "model": "default mammo-interp CLIP (EfficientNet-Lite0 image encoder, frozen MiniLM-L6 text encoder)",
+        "command": "python -m models.default_model " + " ".join(sys.argv[1:]),
+        "recipe": read_recipe(),
+        "pretrain_config": pretrain_config.to_dict(),
+        "generator_version": GENERATOR_VERSION,
+        "data": {"synthetic": DEFAULT_SYNTH.to_dict(),
+                 "images": {"train": len(splits.train), "validation": len(splits.validation),
+                            "test": len(splits.test)}},
+        "commit": _commit(),
+        "created": datetime.date.today().isoformat(),
+        "kept_epoch": int(kept["epoch"]) + 1,
+        "epochs_trained": len(history),
+        "validation": {k: float(kept[k]) for k in history.columns if k.startswith("val_")},
+        "test_zero_shot_auroc": zero_shot_of(weights, splits.test, size),
+        "check": {"synthetic": CHECK_SET.to_dict(), "zero_shot_auroc": zero_shot_of(weights, check_set_table(), size)},
+        "sha256": sha256(weights),
+        "bytes": weights.stat().st_size,
+    }
+    save_json(Path(config.weights_dir) / CARD_FILE, card)
+    return card
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    config = parse_config(ShipConfig, argv, "python -m models.default_model",
+                          "Train the default CLIP recipe (models/recipes/default_clip.json) on the default "
+                          "synthetic set and write its fp16 weights and model card into the package.")
+    card = ship(config)
+    print(json.dumps({"test_zero_shot_auroc": card["test_zero_shot_auroc"], "sha256": card["sha256"]}, indent=2))
+    return card
+
+
+if __name__ == "__main__":
+    run_main(main)

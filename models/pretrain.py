@@ -341,6 +341,16 @@ def validation_zero_shot(clip: ClipModel, image: torch.Tensor, dataset: PairedTe
     return scores
 
 
+@torch.no_grad()
+def dataset_zero_shot(clip: ClipModel, dataset: PairedText, batch_size: int = 32) -> dict[str, float]:
+    """:func:`validation_zero_shot` over a whole image-level ``dataset``, embedding it here (model
+    cards, shipped-weight checks); keys keep the ``val_zeroshot_`` prefix."""
+    clip.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    image = torch.cat([clip.encode_image(batch["image"]) for batch in loader])
+    return validation_zero_shot(clip, image, dataset)
+
+
 def _optimizer(objective: PretrainObjective, config: PretrainConfig) -> torch.optim.AdamW:
     encoders = [p for m in (objective.clip.image_encoder, objective.clip.text_encoder)
                 for p in m.parameters() if p.requires_grad]

@@ -2,12 +2,14 @@
 each is trained (resumably) into its own folder, and the table reports the epoch pretraining keeps."""
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
 
 from analyses import recipe_ablation
-from analyses.recipe_ablation import RecipeAblationConfig, main, merged, read_recipes, variant_config
+from analyses.recipe_ablation import (RecipeAblationConfig, main, merged, read_recipes, variant_config,
+                                      write_report)
 
 
 def _recipes(tmp_path, variants, base=None):
@@ -62,3 +64,7 @@ def test_runs_each_variant_and_reports_the_kept_epoch(tiny_masses, tmp_path, mon
     monkeypatch.setattr(recipe_ablation, "pretrain", lambda c: calls.append(c.out))
     again = main(args)
     assert len(calls) == 2 and again.equals(frame)
+    shutil.rmtree(tmp_path / "runs")  # a later session: run folders gone, the kept metrics remain
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "reports" / "runs" / "two-epochs.csv"), history)
+    config = RecipeAblationConfig(out=str(tmp_path / "runs"), report_dir=str(tmp_path / "reports"))
+    assert write_report(config, read_recipes(str(path))).equals(frame)

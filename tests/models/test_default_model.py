@@ -1,4 +1,5 @@
-"""The default model is trained once per config and dataset, and reused; concurrent callers wait."""
+"""The default model: shipped weights on the default set; the recipe retrained once per dataset and
+reused, concurrent callers waiting for one training."""
 
 from __future__ import annotations
 
@@ -24,21 +25,21 @@ def test_trains_once_and_reuses_even_when_called_concurrently(tmp_path, monkeypa
 
     monkeypatch.setattr(default_model, "pretrain", fake_pretrain)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(default_model.default_checkpoint(progress=False)))
+    threads = [threading.Thread(target=lambda: results.append(default_model.train_default(progress=False)))
                for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(calls) == 1 and calls[0].resume and calls[0].epochs == default_model.DEFAULT_PRETRAIN.epochs
+    assert len(calls) == 1 and calls[0].resume and calls[0].epochs == default_model.recipe_config().epochs
     assert results[0] == results[1] and results[0].read_bytes() == b"weights"
-    assert default_model.default_checkpoint(progress=False) == results[0] and len(calls) == 1
+    assert default_model.train_default(progress=False) == results[0] and len(calls) == 1
     assert (results[0].parent / default_model.COMPLETE_MARKER).is_file()
 
 
 def test_run_dir_depends_on_the_config(tmp_path, monkeypatch):
     monkeypatch.setenv("MAMMO_INTERP_CACHE", str(tmp_path))
-    other = default_model.DEFAULT_PRETRAIN.__class__(epochs=1)
+    other = default_model.recipe_config(epochs=1)
     assert default_model.default_run_dir() != default_model.default_run_dir(config=other)
     assert default_model.default_run_dir().parent == tmp_path / "models"
 
@@ -46,8 +47,15 @@ def test_run_dir_depends_on_the_config(tmp_path, monkeypatch):
 def test_resolve_checkpoint_prefers_a_given_file_and_names_a_missing_one(tmp_path, monkeypatch):
     given = tmp_path / "mine.pt"
     given.write_bytes(b"weights")
-    monkeypatch.setattr(default_model, "default_checkpoint", lambda data, progress: tmp_path / "default.pt")
+    monkeypatch.delenv("MAMMO_INTERP_DATA", raising=False)
+    trained = []
+    monkeypatch.setattr(default_model, "train_default",
+                        lambda data, progress: trained.append(data) or tmp_path / f"trained-{data}.pt")
     assert default_model.resolve_checkpoint(str(given)) == given
-    assert default_model.resolve_checkpoint(None) == tmp_path / "default.pt"
+    assert default_model.resolve_checkpoint(None) == default_model.shipped_weights() and not trained
+    assert default_model.resolve_checkpoint("retrain") == tmp_path / "trained-None.pt"
+    assert default_model.resolve_checkpoint(None, data="/my/vindr") == tmp_path / "trained-/my/vindr.pt"
+    monkeypatch.setenv("MAMMO_INTERP_DATA", str(tmp_path))
+    assert default_model.resolve_checkpoint(None) == tmp_path / "trained-None.pt"
     with pytest.raises(FileNotFoundError, match="nope.pt: no such file"):
         default_model.resolve_checkpoint(str(tmp_path / "nope.pt"))

@@ -1,0 +1,67 @@
+"""The shipped default model: compact fp16 export, a card that matches the file, and metrics that
+reproduce from the shipped weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import models.default_model as default_model
+from models.checkpoints import load_checkpoint, load_clip
+from models.data.synth import GENERATOR_VERSION
+
+
+def test_export_keeps_the_model_in_fp16_without_training_state(tiny_checkpoint, tmp_path):
+    exported = default_model.export_weights(tiny_checkpoint, tmp_path / "small.pt")
+    payload = load_checkpoint(exported)
+    assert set(payload) == {"format", "config", "model", "pretrain_config"}
+    floats = [v for v in payload["model"].values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    assert exported.stat().st_size < 0.6 * tiny_checkpoint.stat().st_size
+    original, small = load_clip(tiny_checkpoint).eval(), load_clip(exported).eval()
+    images = torch.rand(3, 1, 128, 80, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        cosine = (original.encode_image(images) * small.encode_image(images)).sum(-1)
+    assert cosine.min() > 0.999
+
+
+def test_shipped_weights_match_their_card():
+    card = default_model.shipped_card()
+    weights = default_model.shipped_weights()
+    assert default_model.sha256(weights) == card["sha256"] and weights.stat().st_size == card["bytes"]
+    assert weights.stat().st_size < 20e6  # the frozen stock text encoder is not stored
+    assert card["generator_version"] == GENERATOR_VERSION
+    assert card["data"]["synthetic"] == default_model.DEFAULT_SYNTH.to_dict()
+    assert card["pretrain_config"]["model"] == default_model.recipe_config().model.to_dict()
+    assert card["command"].startswith("python -m models.default_model")
+    assert load_clip(weights).config.to_dict()["image"]["frozen_through"] == "blocks.1"
+
+
+def test_card_zero_shot_mass_auroc_reproduces_from_the_shipped_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAMMO_INTERP_CACHE", str(tmp_path))
+    monkeypatch.delenv("MAMMO_INTERP_DATA", raising=False)
+    card = default_model.shipped_card()
+    assert card["check"]["synthetic"] == default_model.CHECK_SET.to_dict()
+    size = tuple(card["pretrain_config"]["image_size"])
+    scores = default_model.zero_shot_of(default_model.shipped_weights(), default_model.check_set_table(), size)
+    assert scores["mass"] == pytest.approx(card["check"]["zero_shot_auroc"]["mass"], abs=0.01)
+    assert scores["mass"] > 0.75  # a model that sees masses, not the lesion-blind chance level
+
+
+def test_ship_trains_the_recipe_and_writes_weights_and_card(tiny_masses, tmp_path, monkeypatch, one_torch_thread):
+    monkeypatch.setenv("MAMMO_INTERP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MAMMO_INTERP_DATA", str(tiny_masses))  # the default set and the check set
+    recipe = {"description": "tiny", "pretrain": {"epochs": 1, "image_size": [64, 40], "batch_size": 8,
+                                                   "model": {"embed_dim": 16}}}
+    monkeypatch.setattr(default_model, "read_recipe", lambda: recipe)
+    config = default_model.ShipConfig(out=str(tmp_path / "run"), weights_dir=str(tmp_path / "weights"),
+                                      progress=False)
+    card = json.loads(json.dumps(default_model.ship(config)))
+    weights = tmp_path / "weights" / default_model.WEIGHTS_FILE
+    assert json.loads((tmp_path / "weights" / default_model.CARD_FILE).read_text()) == card
+    assert card["sha256"] == default_model.sha256(weights) and card["kept_epoch"] == 1
+    assert card["pretrain_config"]["image_size"] == [64, 40] and card["recipe"] == recipe
+    assert set(card["test_zero_shot_auroc"]) == {"mass", "calcification", "architectural_distortion", "density"}
+    assert card["validation"]["val_loss"] > 0
