@@ -162,12 +162,13 @@ def check_set_table() -> pd.DataFrame:
 
 
 def _commit() -> str | None:
-    """The git commit of the code (``+dirty`` with uncommitted changes); None outside a checkout."""
+    """The git commit of the code (``+dirty`` with uncommitted changes to code or recipes; prose and
+    the weights being written do not count); None outside a checkout."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
                               cwd=Path(__file__).parent).stdout.strip()
     try:
-        return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+        return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", "*.py", "pyproject.toml", "models/recipes") else "")
     except (OSError, subprocess.CalledProcessError):
         return None
 
