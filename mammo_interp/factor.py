@@ -6,11 +6,15 @@ left on disk:
 
 1. ``extract``: frozen-encoder feature maps of the training, validation and test splits (cached);
 2. ``train``: the per-attribute channel mapper, early-stopped on the validation split
-   (``OUT/<attribute>/mapper.pt``);
+   (``OUT/<attribute>/mapper.pt``). On the embedded set a mapper shipped in the package
+   (``mammo_interp/weights``, written by ``--ship-to``) whose key matches (checkpoint sha256, layer,
+   size, settings, sentences, data config) is used instead, and then only the validation and test
+   splits are read, so a fresh machine generates only their studies;
 3. ``predict``: FActOR heatmaps and boxes on the test split, in preprocessed and original DICOM
    pixels (``OUT/<attribute>/predictions.csv``), timed against a bare backbone forward;
 4. ``evaluate`` (and ``all``): FActOR and the baselines under one heatmap→box rule, a table with
-   bootstrap CIs (``REPORT_DIR/<attribute>_<layer>.md/.csv/.tex``) and an overlay figure.
+   bootstrap CIs (``REPORT_DIR/<attribute>_<layer>.md/.csv/.tex``) and an overlay figure. On the
+   embedded set the shipped supervised reference (``models/weights/reference.pt``) adds its ceiling row.
 """
 
 from __future__ import annotations
@@ -41,22 +45,27 @@ from mammo_interp.localization import (
     write_localization_table,
 )
 from mammo_interp.mapper import ChannelMapper, MapperConfig, train_mapper
+from models.cards import provenance, sha256
 from models.checkpoints import check_input_size, clip_from_checkpoint, input_size, load_checkpoint
 from models.cli import parse_config, run_main
 from models.clip import ClipModel
 from models.data.datasets import ImageDataset
-from models.data.default import cache_dir
+from models.data import default
+from models.data.default import cache_dir, uses_embedded
 from models.data.errors import DataError
 from models.data.reading import ReadOptions, read_options_field
 from models.data.schema import FINDING_CATEGORIES
-from models.data.sources import TEST, TRAIN, VALIDATION, Splits, load_splits, preprocess_cache
+from models.data.sources import SPLITS, TEST, TRAIN, VALIDATION, Splits, load_splits, preprocess_cache
+from models.data.synth import GENERATOR_VERSION
 from models.encoders import ImageEncoder
 from models.default_model import checkpoint_field, resolve_checkpoint
 from models.io import atomic_write, save_json, save_torch, writable_dir
-from models.reference import load_reference
+from models.reference import load_reference, shipped_reference, shipped_reference_card
 from models.text import attribute_category, attribute_sentences
 
 STAGES = ("extract", "train", "predict", "evaluate", "all")
+MAPPER_DIR = Path(__file__).parent / "weights"  # the shipped mappers (package data)
+MAPPER_CARD = "factor_mappers.json"
 METHODS = ("factor", "gradcam", "integrated_gradients", "random_channels", "mean_channels",
            "oracle_channel", "breast_prior", "supervised_reference")
 METHOD_NAMES = {
@@ -86,7 +95,8 @@ class FactorConfig:
         "help": "input H W; default: the size the checkpoint was pretrained at"})
     reference: str | None = field(default=None, metadata={
         "help": "supervised-reference checkpoint (python -m models.reference) for the ceiling row: "
-                "Grad-CAM on its finding logit; without it that row is left out"})
+                "Grad-CAM on its finding logit; default: the shipped reference on the embedded set when "
+                "it predicts the attribute at the study's size, else that row is left out"})
     top_k: int = field(default=3, metadata={"help": "channels FActOR sums into a heatmap"})
     box: BoxRule = field(default_factory=BoxRule, metadata={"help": "heatmap -> boxes rule"})
     mapper: MapperConfig = field(default_factory=MapperConfig, metadata={"help": "channel mapper"})
@@ -94,6 +104,9 @@ class FactorConfig:
     ig_steps: int = field(default=8, metadata={"help": "Integrated Gradients steps"})
     stage: str = field(default="all", metadata={"help": f"run up to this stage: {STAGES}"})
     out: str = field(default="runs/factor", metadata={"help": "folder for mappers and predictions"})
+    ship_to: str | None = field(default=None, metadata={
+        "help": "train (or reuse OUT's) mapper on the embedded set and write it with its card into this "
+                "folder (mammo_interp/weights: the mappers the package ships)"})
     report_dir: str = field(default="reports/localization", metadata={"help": "tables and figures"})
     batch_size: int = field(default=32, metadata={"help": "images per forward pass"})
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the CIs"})
@@ -157,8 +170,6 @@ class FactorStudy:
         self.config = config
         self.category = attribute_category(config.attribute)
         self.category_index = FINDING_CATEGORIES.index(self.category)
-        self.splits: Splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress,
-                                          config.reading)
         self.checkpoint = resolve_checkpoint(config.checkpoint, config.data, config.progress)
         payload = load_checkpoint(self.checkpoint)
         self.model = clip_from_checkpoint(payload, str(self.checkpoint), config.text_encoder).eval()
@@ -167,21 +178,59 @@ class FactorStudy:
         self.encoder.feature_channels(self.layer)  # validates the layer name
         self.image_size = input_size(payload, config.image_size)
         self.text_embedding = attribute_embedding(self.model, config.attribute)
-        self.reference = self._load_reference() if config.reference else None
         self.out = Path(config.out) / f"{self.slug}_{self.layer.replace('.', '')}"
+        self.packaged = None if config.ship_to else self._packaged_mapper()
+        self.needed = (VALIDATION, TEST) if self.packaged is not None else SPLITS
+        self.splits: Splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress,
+                                          config.reading, needed=self.needed)
+        reference = config.reference or self._shipped_reference()
+        self.reference = self._load_reference(reference) if reference else None
         self._features: dict[str, FeatureSet] = {}
         self.seconds: dict[str, float] = {}  # wall time per step, for the run summary
 
-    def _load_reference(self):
+    def _load_reference(self, path: str | Path):
         """The supervised reference and its config, checked against this study before any work."""
-        reference, trained = load_reference(self.config.reference)
+        reference, trained = load_reference(path)
         if self.category not in trained.findings:
-            raise DataError(self.config.reference, f"the reference predicts {list(trained.findings)}",
+            raise DataError(path, f"the reference predicts {list(trained.findings)}",
                             f"a reference trained on {self.category!r}")
         if tuple(trained.image_size) != tuple(self.image_size):
-            raise DataError(self.config.reference, f"the reference was trained at {list(trained.image_size)}",
+            raise DataError(path, f"the reference was trained at {list(trained.image_size)}",
                             f"the study's input size {list(self.image_size)}")
         return reference, trained
+
+    def _shipped_reference(self) -> Path | None:
+        """The packaged reference, on the embedded set it was trained on, when it predicts this
+        study's finding at its input size."""
+        path = shipped_reference()
+        if not uses_embedded(self.config.data) or not path.is_file():
+            return None
+        card = shipped_reference_card()
+        trained = card["reference_config"]
+        fits = (card["data"].get("synthetic") == default.DEFAULT_SYNTH.to_dict()
+                and self.category in trained["findings"] and list(trained["image_size"]) == list(self.image_size))
+        return path if fits else None
+
+    def _embedded_mapper_key(self) -> str:
+        """What a shipped mapper must match: the same inputs as :meth:`_mapper_key`, with the
+        embedded set named by its generator config instead of its (machine-specific) tables."""
+        return digest({"checkpoint_sha256": sha256(self.checkpoint), "text_encoder": self.config.text_encoder,
+                       "layer": self.layer, "image_size": list(self.image_size),
+                       "mapper": asdict(self.config.mapper), "attribute": self.category,
+                       "sentences": attribute_sentences(self.config.attribute), "seed": self.config.seed,
+                       "validation_fraction": self.config.validation_fraction,
+                       "reading": asdict(self.config.reading), "generator": GENERATOR_VERSION,
+                       "data": default.DEFAULT_SYNTH.to_dict()})
+
+    @property
+    def mapper_file(self) -> str:
+        return f"factor_{self.out.name}.pt"
+
+    def _packaged_mapper(self) -> ChannelMapper | None:
+        """The mapper shipped in the package for this study, if it is on the embedded set and matches."""
+        if not uses_embedded(self.config.data):
+            return None
+        return read_mapper(MAPPER_DIR / self.mapper_file, self._embedded_mapper_key(), self.config.mapper)
 
     @property
     def slug(self) -> str:
@@ -208,7 +257,7 @@ class FactorStudy:
                             f"{self.category} findings with boxes in the {split} split")
 
     def extract(self) -> None:
-        for split in (TRAIN, VALIDATION, TEST):
+        for split in self.needed:
             self.features(split)
 
     def _mapper_key(self) -> str:
@@ -223,27 +272,47 @@ class FactorStudy:
         return digest(key)
 
     def mapper(self) -> ChannelMapper:
-        """The trained mapper, from ``OUT/<attribute>/mapper.pt`` when its key matches."""
+        """The shipped mapper when it matches, else the trained one from ``OUT/<attribute>/mapper.pt``
+        when its key matches, else a newly trained one (shipped too with ``--ship-to``)."""
+        if self.packaged is not None:
+            return self.packaged
         path = self.out / "mapper.pt"
-        key = self._mapper_key()
-        if path.is_file():
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            if saved.get("key") == key:
-                mapper = ChannelMapper(saved["spatial"], saved["embed_dim"], self.config.mapper.hidden,
-                                       self.config.mapper.dropout)
-                mapper.load_state_dict(saved["state"])
-                return mapper.eval()
+        mapper = read_mapper(path, self._mapper_key(), self.config.mapper)
+        if mapper is None:
+            mapper = self._train_mapper(path)
+        if self.config.ship_to:
+            self._ship_mapper(path)
+        return mapper
+
+    def _train_mapper(self, path: Path) -> ChannelMapper:
         train, val = self.features(TRAIN), self.features(VALIDATION)
         started = time.perf_counter()
         mapper, history = train_mapper(
             train.maps, train.has_category(self.category_index), val.maps,
             val.has_category(self.category_index), self.text_embedding, self.config.mapper,
             self.config.seed, self.config.progress)
-        save_torch(path, {"key": key, "spatial": mapper.spatial, "embed_dim": int(self.text_embedding.shape[0]),
-                          "state": mapper.state_dict()})
+        save_torch(path, {"key": self._mapper_key(), "spatial": mapper.spatial,
+                          "embed_dim": int(self.text_embedding.shape[0]), "state": mapper.state_dict()})
         self.seconds["mapper"] = time.perf_counter() - started
         save_json(self.out / "mapper_history.json", {"history": history})
         return mapper
+
+    def _ship_mapper(self, trained: Path) -> None:
+        """``trained`` under the embedded key into ``--ship-to``, with its entry in the mappers' card."""
+        folder = Path(self.config.ship_to)
+        payload = torch.load(trained, map_location="cpu", weights_only=True)
+        shipped = save_torch(folder / self.mapper_file, {**payload, "key": self._embedded_mapper_key()})
+        history = json.loads((self.out / "mapper_history.json").read_text())["history"]
+        card_path = folder / MAPPER_CARD
+        cards = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        cards[self.mapper_file] = {
+            "attribute": self.category, "layer": self.layer, "image_size": list(self.image_size),
+            "checkpoint": self.checkpoint.name, "checkpoint_sha256": sha256(self.checkpoint),
+            "mapper": asdict(self.config.mapper), "seed": self.config.seed,
+            "validation_fraction": self.config.validation_fraction, "generator_version": GENERATOR_VERSION,
+            "data": default.DEFAULT_SYNTH.to_dict(), "history": history,
+            **provenance(shipped, "mammo_interp.factor")}
+        save_json(card_path, cards)
 
     def factor_heatmaps(self, mapper: ChannelMapper, features: FeatureSet) -> torch.Tensor:
         weights = hm.factor_weights(mapper, features.maps, self.text_embedding, self.config.top_k)
@@ -295,7 +364,7 @@ class FactorStudy:
             "breast_prior": lambda: hm.breast_prior(test.masks),
             "supervised_reference": lambda: self.reference_heatmaps(images, n, test.masks),
         }
-        methods = [m for m in self.config.methods if m != "supervised_reference" or self.config.reference]
+        methods = [m for m in self.config.methods if m != "supervised_reference" or self.reference]
         out = {}
         for method in tqdm(methods, desc="heatmaps", disable=not self.config.progress, leave=False):
             started = time.perf_counter()
@@ -348,6 +417,18 @@ class FactorStudy:
         return summary
 
 
+def read_mapper(path: Path, key: str, config: MapperConfig) -> ChannelMapper | None:
+    """The mapper saved at ``path`` if its key is ``key``, else None."""
+    if not path.is_file():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved.get("key") != key:
+        return None
+    mapper = ChannelMapper(saved["spatial"], saved["embed_dim"], config.hidden, config.dropout)
+    mapper.load_state_dict(saved["state"])
+    return mapper.eval()
+
+
 def best_times(runs: Mapping[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
     """Best-of-``repeats`` seconds of each run, the runs interleaved (a, b, a, b, ...) so that a
     slow spell of a shared machine hits all of them rather than one, which keeps ratios honest."""
@@ -369,7 +450,7 @@ def run(config: FactorConfig) -> dict[str, Any]:
     study = FactorStudy(config)
     if config.stage == "extract":
         study.extract()
-        return {"features": {s: len(study.features(s)) for s in (TRAIN, VALIDATION, TEST)}}
+        return {"features": {s: len(study.features(s)) for s in study.needed}}
     if config.stage == "train":
         study.mapper()
         return {"mapper": str(study.out / "mapper.pt")}
@@ -393,6 +474,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 raise FileNotFoundError(f"{flag} {path}: no such file")
         writable_dir(config.out, "--out")
         writable_dir(config.report_dir, "--report-dir")
+        if config.ship_to is not None:
+            if not uses_embedded(config.data):
+                raise ValueError("--ship-to: only mappers of the embedded set ship (no --data, no $MAMMO_INTERP_DATA)")
+            writable_dir(config.ship_to, "--ship-to")
     except (ValueError, OSError) as exc:
         raise SystemExit(f"python -m mammo_interp.factor: error: {exc}") from exc
     result = run(config)

@@ -19,13 +19,9 @@ to one training); a user's own ``--data`` without a checkpoint gets the recipe t
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import fcntl
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,10 +29,11 @@ from typing import Any
 
 import pandas as pd
 
+from models.cards import provenance
 from models.checkpoints import clip_from_checkpoint, load_checkpoint
 from models.cli import config_from_values, parse_config, run_main
 from models.data.datasets import ImageDataset
-from models.data.default import DATA_ENV, DEFAULT_SYNTH, cache_dir, default_data_root
+from models.data.default import DEFAULT_SYNTH, cache_dir, default_data_root, uses_embedded
 from models.data.sources import load_splits, preprocess_cache
 from models.data.synth import GENERATOR_VERSION, SynthConfig
 from models.io import save_json, save_torch
@@ -81,14 +78,6 @@ def shipped_card() -> dict[str, Any]:
     return json.loads((resources.files("models") / "weights" / CARD_FILE).read_text())
 
 
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def default_run_dir(data: str | Path | None = None, config: PretrainConfig | None = None) -> Path:
     """Where the recipe trained on ``data`` (None: the embedded synthetic set) is cached."""
     config = config or recipe_config()
@@ -128,7 +117,7 @@ def resolve_checkpoint(checkpoint: str | Path | None, data: str | Path | None = 
     Raises:
         FileNotFoundError: ``checkpoint`` is given but is not a file.
     """
-    if checkpoint is None and data is None and not os.environ.get(DATA_ENV):
+    if checkpoint is None and uses_embedded(data):
         return shipped_weights()
     if checkpoint is None or str(checkpoint) == RETRAIN:
         return train_default(data, progress=progress)
@@ -161,18 +150,6 @@ def check_set_table() -> pd.DataFrame:
     return pd.concat([splits.train, splits.validation, splits.test], ignore_index=True)
 
 
-def _commit() -> str | None:
-    """The git commit of the code (``+dirty`` with uncommitted changes to code or recipes; prose and
-    the weights being written do not count); None outside a checkout."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    try:
-        return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", "*.py", "pyproject.toml", "models/recipes") else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 @dataclass(frozen=True)
 class ShipConfig:
     out: str = field(default="runs/default_clip", metadata={"help": "training run folder (resumed)"})
@@ -192,22 +169,18 @@ def ship(config: ShipConfig) -> dict[str, Any]:
     weights = export_weights(best, Path(config.weights_dir) / WEIGHTS_FILE)
     card = {
         "model": "default mammo-interp CLIP (EfficientNet-Lite0 image encoder, frozen MiniLM-L6 text encoder)",
-        "command": "python -m models.default_model " + " ".join(sys.argv[1:]),
         "recipe": read_recipe(),
         "pretrain_config": pretrain_config.to_dict(),
         "generator_version": GENERATOR_VERSION,
         "data": {"synthetic": DEFAULT_SYNTH.to_dict(),
                  "images": {"train": len(splits.train), "validation": len(splits.validation),
                             "test": len(splits.test)}},
-        "commit": _commit(),
-        "created": datetime.date.today().isoformat(),
         "kept_epoch": int(kept["epoch"]) + 1,
         "epochs_trained": len(history),
         "validation": {k: float(kept[k]) for k in history.columns if k.startswith("val_")},
         "test_zero_shot_auroc": zero_shot_of(weights, splits.test, size),
         "check": {"synthetic": CHECK_SET.to_dict(), "zero_shot_auroc": zero_shot_of(weights, check_set_table(), size)},
-        "sha256": sha256(weights),
-        "bytes": weights.stat().st_size,
+        **provenance(weights, "models.default_model"),
     }
     save_json(Path(config.weights_dir) / CARD_FILE, card)
     return card

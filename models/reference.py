@@ -13,7 +13,9 @@ needs). Boxes are never read: training sees image labels only.
 findings, light augmentation (flips, gamma, contrast), selects the epoch on the validation AUROC
 of one finding (``--select-on``, default the first: Mass) or their mean (the test split is read once, at the
 end) and writes ``OUT/best.pt``, ``OUT/last.pt`` (``--resume`` continues it), ``OUT/metrics.csv``
-and test AUROC tables with bootstrap CIs.
+and test AUROC tables with bootstrap CIs. ``--ship-to models/weights`` also writes ``best.pt`` in
+fp16 (no training state) with a card: the reference every localization table on the embedded set
+then shows by default.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from importlib import resources
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,12 +38,17 @@ from tqdm.auto import tqdm
 
 import models  # noqa: F401 - runtime guard before torchvision/transformers
 from models.augment import augment
+from models.cards import provenance
 from models.checkpoints import CheckpointError, check_input_size, read_weights_file
 from models.cli import parse_config, run_main
 from models.data.datasets import ImageDataset
+from models.data import default
+from models.data.default import uses_embedded
 from models.data.reading import ReadOptions, read_options_field
 from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import TEST, load_splits, preprocess_cache
+from models.data.synth import GENERATOR_VERSION
+from models.default_model import CHECK_SET, check_set_table
 from models.encoders import ImageEncoder, ImageEncoderConfig
 from models.encoders.image import LogSumExpPool
 from models.io import save_json, save_torch
@@ -51,6 +59,8 @@ from models.training import MetricsHistory, channels_last, cosine_with_warmup, e
 
 POOLINGS = ("avg", "max", "lse")
 DEFAULT_FINDINGS = ("Mass", "Suspicious Calcification")
+WEIGHTS_FILE = "reference.pt"
+CARD_FILE = "reference.json"
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,9 @@ class ReferenceConfig:
     resume: bool = field(default=False, metadata={"help": "continue from OUT/last.pt"})
     out: str = field(default="runs/reference", metadata={"help": "run folder"})
     report_dir: str = field(default="reports/reference", metadata={"help": "where tables go"})
+    ship_to: str | None = field(default=None, metadata={
+        "help": f"also write best.pt in fp16 as {WEIGHTS_FILE} with its card {CARD_FILE} into this folder "
+                "(models/weights: the package's shipped reference; its test AUROCs are the shipped file's)"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
 
     def __post_init__(self) -> None:
@@ -300,6 +313,48 @@ def evaluate_reference(checkpoint: str | Path, config: ReferenceConfig) -> dict[
             for k, f in enumerate(trained.findings)}
 
 
+def shipped_reference() -> Path:
+    """The packaged fp16 supervised reference (trained on the embedded default set)."""
+    return Path(str(resources.files("models") / "weights" / WEIGHTS_FILE))
+
+
+def shipped_reference_card() -> dict[str, Any]:
+    return json.loads((resources.files("models") / "weights" / CARD_FILE).read_text())
+
+
+def export_reference(checkpoint: str | Path, folder: str | Path) -> Path:
+    """``checkpoint``'s weights in fp16 with its config, no training state: ``FOLDER/reference.pt``."""
+    model, config = load_reference(checkpoint)
+    return save_reference(Path(folder) / WEIGHTS_FILE, model.half(), config)
+
+
+def finding_aurocs(checkpoint: str | Path, table: pd.DataFrame) -> dict[str, float]:
+    """Per-finding AUROC (no CIs) of a reference on an image table."""
+    model, trained = load_reference(checkpoint)
+    data = _Images(ImageDataset(table, cache=preprocess_cache(tuple(trained.image_size))),
+                   finding_targets(table, trained.findings))
+    return per_finding_auroc(*predict(model, data, 32), trained.findings)
+
+
+def reference_card(shipped: Path, config: ReferenceConfig, results: dict[str, Estimate]) -> dict[str, Any]:
+    """The card of an exported reference: data, config, the kept epoch's validation row, the shipped
+    file's test AUROCs, on the embedded set also on the check set (a test regenerates it in seconds
+    and compares), and its provenance."""
+    history = pd.read_csv(Path(config.out) / "metrics.csv")
+    kept = history.loc[history[selection_column(config)].idxmax()]
+    if uses_embedded(config.data):
+        data = {"synthetic": default.DEFAULT_SYNTH.to_dict(), "generator_version": GENERATOR_VERSION}
+        check = {"check": {"synthetic": CHECK_SET.to_dict(), "auroc": finding_aurocs(shipped, check_set_table())}}
+    else:
+        data, check = {"folder": str(config.data)}, {}
+    return {"model": "supervised reference (EfficientNet-Lite0, 1x1-conv finding head; image-level labels, no boxes)",
+            "reference_config": config.to_dict(), "data": data, "kept_epoch": int(kept["epoch"]) + 1,
+            "epochs_trained": len(history),
+            "validation": {k: float(v) for k, v in kept.items() if k.startswith("val_")},
+            "test_auroc": {name: asdict(estimate) for name, estimate in results.items()}, **check,
+            **provenance(shipped, "models.reference")}
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     config = parse_config(
         ReferenceConfig, argv, "python -m models.reference",
@@ -307,7 +362,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         "boxes) and write its test AUROC with bootstrap CIs to REPORT_DIR.",
     )
     best = train_reference(config)
-    results = {"supervised reference": evaluate_reference(best, config)}
+    scored = export_reference(best, config.ship_to) if config.ship_to else best
+    results = {"supervised reference": evaluate_reference(scored, config)}
+    if config.ship_to:
+        save_json(Path(config.ship_to) / CARD_FILE, reference_card(scored, config, results["supervised reference"]))
     stem = Path(config.report_dir) / "reference"
     table = ci_frame(results, row_label="model")
     write_table(table, stem,
@@ -318,7 +376,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     save_json(Path(config.out) / "test.json", {"config": config.to_dict(), "results":
                                                ci_long_frame(results, row_label="model").to_dict(orient="records")})
     print(table.to_string(index=False))
-    print(f"wrote {stem}.{{md,csv,tex}}, {best} and {Path(config.out) / 'test.json'}")
+    print(f"wrote {stem}.{{md,csv,tex}}, {scored} and {Path(config.out) / 'test.json'}")
     return table
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Location: ``$MAMMO_INTERP_DATA`` if set (a dataset root, synthetic or real), else
 ``$MAMMO_INTERP_CACHE`` (default ``$XDG_CACHE_HOME/mammo-interp`` or ``~/.cache/mammo-interp``)
 ``/synthetic-v<version>-n<studies>-s<seed>-h<height>``. A cache entry is complete only once its
-``metadata.json`` exists (the generator renames a finished staging directory into place).
+``metadata.json`` exists (the generator renames a finished staging directory into place). A subset
+of a set's studies (an evaluation that reads only the validation and test splits) is cached beside
+it under the set's name plus ``-<k>of<n>-<hash of the indices>``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 from models.data.schema import METADATA_JSON
@@ -32,20 +35,39 @@ def cache_dir() -> Path:
     return base / "mammo-interp"
 
 
-def synthetic_cache_path(config: SynthConfig = DEFAULT_SYNTH) -> Path:
+def _short_hash(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def synthetic_cache_path(config: SynthConfig | None = None, studies: Collection[int] | None = None) -> Path:
+    """Cache folder of ``config``'s set (default :data:`DEFAULT_SYNTH`), or of a subset of its studies."""
+    config = config or DEFAULT_SYNTH
     name = f"synthetic-v{GENERATOR_VERSION}-n{config.n_studies}-s{config.seed}-h{config.image_height}"
     if config != SynthConfig(n_studies=config.n_studies, seed=config.seed, image_height=config.image_height):
-        digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
-        name += f"-d{config.difficulty:g}-{digest}"
+        name += f"-d{config.difficulty:g}-{_short_hash(config.to_dict())}"
+    if studies is not None:
+        chosen = sorted(int(i) for i in studies)
+        name += f"-{len(chosen)}of{config.n_studies}-{_short_hash(chosen)}"
     return cache_dir() / name
 
 
-def default_data_root(data: str | Path | None = None, config: SynthConfig = DEFAULT_SYNTH,
-                      progress: bool = True) -> Path:
+def uses_embedded(data: str | Path | None) -> bool:
+    """Whether a command given ``--data data`` reads the embedded synthetic set."""
+    return data is None and not os.environ.get(DATA_ENV)
+
+
+def is_complete(root: Path) -> bool:
+    """Whether a cached synthetic set finished generating."""
+    return (root / METADATA_JSON).is_file()
+
+
+def default_data_root(data: str | Path | None = None, config: SynthConfig | None = None,
+                      progress: bool = True, studies: Collection[int] | None = None) -> Path:
     """The dataset every command uses unless told otherwise.
 
     ``data`` (a ``--data`` flag) wins, then ``$MAMMO_INTERP_DATA``; both must already exist. Otherwise
-    the synthetic dataset for ``config`` is generated into the cache on first use and reused.
+    the synthetic dataset for ``config`` (default :data:`DEFAULT_SYNTH`), or only its ``studies``, is
+    generated into the cache on first use and reused.
     """
     chosen = data or os.environ.get(DATA_ENV)
     if chosen:
@@ -54,13 +76,14 @@ def default_data_root(data: str | Path | None = None, config: SynthConfig = DEFA
             source = "--data" if data else f"${DATA_ENV}"
             raise FileNotFoundError(f"{source} points to {root}, which is not a directory")
         return root
-    root = synthetic_cache_path(config)
-    if (root / METADATA_JSON).is_file():
+    config = config or DEFAULT_SYNTH
+    root = synthetic_cache_path(config, studies)
+    if is_complete(root):
         return root
     try:
-        generate_dataset(root, config, overwrite=root.exists(), progress=progress)
+        generate_dataset(root, config, overwrite=root.exists(), progress=progress, studies=studies)
     except OSError:
         # Another process finished the same dataset first.
-        if not (root / METADATA_JSON).is_file():
+        if not is_complete(root):
             raise
     return root

@@ -4,6 +4,7 @@ up the preprocessing cache, so every command (pretrain, fine-tune, FActOR) reads
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,15 +13,18 @@ import pandas as pd
 
 from models.data import schema
 from models.data.cache import PreprocessCache
+from models.data import default
 from models.data.default import cache_dir, default_data_root
 from models.data.errors import DataError
 from models.data.preprocess import PreprocessConfig
 from models.data.reading import ReadOptions
 from models.data.rsna import read_rsna
+from models.data.synth import study_plan
 from models.data.tables import VALIDATION_SPLIT, with_validation_split
 from models.data.vindr import read_vindr
 
 TRAIN, VALIDATION, TEST = "training", VALIDATION_SPLIT, "test"
+SPLITS = (TRAIN, VALIDATION, TEST)
 RSNA_TRAIN_CSV = "train.csv"
 
 
@@ -51,24 +55,47 @@ class Splits:
 
 
 def load_splits(data: str | Path | None = None, validation_fraction: float = 0.1,
-                seed: int = 0, progress: bool = True, reading: ReadOptions = ReadOptions()) -> Splits:
+                seed: int = 0, progress: bool = True, reading: ReadOptions = ReadOptions(),
+                needed: Collection[str] = SPLITS) -> Splits:
     """Read ``data`` (default: the embedded synthetic set, generated on first use, with a progress
     bar when ``progress``) into splits; ``reading`` says how real-data quirks are met.
 
-    Datasets without a test split (RSNA) get one carved from training like validation.
+    Datasets without a test split (RSNA) get one carved from training like validation. ``needed``:
+    the splits the caller reads. On the embedded set, when training is not among them and the whole
+    set is not cached yet, only the needed splits' studies are generated (the same studies, bytes and
+    split membership as in the whole set) and the other splits come back empty.
     """
-    root = default_data_root(data, progress=progress)
-    table = read_table(root, reading)
-    if not (table["split"] == TEST).any():
-        table = with_validation_split(table, validation_fraction, seed + 1, name=TEST)
-    table = with_validation_split(table, validation_fraction, seed)
-    parts = {name: table[table["split"] == name].reset_index(drop=True)
-             for name in (TRAIN, VALIDATION, TEST)}
-    empty = [name for name, part in parts.items() if part.empty]
+    plan = _evaluation_plan(data, validation_fraction, seed, needed)
+    if plan is None:
+        root = default_data_root(data, progress=progress)
+        table = read_table(root, reading)
+        if not (table["split"] == TEST).any():
+            table = with_validation_split(table, validation_fraction, seed + 1, name=TEST)
+        table = with_validation_split(table, validation_fraction, seed)
+    else:
+        root = default_data_root(None, progress=progress, studies=plan["index"].tolist())
+        table = read_table(root, reading)
+        table["split"] = table["study_id"].map(plan.set_index("study_id")["split"])
+    parts = {name: table[table["split"] == name].reset_index(drop=True) for name in SPLITS}
+    empty = [name for name, part in parts.items() if part.empty and name in needed]
     if empty:
         raise DataError(root, f"splits {empty} are empty ({len(table)} images in all)",
                         "enough studies for training, validation and test")
     return Splits(root, parts[TRAIN], parts[VALIDATION], parts[TEST])
+
+
+def _evaluation_plan(data: str | Path | None, validation_fraction: float, seed: int,
+                     needed: Collection[str]) -> pd.DataFrame | None:
+    """The embedded set's studies of the ``needed`` splits with their splits (validation carved
+    exactly as from the whole set: the carve ranks training studies by id), when only those need
+    generating; None when the whole set is read."""
+    unknown = sorted(set(needed) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"unknown splits {unknown}; valid: {list(SPLITS)}")
+    if TRAIN in needed or not default.uses_embedded(data) or default.is_complete(default.synthetic_cache_path()):
+        return None
+    plan = with_validation_split(study_plan(default.DEFAULT_SYNTH), validation_fraction, seed)
+    return plan[plan["split"].isin(needed)]
 
 
 def preprocess_cache(size: tuple[int, int], **options: object) -> PreprocessCache:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import time
 
@@ -11,8 +13,12 @@ import torch
 
 from mammo_interp import factor
 from mammo_interp.features import FeatureSet, breast_mask
+from models import default_model
+from models.cards import sha256
+from models.data import default
 from models.data.errors import DataError
 from models.data.reading import DataQuirkWarning, ReadOptions
+from models.data.synth import SynthConfig
 from models.reference import ReferenceConfig, build_model, save_reference
 
 
@@ -22,7 +28,8 @@ def cache(tmp_path, monkeypatch):
     return tmp_path
 
 
-# With these split settings every split of the tiny_masses dataset has mass boxes.
+# With these split settings every split of the tiny_masses dataset (this config) has mass boxes.
+TINY_MASSES = SynthConfig(n_studies=20, seed=3, image_height=256)
 TINY_SPLIT = {"validation_fraction": 0.2, "seed": 1}
 
 
@@ -203,3 +210,58 @@ def test_best_times_interleaves_runs_and_keeps_each_ones_fastest():
     seconds = factor.best_times({"a": run("a"), "b": run("b")}, repeats=2)
     assert calls == ["a", "b", "a", "b"]
     assert seconds["a"] < 0.015 and seconds["b"] < 0.015
+
+
+def test_a_shipped_mapper_is_used_on_the_embedded_set_which_then_generates_only_evaluation_studies(
+        tiny_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.delenv("MAMMO_INTERP_DATA", raising=False)
+    monkeypatch.setattr(default, "DEFAULT_SYNTH", TINY_MASSES)
+    monkeypatch.setattr(factor, "MAPPER_DIR", tmp_path / "shipped")
+    monkeypatch.setattr(factor, "shipped_reference", lambda: tmp_path / "no-reference.pt")
+    common = ["--attribute", "mass", "--checkpoint", str(tiny_checkpoint), "--image-size", "128", "80",
+              "--no-progress", "--validation-fraction", str(TINY_SPLIT["validation_fraction"]),
+              "--seed", str(TINY_SPLIT["seed"]), "--mapper-epochs", "2"]
+    monkeypatch.setenv("MAMMO_INTERP_CACHE", str(tmp_path / "cache-a"))
+    factor.main([*common, "--out", str(tmp_path / "a"), "--stage", "train", "--ship-to", str(tmp_path / "shipped")])
+    shipped = tmp_path / "shipped" / "factor_mass_head.pt"
+    card = json.loads((tmp_path / "shipped" / factor.MAPPER_CARD).read_text())["factor_mass_head.pt"]
+    assert card["sha256"] == sha256(shipped) and card["checkpoint_sha256"] == sha256(tiny_checkpoint)
+    assert card["command"].startswith("python -m mammo_interp.factor") and card["history"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the shipped mapper should have been used")
+
+    monkeypatch.setattr(factor, "train_mapper", no_training)
+    monkeypatch.setenv("MAMMO_INTERP_CACHE", str(tmp_path / "cache-b"))  # a fresh machine
+    config = factor.FactorConfig(checkpoint=str(tiny_checkpoint), image_size=(128, 80), progress=False,
+                                 out=str(tmp_path / "b"), report_dir=str(tmp_path / "reports"),
+                                 validation_fraction=TINY_SPLIT["validation_fraction"], seed=TINY_SPLIT["seed"],
+                                 mapper=factor.MapperConfig(epochs=2), n_boot=20, figure_cases=2,
+                                 methods=("factor", "breast_prior"))
+    study = factor.FactorStudy(config)
+    assert study.packaged is not None and study.splits.train.empty and not study.splits.test.empty
+    trained = factor.read_mapper(tmp_path / "a" / "mass_head" / "mapper.pt",
+                                 torch.load(tmp_path / "a" / "mass_head" / "mapper.pt", weights_only=True)["key"],
+                                 config.mapper)
+    for name, value in trained.state_dict().items():
+        assert torch.equal(value, study.mapper().state_dict()[name]), name
+    assert set(study.evaluate()["results"]) == {"FActOR top-k", "breast prior"}
+    # another mapper setting has no shipped match: the study trains, so it reads the training split
+    other = factor.FactorStudy(dataclasses.replace(config, mapper=factor.MapperConfig(epochs=2, hidden=16)))
+    assert other.packaged is None and not other.splits.train.empty
+
+
+def test_ship_to_refuses_user_data(tiny_masses, tmp_path):
+    with pytest.raises(SystemExit, match="--ship-to: only mappers of the embedded set"):
+        factor.main(["--data", str(tiny_masses), "--ship-to", str(tmp_path)])
+
+
+def test_shipped_mappers_match_their_card_and_the_shipped_model():
+    cards = json.loads((factor.MAPPER_DIR / factor.MAPPER_CARD).read_text())
+    assert {"factor_mass_head.pt", "factor_suspicious_calcification_head.pt"} <= set(cards)
+    clip = default_model.shipped_weights()
+    for name, card in cards.items():
+        path = factor.MAPPER_DIR / name
+        assert sha256(path) == card["sha256"] and path.stat().st_size == card["bytes"], name
+        assert card["checkpoint_sha256"] == sha256(clip) and card["data"] == json.loads(
+            json.dumps(default.DEFAULT_SYNTH.to_dict())), name

@@ -3,6 +3,7 @@ writes its checkpoints, resumes to the uninterrupted result and learns a planted
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -14,8 +15,9 @@ import torch
 from models.encoders import ImageEncoder, ImageEncoderConfig
 import models.reference as reference_module
 from models.augment import augment
-from models.reference import (FindingClassifier, ReferenceConfig, load_reference, main, read_reference,
-                              selection_column, train_reference)
+from models.cards import sha256
+from models.reference import (FindingClassifier, ReferenceConfig, evaluate_reference, load_reference, main,
+                              read_reference, selection_column, train_reference)
 from models.sampling import balanced_order, finding_targets
 
 
@@ -181,3 +183,25 @@ def test_lse_head_learns_a_planted_blob(encoder, one_torch_thread):
     from models.metrics import auroc
     assert auroc(labels[:, 0].numpy(), scores.numpy()) > 0.9
     assert math.isfinite(float(loss.detach()))
+
+
+def test_ship_to_writes_an_fp16_reference_whose_card_matches_the_file(tiny_masses, tmp_path, one_torch_thread):
+    out, shipped = tmp_path / "run", tmp_path / "weights"
+    main(["--data", str(tiny_masses), "--out", str(out), "--report-dir", str(out / "reports"),
+          "--image-size", "128", "80", "--epochs", "1", "--batch-size", "4", "--findings", "Mass",
+          "--validation-fraction", "0.2", "--seed", "1", "--n-boot", "20", "--no-progress",
+          "--ship-to", str(shipped)])
+    weights = shipped / reference_module.WEIGHTS_FILE
+    card = json.loads((shipped / reference_module.CARD_FILE).read_text())
+    assert card["sha256"] == sha256(weights) and card["bytes"] == weights.stat().st_size
+    assert card["data"] == {"folder": str(tiny_masses)} and card["kept_epoch"] == 1
+    assert weights.stat().st_size < 0.6 * (out / "best.pt").stat().st_size  # fp16, no optimizer state
+    floats = [v for v in read_reference(weights)["model"].values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    model, config = load_reference(weights)
+    rescored = evaluate_reference(weights, config)["Mass AUROC"].value
+    assert card["test_auroc"]["Mass AUROC"]["value"] == pytest.approx(rescored)
+    full, _ = load_reference(out / "best.pt")
+    images = torch.rand(2, 1, 128, 80, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model(images), full(images), atol=0.02)

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 import models.default_model as default_model
+import models.reference as reference
+from models.cards import sha256
 from models.checkpoints import load_checkpoint, load_clip
 from models.data.synth import GENERATOR_VERSION
 
@@ -36,7 +38,7 @@ def test_export_keeps_the_model_in_fp16_without_training_state(tiny_checkpoint, 
 def test_shipped_weights_match_their_card():
     card = default_model.shipped_card()
     weights = default_model.shipped_weights()
-    assert default_model.sha256(weights) == card["sha256"] and weights.stat().st_size == card["bytes"]
+    assert sha256(weights) == card["sha256"] and weights.stat().st_size == card["bytes"]
     assert weights.stat().st_size < 20e6  # the frozen stock text encoder is not stored
     assert card["generator_version"] == GENERATOR_VERSION
     assert card["data"]["synthetic"] == _as_json(default_model.DEFAULT_SYNTH.to_dict())
@@ -46,13 +48,24 @@ def test_shipped_weights_match_their_card():
     assert dataclasses.replace(load_clip(weights).config.image, weights=recipe.weights) == recipe
 
 
-def test_card_zero_shot_mass_auroc_reproduces_from_the_shipped_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("MAMMO_INTERP_CACHE", str(tmp_path))
+@pytest.fixture(scope="module")
+def check_set_cache(tmp_path_factory):
+    """One cache for the check set, shared by the tests that regenerate it."""
+    return tmp_path_factory.mktemp("check_cache")
+
+
+@pytest.fixture()
+def check_set(check_set_cache, monkeypatch):
+    monkeypatch.setenv("MAMMO_INTERP_CACHE", str(check_set_cache))
     monkeypatch.delenv("MAMMO_INTERP_DATA", raising=False)
+    return default_model.check_set_table()
+
+
+def test_card_zero_shot_mass_auroc_reproduces_from_the_shipped_file(check_set):
     card = default_model.shipped_card()
     assert card["check"]["synthetic"] == _as_json(default_model.CHECK_SET.to_dict())
     size = tuple(card["pretrain_config"]["image_size"])
-    scores = default_model.zero_shot_of(default_model.shipped_weights(), default_model.check_set_table(), size)
+    scores = default_model.zero_shot_of(default_model.shipped_weights(), check_set, size)
     assert scores["mass"] == pytest.approx(card["check"]["zero_shot_auroc"]["mass"], abs=0.01)
     assert scores["mass"] > 0.75  # a model that sees masses, not the lesion-blind chance level
 
@@ -68,7 +81,19 @@ def test_ship_trains_the_recipe_and_writes_weights_and_card(tiny_masses, tmp_pat
     card = _as_json(default_model.ship(config))
     weights = tmp_path / "weights" / default_model.WEIGHTS_FILE
     assert json.loads((tmp_path / "weights" / default_model.CARD_FILE).read_text()) == card
-    assert card["sha256"] == default_model.sha256(weights) and card["kept_epoch"] == 1
+    assert card["sha256"] == sha256(weights) and card["kept_epoch"] == 1
     assert card["pretrain_config"]["image_size"] == [64, 40] and card["recipe"] == recipe
     assert set(card["test_zero_shot_auroc"]) == {"mass", "calcification", "architectural_distortion", "density"}
     assert card["validation"]["val_loss"] > 0
+
+
+def test_shipped_reference_matches_its_card_and_its_check_set_auroc_reproduces(check_set):
+    card = reference.shipped_reference_card()
+    weights = reference.shipped_reference()
+    assert sha256(weights) == card["sha256"] and weights.stat().st_size == card["bytes"] < 20e6
+    assert card["data"]["synthetic"] == _as_json(default_model.DEFAULT_SYNTH.to_dict())
+    assert card["check"]["synthetic"] == _as_json(default_model.CHECK_SET.to_dict())
+    scores = reference.finding_aurocs(weights, check_set)
+    for finding, value in card["check"]["auroc"].items():
+        assert scores[finding] == pytest.approx(value, abs=0.01), finding
+    assert scores["Mass"] > 0.8  # the ceiling sees masses

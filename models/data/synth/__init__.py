@@ -5,6 +5,6 @@
 """
 
 from models.data.synth.config import GENERATOR_VERSION, SynthConfig
-from models.data.synth.writer import generate_dataset
+from models.data.synth.writer import generate_dataset, study_plan
 
-__all__ = ["GENERATOR_VERSION", "SynthConfig", "generate_dataset"]
+__all__ = ["GENERATOR_VERSION", "SynthConfig", "generate_dataset", "study_plan"]

@@ -5,7 +5,8 @@
 malignancy per box), ``reports.csv`` and ``metadata.json``. Every study draws from its own seeded
 stream, so the output is identical for a seed whatever the number of worker processes, and the
 dataset is written under a temporary name and renamed at the end: an interrupted run leaves nothing
-that looks complete.
+that looks complete. For the same reason any subset of a dataset's studies can be written on its own
+(``studies=``), byte for byte as in the whole dataset: an evaluation needs only its splits' studies.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -49,13 +51,18 @@ def _image_size(rng: np.random.Generator, height: int) -> tuple[int, int]:
     return int(round(height * 2812 / 3518)), int(round(height * 2012 / 3518))
 
 
+def _identity_stream(config: SynthConfig, index: int) -> tuple[np.random.Generator, str]:
+    """Study ``index``'s identity stream and its study id, the stream's first draw."""
+    rng = np.random.default_rng([config.seed, index, 7])
+    return rng, _hex_id(rng)
+
+
 def generate_study(index: int, config: SynthConfig, split: str,
                    image_dir: Path) -> tuple[list[dict], list[dict], list[dict], dict]:
     """Render and write one study; return its breast-level, finding and lesion rows, and its report."""
     root = (config.seed, index)
-    rng = np.random.default_rng([*root, 7])
+    rng, study_id = _identity_stream(config, index)
     study = sample_study(np.random.default_rng([*root, 1]), index, config)
-    study_id = _hex_id(rng)
     height, width = _image_size(rng, config.image_height)
     photometric = "MONOCHROME1" if rng.random() < config.monochrome1_fraction else "MONOCHROME2"
     compression = "jpeg2000" if rng.random() < config.jpeg2000_fraction else "none"
@@ -117,13 +124,22 @@ def _splits(config: SynthConfig) -> list[str]:
     return ["test" if i in test else "training" for i in range(config.n_studies)]
 
 
+def study_plan(config: SynthConfig) -> pd.DataFrame:
+    """``index``, ``study_id`` and ``split`` of every study of ``config``'s dataset, without rendering
+    anything (milliseconds for thousands of studies)."""
+    return pd.DataFrame([{"index": i, "study_id": _identity_stream(config, i)[1], "split": split}
+                         for i, split in enumerate(_splits(config))])
+
+
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     frame.to_csv(path, index=False, float_format="%.2f")
 
 
 def generate_dataset(out: str | Path, config: SynthConfig = SynthConfig(), workers: int | None = None,
-                     overwrite: bool = False, progress: bool = True) -> Path:
-    """Generate a synthetic dataset into ``out``; returns ``out``.
+                     overwrite: bool = False, progress: bool = True,
+                     studies: Collection[int] | None = None) -> Path:
+    """Generate a synthetic dataset into ``out``; returns ``out``. ``studies``: write only these study
+    indices (of :func:`study_plan`), each exactly as in the whole dataset; default all.
 
     Raises:
         FileExistsError: ``out`` exists and is not empty, unless ``overwrite``.
@@ -136,7 +152,9 @@ def generate_dataset(out: str | Path, config: SynthConfig = SynthConfig(), worke
     started = time.perf_counter()
     try:
         image_dir = staging / schema.IMAGES_DIR
-        jobs = [(i, config, split, image_dir) for i, split in enumerate(_splits(config))]
+        wanted = None if studies is None else set(studies)
+        jobs = [(i, config, split, image_dir) for i, split in enumerate(_splits(config))
+                if wanted is None or i in wanted]
         workers = workers or min(len(jobs), os.cpu_count() or 1)
         bar = tqdm(total=len(jobs), desc="synthesizing studies", unit="study", disable=not progress)
         if workers > 1:
@@ -164,6 +182,7 @@ def generate_dataset(out: str | Path, config: SynthConfig = SynthConfig(), worke
             "generator_version": GENERATOR_VERSION,
             "seed": config.seed,
             "config": config.to_dict(),
+            **({"studies": sorted(int(i) for i in studies)} if studies is not None else {}),
             "n_images": len(breast),
             "n_boxes": int(finding["xmin"].notna().sum()),
             "seconds": round(time.perf_counter() - started, 2),
