@@ -7,7 +7,8 @@ split: images with the finding give hits and misses, images without it give fals
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,15 +55,25 @@ def localize(heatmaps: torch.Tensor, features: FeatureSet, category_index: int,
             for h, m, truth in zip(heatmaps, features.masks, truths)]
 
 
-def evaluate_methods(heatmaps: Mapping[str, torch.Tensor], features: FeatureSet, category_index: int,
-                     rule: BoxRule, n_boot: int = 1000, seed: int = 0,
+def evaluate_methods(heatmaps: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
+                     features: FeatureSet, category_index: int, rule: BoxRule, n_boot: int = 1000, seed: int = 0,
+                     keep: Sequence[int] | None = None,
                      ) -> tuple[dict[str, dict[str, Estimate]], dict[str, list[ImageLocalization]]]:
-    """Metrics with bootstrap CIs per method (same images, same resamples), and the boxes."""
+    """Metrics with bootstrap CIs per method (same images, same resamples), and the boxes.
+
+    ``heatmaps``: method -> ``(N, H, W)`` maps, or ``(method, maps)`` pairs made one at a time (then
+    only one method's maps are held at once); ``keep``: the images whose localizations are returned
+    (their heatmaps copied, so a method's maps can be freed), default all.
+    """
+    pairs = heatmaps.items() if isinstance(heatmaps, Mapping) else heatmaps
     results, localized = {}, {}
-    for name, maps in heatmaps.items():
-        localized[name] = localize(maps, features, category_index, rule)
-        metrics = localization_metrics(localized[name], n_boot=n_boot, seed=seed)
+    for name, maps in pairs:
+        items = localize(maps, features, category_index, rule)
+        metrics = localization_metrics(items, n_boot=n_boot, seed=seed)
         results[name] = {METRIC_LABELS[k]: metrics[k] for k in METRIC_LABELS if k in metrics}
+        localized[name] = items if keep is None else [
+            dataclasses.replace(items[i], heatmap=items[i].heatmap.copy()) for i in keep]
+        del maps, items  # before the next method's maps are made
     return results, localized
 
 
