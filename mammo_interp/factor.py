@@ -183,7 +183,7 @@ class FactorStudy:
         self.needed = (VALIDATION, TEST) if self.packaged is not None else SPLITS
         self.splits: Splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress,
                                           config.reading, needed=self.needed)
-        reference = config.reference or self._shipped_reference()
+        reference = config.reference or shipped_reference_for(self.category, self.image_size, config.data)
         self.reference = self._load_reference(reference) if reference else None
         self._features: dict[str, FeatureSet] = {}
         self.seconds: dict[str, float] = {}  # wall time per step, for the run summary
@@ -198,18 +198,6 @@ class FactorStudy:
             raise DataError(path, f"the reference was trained at {list(trained.image_size)}",
                             f"the study's input size {list(self.image_size)}")
         return reference, trained
-
-    def _shipped_reference(self) -> Path | None:
-        """The packaged reference, on the embedded set it was trained on, when it predicts this
-        study's finding at its input size."""
-        path = shipped_reference()
-        if not uses_embedded(self.config.data) or not path.is_file():
-            return None
-        card = shipped_reference_card()
-        trained = card["reference_config"]
-        fits = (card["data"].get("synthetic") == default.DEFAULT_SYNTH.to_dict()
-                and self.category in trained["findings"] and list(trained["image_size"]) == list(self.image_size))
-        return path if fits else None
 
     def _embedded_mapper_key(self) -> str:
         """What a shipped mapper must match: the same inputs as :meth:`_mapper_key`, with the
@@ -416,6 +404,19 @@ class FactorStudy:
                    "files": [str(p) for p in written]}
         save_json(self.out / "summary.json", summary)
         return summary
+
+
+def shipped_reference_for(category: str, image_size: tuple[int, ...], data: str | None) -> Path | None:
+    """The packaged supervised reference, for a study on the embedded set it was trained on, when it
+    predicts ``category`` at ``image_size``; else None."""
+    path = shipped_reference()
+    if not uses_embedded(data) or not path.is_file():
+        return None
+    card = shipped_reference_card()
+    trained = card["reference_config"]
+    fits = (card["data"].get("synthetic") == json.loads(json.dumps(default.DEFAULT_SYNTH.to_dict()))
+            and category in trained["findings"] and list(trained["image_size"]) == list(image_size))
+    return path if fits else None
 
 
 def read_mapper(path: Path, key: str, config: MapperConfig) -> ChannelMapper | None:

@@ -265,3 +265,15 @@ def test_shipped_mappers_match_their_card_and_the_shipped_model():
         assert sha256(path) == card["sha256"] and path.stat().st_size == card["bytes"], name
         assert card["checkpoint_sha256"] == sha256(clip) and card["data"] == json.loads(
             json.dumps(default.DEFAULT_SYNTH.to_dict())), name
+
+
+def test_the_shipped_reference_is_the_default_only_where_it_fits(monkeypatch):
+    monkeypatch.delenv("MAMMO_INTERP_DATA", raising=False)
+    shipped = factor.shipped_reference()
+    assert factor.shipped_reference_for("Mass", (256, 160), None) == shipped
+    assert factor.shipped_reference_for("Suspicious Calcification", (256, 160), None) == shipped
+    assert factor.shipped_reference_for("Architectural Distortion", (256, 160), None) is None
+    assert factor.shipped_reference_for("Mass", (512, 320), None) is None
+    assert factor.shipped_reference_for("Mass", (256, 160), "/data/vindr") is None
+    monkeypatch.setenv("MAMMO_INTERP_DATA", "/data/vindr")
+    assert factor.shipped_reference_for("Mass", (256, 160), None) is None
