@@ -108,7 +108,7 @@ def overlay_figure(images: Sequence[np.ndarray], localized: Mapping[str, Sequenc
     predicted boxes (dashed, white). Saved as PNG and PDF."""
     methods = list(localized)
     fig, axes = plt.subplots(len(cases), len(methods), figsize=(1.55 * len(methods), 2.3 * len(cases)),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")  # keeps the suptitle off the column titles
     for row, (case, image) in enumerate(zip(cases, images)):
         for col, method in enumerate(methods):
             item = localized[method][case]
@@ -125,5 +125,4 @@ def overlay_figure(images: Sequence[np.ndarray], localized: Mapping[str, Sequenc
                 ax.set_ylabel(titles[row], fontsize=6)
     fig.suptitle(f"{category}: ground truth solid, predicted boxes dashed; heatmap in the breast",
                  fontsize=7)
-    fig.tight_layout(pad=0.3)
     return save_figure(fig, path)

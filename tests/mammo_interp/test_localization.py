@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mammo_interp import localization
 from mammo_interp.boxes import boxes_mask
 from mammo_interp.features import FeatureSet
 from mammo_interp.localization import BoxRule, evaluate_methods, predictions_frame
+from mammo_interp.metrics import ImageLocalization
 from models.data.preprocess import GeometricTransform
 
 
@@ -39,3 +41,18 @@ def test_a_heatmap_equal_to_the_boxes_hits_every_box_and_a_flat_one_none():
     assert list(frame["image_id"]) == ["a", "b"]
     # Original pixels are twice the preprocessed ones here.
     assert np.allclose(frame.loc[0, ["orig_xmin", "orig_ymin", "orig_xmax", "orig_ymax"]].astype(float), [20, 24, 40, 44])
+
+
+def test_overlay_figure_keeps_its_title_clear_of_the_column_titles(monkeypatch):
+    figures = []
+    monkeypatch.setattr(localization, "save_figure", lambda fig, path: figures.append(fig) or [])
+    item = ImageLocalization(np.array([[10, 10, 40, 40, 1.0]]), np.array([[12, 12, 42, 42]]), np.ones((64, 40)))
+    methods = ["FActOR top-k", "Integrated Gradients", "supervised reference (Grad-CAM)"]
+    localization.overlay_figure([np.zeros((64, 40))], {m: [item] for m in methods}, [0], ["case"], "unused", "Mass")
+    fig = figures[0]
+    fig.canvas.draw()  # layout happens at draw time, as when the figure is saved
+    renderer = fig.canvas.get_renderer()
+    title = fig._suptitle.get_window_extent(renderer)
+    for ax in fig.axes:
+        assert not title.overlaps(ax.title.get_window_extent(renderer)), ax.get_title()
+        assert not title.overlaps(ax.get_window_extent(renderer))
