@@ -170,6 +170,9 @@ class FactorStudy:
         self.config = config
         self.category = attribute_category(config.attribute)
         self.category_index = FINDING_CATEGORIES.index(self.category)
+        # a user's data is read (and any problem reported) before a model loads; only the embedded
+        # set waits, since a shipped mapper decides which of its splits are needed
+        user_splits = None if uses_embedded(config.data) else self._load_splits(SPLITS)
         self.checkpoint = resolve_checkpoint(config.checkpoint, config.data, config.progress)
         payload = load_checkpoint(self.checkpoint)
         self.model = clip_from_checkpoint(payload, str(self.checkpoint), config.text_encoder).eval()
@@ -181,12 +184,16 @@ class FactorStudy:
         self.out = Path(config.out) / f"{self.slug}_{self.layer.replace('.', '')}"
         self.packaged = None if config.ship_to else self._packaged_mapper()
         self.needed = (VALIDATION, TEST) if self.packaged is not None else SPLITS
-        self.splits: Splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress,
-                                          config.reading, needed=self.needed)
+        self.splits: Splits = user_splits or self._load_splits(self.needed)
         reference = config.reference or shipped_reference_for(self.category, self.image_size, config.data)
         self.reference = self._load_reference(reference) if reference else None
         self._features: dict[str, FeatureSet] = {}
         self.seconds: dict[str, float] = {}  # wall time per step, for the run summary
+
+    def _load_splits(self, needed: tuple[str, ...]) -> Splits:
+        config = self.config
+        return load_splits(config.data, config.validation_fraction, config.seed, config.progress, config.reading,
+                           needed=needed)
 
     def _load_reference(self, path: str | Path):
         """The supervised reference and its config, checked against this study before any work."""
