@@ -19,6 +19,7 @@ left on disk:
 
 from __future__ import annotations
 
+import functools
 import json
 import resource
 import time
@@ -209,7 +210,7 @@ class FactorStudy:
     def _embedded_mapper_key(self) -> str:
         """What a shipped mapper must match: the same inputs as :meth:`_mapper_key`, with the
         embedded set named by its generator config instead of its (machine-specific) tables."""
-        return digest({"checkpoint_sha256": sha256(self.checkpoint), "text_encoder": self.config.text_encoder,
+        return digest({"checkpoint_sha256": self.checkpoint_sha256, "text_encoder": self.config.text_encoder,
                        "layer": self.layer, "image_size": list(self.image_size),
                        "mapper": asdict(self.config.mapper), "attribute": self.category,
                        "sentences": attribute_sentences(self.config.attribute), "seed": self.config.seed,
@@ -217,15 +218,21 @@ class FactorStudy:
                        "reading": asdict(self.config.reading), "generator": GENERATOR_VERSION,
                        "data": default.DEFAULT_SYNTH.to_dict()})
 
+    @functools.cached_property
+    def checkpoint_sha256(self) -> str:
+        return sha256(self.checkpoint)
+
     @property
     def mapper_file(self) -> str:
         return f"factor_{self.out.name}.pt"
 
     def _packaged_mapper(self) -> ChannelMapper | None:
-        """The mapper shipped in the package for this study, if it is on the embedded set and matches."""
-        if not uses_embedded(self.config.data):
+        """The mapper shipped in the package for this study, if it is on the embedded set and matches
+        (the checkpoint is hashed only when such a file exists)."""
+        path = MAPPER_DIR / self.mapper_file
+        if not uses_embedded(self.config.data) or not path.is_file():
             return None
-        return read_mapper(MAPPER_DIR / self.mapper_file, self._embedded_mapper_key(), self.config.mapper)
+        return read_mapper(path, self._embedded_mapper_key(), self.config.mapper)
 
     @property
     def slug(self) -> str:
@@ -302,7 +309,7 @@ class FactorStudy:
         cards = json.loads(card_path.read_text()) if card_path.is_file() else {}
         cards[self.mapper_file] = {
             "attribute": self.category, "layer": self.layer, "image_size": list(self.image_size),
-            "checkpoint": self.checkpoint.name, "checkpoint_sha256": sha256(self.checkpoint),
+            "checkpoint": self.checkpoint.name, "checkpoint_sha256": self.checkpoint_sha256,
             "mapper": asdict(self.config.mapper), "seed": self.config.seed,
             "validation_fraction": self.config.validation_fraction, "generator_version": GENERATOR_VERSION,
             "data": default.DEFAULT_SYNTH.to_dict(), "history": history,
@@ -421,7 +428,7 @@ def shipped_reference_for(category: str, image_size: tuple[int, ...], data: str 
         return None
     card = shipped_reference_card()
     trained = card["reference_config"]
-    fits = (card["data"].get("synthetic") == json.loads(json.dumps(default.DEFAULT_SYNTH.to_dict()))
+    fits = (card["data"].get("synthetic") == default.DEFAULT_SYNTH.to_dict()
             and category in trained["findings"] and list(trained["image_size"]) == list(image_size))
     return path if fits else None
 

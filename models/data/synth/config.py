@@ -5,6 +5,8 @@ gives VinDr-Mammo's own rates instead."""
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import asdict, dataclass, field, replace
 
 GENERATOR_VERSION = "1.2.0"
@@ -77,7 +79,8 @@ class SynthConfig:
         return 300.0 / self.image_height
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain JSON values (tuples as lists), so it equals what metadata.json or a card holds."""
+        return json.loads(json.dumps(asdict(self)))
 
 
 # VinDr-Mammo v1.0's rates: 18.5 % of studies with a box, one breast in 881 of 924, density
