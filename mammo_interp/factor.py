@@ -46,7 +46,7 @@ from mammo_interp.localization import (
     write_localization_table,
 )
 from mammo_interp.mapper import ChannelMapper, MapperConfig, train_mapper
-from models.cards import provenance, sha256
+from models.cards import embedded_data, provenance, sha256
 from models.checkpoints import check_input_size, clip_from_checkpoint, input_size, load_checkpoint
 from models.cli import parse_config, run_main
 from models.clip import ClipModel
@@ -207,16 +207,19 @@ class FactorStudy:
                             f"the study's input size {list(self.image_size)}")
         return reference, trained
 
-    def _embedded_mapper_key(self) -> str:
+    def _embedded_mapper_inputs(self) -> dict[str, Any]:
         """What a shipped mapper must match: the same inputs as :meth:`_mapper_key`, with the
         embedded set named by its generator config instead of its (machine-specific) tables."""
-        return digest({"checkpoint_sha256": self.checkpoint_sha256, "text_encoder": self.config.text_encoder,
+        return {"checkpoint_sha256": self.checkpoint_sha256, "text_encoder": self.config.text_encoder,
                        "layer": self.layer, "image_size": list(self.image_size),
                        "mapper": asdict(self.config.mapper), "attribute": self.category,
                        "sentences": attribute_sentences(self.config.attribute), "seed": self.config.seed,
                        "validation_fraction": self.config.validation_fraction,
                        "reading": asdict(self.config.reading), "generator": GENERATOR_VERSION,
-                       "data": default.DEFAULT_SYNTH.to_dict()})
+                       "data": default.DEFAULT_SYNTH.to_dict()}
+
+    def _embedded_mapper_key(self) -> str:
+        return digest(self._embedded_mapper_inputs())
 
     @functools.cached_property
     def checkpoint_sha256(self) -> str:
@@ -307,12 +310,9 @@ class FactorStudy:
         history = json.loads((self.out / "mapper_history.json").read_text())["history"]
         card_path = folder / MAPPER_CARD
         cards = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        matched = {k: v for k, v in self._embedded_mapper_inputs().items() if k not in ("generator", "data")}
         cards[self.mapper_file] = {
-            "attribute": self.category, "layer": self.layer, "image_size": list(self.image_size),
-            "checkpoint": self.checkpoint.name, "checkpoint_sha256": self.checkpoint_sha256,
-            "mapper": asdict(self.config.mapper), "seed": self.config.seed,
-            "validation_fraction": self.config.validation_fraction, "generator_version": GENERATOR_VERSION,
-            "data": default.DEFAULT_SYNTH.to_dict(), "history": history,
+            "checkpoint": self.checkpoint.name, **matched, "data": embedded_data(), "history": history,
             **provenance(shipped, "mammo_interp.factor")}
         save_json(card_path, cards)
 

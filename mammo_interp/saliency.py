@@ -61,7 +61,7 @@ from models.data.errors import DataError
 from models.data.reading import ReadOptions, read_options_field
 from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache
-from models.default_model import checkpoint_field, resolve_checkpoint
+from models.default_model import checkpoint_field, checkpoint_name, resolve_checkpoint
 from models.io import atomic_write, save_json
 from models.metrics import Estimate, auroc, bootstrap
 from models.text import SIDE_WORDS, attribute_category, attribute_sentences
@@ -537,7 +537,7 @@ class SaliencyStudy:
         written.append(atomic_write(f"{stem}_views.csv", lambda s: s.write(frame)))
         for index in eligible[:config.figure_cases]:
             written += self.figure(explained[index], f"{stem}_exam_{explained[index].study_id[:12]}")
-        summary = {"config": asdict(config), "checkpoint": str(self.checkpoint), "layer": self.layer,
+        summary = {"config": asdict(config), "checkpoint": checkpoint_name(self.checkpoint), "layer": self.layer,
                    "image_size": list(self.image_size), "category": self.category, "exams": len(explained),
                    "eligible_exams": len(eligible), "views": len(features), "views_with_finding": n_pos,
                    "explain_seconds": seconds, "threads": torch.get_num_threads(),

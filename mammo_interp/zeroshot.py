@@ -52,7 +52,7 @@ from models.data.datasets import BreastDataset, ExamDataset, ImageDataset, colla
 from models.data.labels import BIRADS5, DENSITY, FINDINGS, IGNORE_INDEX, MALIGNANCY
 from models.data.reading import ReadOptions, read_options_field
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache
-from models.default_model import checkpoint_field, resolve_checkpoint
+from models.default_model import checkpoint_field, checkpoint_name, resolve_checkpoint
 from models.io import atomic_write, save_json
 from models.metrics import Estimate, classification_metrics
 from models.report_tables import ci_frame, ci_long_frame, write_table
@@ -321,7 +321,7 @@ def evaluate(targets: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: i
 
 @dataclass(frozen=True)
 class EmbeddedSplit:
-    """One split encoded once: the model, its checkpoint path, the input size used, the split's
+    """One split encoded once: the model, its checkpoint (as reports name it), the input size used, the split's
     table, image-encoder features ``(N, F)`` of its rows and the projected embeddings of its items
     at one level."""
 
@@ -342,7 +342,7 @@ def embed_split(config: SplitConfig) -> EmbeddedSplit:
     table = load_splits(config.data, config.validation_fraction, config.seed, config.progress,
                         config.reading)[config.split]
     features = image_features(model, table, preprocess_cache(image_size), config.batch_size, config.progress)
-    return EmbeddedSplit(model, str(checkpoint), image_size, table, features,
+    return EmbeddedSplit(model, checkpoint_name(checkpoint), image_size, table, features,
                          embed_level(model, table, config.level, features))
 
 

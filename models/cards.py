@@ -15,6 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from models.data import default
+from models.data.synth import GENERATOR_VERSION
+
 
 def sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
@@ -43,3 +46,8 @@ def provenance(weights: str | Path, module: str) -> dict[str, Any]:
     return {"command": " ".join(["python -m", module, *sys.argv[1:]]), "commit": code_commit(),
             "created": datetime.date.today().isoformat(), "sha256": sha256(weights),
             "bytes": Path(weights).stat().st_size}
+
+
+def embedded_data() -> dict[str, Any]:
+    """A card's ``data`` for weights made on the embedded default set: its generator config and version."""
+    return {"synthetic": default.DEFAULT_SYNTH.to_dict(), "generator_version": GENERATOR_VERSION}

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from models.allocator import keep_freed_memory
 from models.data.reading import DataQuirkWarning
 from models.errors import InputError
 
@@ -176,9 +177,11 @@ USER_ERRORS = (InputError, FileNotFoundError, PermissionError)
 def run_main(main: Callable[[], object]) -> None:
     """Run an entry point's ``main()`` and exit: with its return value if that is an int, else 0;
     with one ``python -m MODULE: error: ...`` line and status 1 on input the user can fix. Repaired
-    real-data quirks (:class:`DataQuirkWarning`) print as one ``... : warning: ...`` line each."""
+    real-data quirks (:class:`DataQuirkWarning`) print as one ``... : warning: ...`` line each. The
+    process keeps freed memory for reuse (:mod:`models.allocator`)."""
     spec = getattr(sys.modules["__main__"], "__spec__", None)
     prog = f"python -m {spec.name.removesuffix('.__main__')}" if spec else sys.argv[0]
+    keep_freed_memory()
     with warnings.catch_warnings():
         default = warnings.showwarning
 

@@ -29,13 +29,13 @@ from typing import Any
 
 import pandas as pd
 
-from models.cards import provenance
+from models.cards import embedded_data, provenance
 from models.checkpoints import clip_from_checkpoint, load_checkpoint
 from models.cli import config_from_values, parse_config, run_main
+from models.data.check_set import CHECK_SET, check_set_table
 from models.data.datasets import ImageDataset
-from models.data.default import DEFAULT_SYNTH, cache_dir, default_data_root, uses_embedded
+from models.data.default import cache_dir, default_data_root, uses_embedded
 from models.data.sources import load_splits, preprocess_cache
-from models.data.synth import GENERATOR_VERSION, SynthConfig
 from models.io import save_json, save_torch
 from models.pretrain import PairedText, PretrainConfig, dataset_zero_shot, pretrain
 
@@ -44,9 +44,6 @@ WEIGHTS_FILE = "default_clip.pt"
 CARD_FILE = "default_clip.json"
 RETRAIN = "retrain"
 COMPLETE_MARKER = "complete.json"
-# A small set of its own (not the default set's splits) whose zero-shot AUROCs the card records, so a
-# test can regenerate it in seconds and check the shipped file against the card.
-CHECK_SET = SynthConfig(n_studies=100, seed=9001, difficulty=DEFAULT_SYNTH.difficulty)
 
 
 def checkpoint_field() -> Any:
@@ -71,6 +68,12 @@ def recipe_config(**overrides: Any) -> PretrainConfig:
 def shipped_weights() -> Path:
     """The packaged fp16 checkpoint of the default model."""
     return Path(str(resources.files("models") / "weights" / WEIGHTS_FILE))
+
+
+def checkpoint_name(path: str | Path) -> str:
+    """How reports name a checkpoint: the shipped default model by its package file (the same text
+    on every machine), any other by its path."""
+    return f"{WEIGHTS_FILE} (shipped)" if Path(path).resolve() == shipped_weights().resolve() else str(path)
 
 
 def shipped_card() -> dict[str, Any]:
@@ -144,12 +147,6 @@ def zero_shot_of(checkpoint: str | Path, table: pd.DataFrame, size: tuple[int, i
     return {key.removeprefix("val_zeroshot_"): value for key, value in scores.items()}
 
 
-def check_set_table() -> pd.DataFrame:
-    """Every image of :data:`CHECK_SET` (generated into the cache on first use)."""
-    splits = load_splits(default_data_root(None, CHECK_SET, progress=False), progress=False)
-    return pd.concat([splits.train, splits.validation, splits.test], ignore_index=True)
-
-
 @dataclass(frozen=True)
 class ShipConfig:
     out: str = field(default="runs/default_clip", metadata={"help": "training run folder (resumed)"})
@@ -171,8 +168,7 @@ def ship(config: ShipConfig) -> dict[str, Any]:
         "model": "default mammo-interp CLIP (EfficientNet-Lite0 image encoder, frozen MiniLM-L6 text encoder)",
         "recipe": read_recipe(),
         "pretrain_config": pretrain_config.to_dict(),
-        "generator_version": GENERATOR_VERSION,
-        "data": {"synthetic": DEFAULT_SYNTH.to_dict(),
+        "data": {**embedded_data(),
                  "images": {"train": len(splits.train), "validation": len(splits.validation),
                             "test": len(splits.test)}},
         "kept_epoch": int(kept["epoch"]) + 1,

@@ -38,17 +38,15 @@ from tqdm.auto import tqdm
 
 import models  # noqa: F401 - runtime guard before torchvision/transformers
 from models.augment import augment
-from models.cards import provenance
+from models.cards import embedded_data, provenance
 from models.checkpoints import CheckpointError, check_input_size, read_weights_file
 from models.cli import parse_config, run_main
+from models.data.check_set import CHECK_SET, check_set_table
 from models.data.datasets import ImageDataset
-from models.data import default
 from models.data.default import uses_embedded
 from models.data.reading import ReadOptions, read_options_field
 from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import TEST, load_splits, preprocess_cache
-from models.data.synth import GENERATOR_VERSION
-from models.default_model import CHECK_SET, check_set_table
 from models.encoders import ImageEncoder, ImageEncoderConfig
 from models.encoders.image import LogSumExpPool
 from models.io import save_json, save_torch
@@ -343,7 +341,7 @@ def reference_card(shipped: Path, config: ReferenceConfig, results: dict[str, Es
     history = pd.read_csv(Path(config.out) / "metrics.csv")
     kept = history.loc[history[selection_column(config)].idxmax()]
     if uses_embedded(config.data):
-        data = {"synthetic": default.DEFAULT_SYNTH.to_dict(), "generator_version": GENERATOR_VERSION}
+        data = embedded_data()
         check = {"check": {"synthetic": CHECK_SET.to_dict(), "auroc": finding_aurocs(shipped, check_set_table())}}
     else:
         data, check = {"folder": str(config.data)}, {}

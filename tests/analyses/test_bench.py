@@ -6,10 +6,12 @@ import json
 import os
 
 import pandas as pd
+import pytest
 
 from analyses import bench
 
 
+@pytest.mark.slow
 def test_cases_report_positive_rates_and_ratios():
     factor = bench.bench_factor(64, 2, repeats=1)
     assert factor["ratio"] > 0 and factor["bare_images_per_s"] > 0
@@ -19,6 +21,7 @@ def test_cases_report_positive_rates_and_ratios():
     assert embeddings["image_embeddings_per_s"] > 0 and embeddings["text_embeddings_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_shapley_reuses_encoded_views_so_it_is_cheaper_than_re_encoding_every_subset():
     result = bench.bench_shapley(64, 1, repeats=2)
     # 15 subsets re-encoded = 32 view forwards; cached features = 4 views + 1 blank view
@@ -40,6 +43,7 @@ def test_isolated_runs_in_another_process_and_reports_its_memory():
     assert result["pid"] != os.getpid() and result["peak_rss_mb"] > 0
 
 
+@pytest.mark.slow
 def test_main_writes_every_case_to_md_csv_tex_and_json(tmp_path):
     stem = tmp_path / "bench"
     bench.main(["--out", str(stem), "--heights", "64", "--images", "2", "--studies", "1", "--exams", "1",

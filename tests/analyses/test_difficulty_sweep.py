@@ -21,6 +21,7 @@ def test_chosen_difficulty_is_the_hardest_that_reaches_the_target_on_validation(
     assert difficulty_sweep.chosen_difficulty(rows, 0.99) is None
 
 
+@pytest.mark.slow
 def test_sweep_writes_table_figure_and_reuses_finished_runs(tmp_path, monkeypatch, one_torch_thread):
     monkeypatch.setenv("MAMMO_INTERP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(difficulty_sweep, "synthetic_set", lambda config, k: SynthConfig(

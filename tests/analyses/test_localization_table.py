@@ -10,6 +10,7 @@ from mammo_interp import factor
 from mammo_interp.factor import FactorStudy
 
 
+@pytest.mark.slow
 def test_grid_writes_one_table_and_reuses_finished_studies(tiny_masses, tiny_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("MAMMO_INTERP_CACHE", str(tmp_path / "cache"))
     args = ["--data", str(tiny_masses), "--checkpoints", str(tiny_checkpoint), "--layers", "blocks.4",

@@ -46,6 +46,7 @@ def test_bad_recipe_files_are_one_line_errors(tmp_path):
         main(["--recipes", str(_recipes(tmp_path, [{"name": "a"}])), "--only", "b"])
 
 
+@pytest.mark.slow
 def test_runs_each_variant_and_reports_the_kept_epoch(tiny_masses, tmp_path, monkeypatch, one_torch_thread):
     path = _recipes(tmp_path, [{"name": "baseline", "changes": {}},
                                {"name": "two epochs", "changes": {"epochs": 2}}])

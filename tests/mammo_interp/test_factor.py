@@ -14,7 +14,7 @@ import torch
 from mammo_interp import factor
 from mammo_interp.features import FeatureSet, breast_mask
 from models import default_model
-from models.cards import sha256
+from models.cards import embedded_data, sha256
 from models.data import default
 from models.data.errors import DataError
 from models.data.reading import DataQuirkWarning, ReadOptions
@@ -263,8 +263,7 @@ def test_shipped_mappers_match_their_card_and_the_shipped_model():
     for name, card in cards.items():
         path = factor.MAPPER_DIR / name
         assert sha256(path) == card["sha256"] and path.stat().st_size == card["bytes"], name
-        assert card["checkpoint_sha256"] == sha256(clip) and card["data"] == json.loads(
-            json.dumps(default.DEFAULT_SYNTH.to_dict())), name
+        assert card["checkpoint_sha256"] == sha256(clip) and card["data"] == embedded_data(), name
 
 
 def test_the_shipped_reference_is_the_default_only_where_it_fits(monkeypatch):

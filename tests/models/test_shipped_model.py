@@ -13,6 +13,8 @@ import models.default_model as default_model
 import models.reference as reference
 from models.cards import sha256
 from models.checkpoints import load_checkpoint, load_clip
+from models.data.check_set import CHECK_SET, check_set_table
+from models.data.default import DEFAULT_SYNTH
 from models.data.synth import GENERATOR_VERSION
 
 
@@ -40,8 +42,8 @@ def test_shipped_weights_match_their_card():
     weights = default_model.shipped_weights()
     assert sha256(weights) == card["sha256"] and weights.stat().st_size == card["bytes"]
     assert weights.stat().st_size < 20e6  # the frozen stock text encoder is not stored
-    assert card["generator_version"] == GENERATOR_VERSION
-    assert card["data"]["synthetic"] == _as_json(default_model.DEFAULT_SYNTH.to_dict())
+    assert card["data"]["generator_version"] == GENERATOR_VERSION
+    assert card["data"]["synthetic"] == _as_json(DEFAULT_SYNTH.to_dict())
     assert card["pretrain_config"]["model"] == _as_json(default_model.recipe_config().model.to_dict())
     assert card["command"].startswith("python -m models.default_model")
     recipe = default_model.recipe_config().model.image
@@ -58,12 +60,20 @@ def check_set_cache(tmp_path_factory):
 def check_set(check_set_cache, monkeypatch):
     monkeypatch.setenv("MAMMO_INTERP_CACHE", str(check_set_cache))
     monkeypatch.delenv("MAMMO_INTERP_DATA", raising=False)
-    return default_model.check_set_table()
+    return check_set_table()
+
+
+def test_reports_name_the_shipped_model_the_same_on_every_machine(tiny_checkpoint, monkeypatch, tmp_path):
+    shipped = default_model.shipped_weights()
+    assert default_model.checkpoint_name(shipped) == "default_clip.pt (shipped)"
+    monkeypatch.chdir(shipped.parent)  # a relative path to the same file
+    assert default_model.checkpoint_name("default_clip.pt") == "default_clip.pt (shipped)"
+    assert default_model.checkpoint_name(tiny_checkpoint) == str(tiny_checkpoint)
 
 
 def test_card_zero_shot_mass_auroc_reproduces_from_the_shipped_file(check_set):
     card = default_model.shipped_card()
-    assert card["check"]["synthetic"] == _as_json(default_model.CHECK_SET.to_dict())
+    assert card["check"]["synthetic"] == _as_json(CHECK_SET.to_dict())
     size = tuple(card["pretrain_config"]["image_size"])
     scores = default_model.zero_shot_of(default_model.shipped_weights(), check_set, size)
     assert scores["mass"] == pytest.approx(card["check"]["zero_shot_auroc"]["mass"], abs=0.01)
@@ -91,8 +101,8 @@ def test_shipped_reference_matches_its_card_and_its_check_set_auroc_reproduces(c
     card = reference.shipped_reference_card()
     weights = reference.shipped_reference()
     assert sha256(weights) == card["sha256"] and weights.stat().st_size == card["bytes"] < 20e6
-    assert card["data"]["synthetic"] == _as_json(default_model.DEFAULT_SYNTH.to_dict())
-    assert card["check"]["synthetic"] == _as_json(default_model.CHECK_SET.to_dict())
+    assert card["data"]["synthetic"] == _as_json(DEFAULT_SYNTH.to_dict())
+    assert card["check"]["synthetic"] == _as_json(CHECK_SET.to_dict())
     scores = reference.finding_aurocs(weights, check_set)
     for finding, value in card["check"]["auroc"].items():
         assert scores[finding] == pytest.approx(value, abs=0.01), finding

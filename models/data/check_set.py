@@ -1,0 +1,19 @@
+"""The check set: a small synthetic set of its own (not the default set's splits) on which every
+shipped model's card records metrics, so a test can regenerate it in seconds and check a shipped
+file against its card."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from models.data.default import DEFAULT_SYNTH, default_data_root
+from models.data.sources import load_splits
+from models.data.synth import SynthConfig
+
+CHECK_SET = SynthConfig(n_studies=100, seed=9001, difficulty=DEFAULT_SYNTH.difficulty)
+
+
+def check_set_table() -> pd.DataFrame:
+    """Every image of :data:`CHECK_SET` (generated into the cache on first use)."""
+    splits = load_splits(default_data_root(None, CHECK_SET, progress=False), progress=False)
+    return pd.concat([splits.train, splits.validation, splits.test], ignore_index=True)

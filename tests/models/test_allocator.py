@@ -1,0 +1,44 @@
+"""The allocator settings keep freed activations for the next pass instead of faulting them in again."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+# Three forward + backward passes of the image encoder (after a warm-up): minor page faults.
+_ROUNDS = """
+import resource, sys, torch
+from models.allocator import keep_freed_memory
+from models.encoders import ImageEncoder, ImageEncoderConfig
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+encoder = ImageEncoder(ImageEncoderConfig())
+images = torch.rand(4, 1, 128, 80)
+encoder(images).sum().backward()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    encoder(images).sum().backward()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _faults(mode: str) -> int:
+    done = subprocess.run([sys.executable, "-c", _ROUNDS, mode], capture_output=True, text=True, check=True)
+    return int(done.stdout.strip())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc settings")
+def test_freed_blocks_are_reused_instead_of_faulted_in_again():
+    # measured: 9,600-16,700 faults by default, 1,900-2,900 with the settings
+    assert 2 * _faults("keep") < _faults("default")
+
+
+def test_entry_points_apply_the_settings(monkeypatch):
+    import models.cli as cli
+    applied = []
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: applied.append(True))
+    with pytest.raises(SystemExit):
+        cli.run_main(lambda: 0)
+    assert applied == [True]
