@@ -7,13 +7,15 @@ users point ``name`` at a local BioClinicalBERT/PubMedBERT folder. Loading never
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers.utils import logging as transformers_logging
 
 POOLINGS = ("cls", "mean", "eos")
 
@@ -31,6 +33,19 @@ class TextEncoderConfig:
     pretrained: bool = field(
         default=True, metadata={"help": "load the weights (False: same architecture, random init)"}
     )
+
+
+@contextmanager
+def _without_progress_bar() -> Iterator[None]:
+    """transformers draws a "Loading weights" bar even for a local load of milliseconds, noise in
+    every command's output; hidden for the load, the caller's setting restored after."""
+    enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def resolve_text_model(name: str) -> str:
@@ -75,7 +90,8 @@ class TextEncoder(nn.Module):
         path = resolve_text_model(config.name)
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         if config.pretrained:
-            self.model = AutoModel.from_pretrained(path, local_files_only=True)
+            with _without_progress_bar():
+                self.model = AutoModel.from_pretrained(path, local_files_only=True)
         else:
             self.model = AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=True))
         self.out_dim = int(self.model.config.hidden_size)

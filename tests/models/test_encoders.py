@@ -115,6 +115,14 @@ def test_text_encoder_offline_and_local_only(clip_model, tmp_path):
         TextEncoder(TextEncoderConfig(name="emilyalsentzer/Bio_ClinicalBERT"))
 
 
+def test_text_encoder_loads_without_a_progress_bar_and_leaves_the_setting_alone(capfd):
+    from transformers.utils import logging as transformers_logging
+    assert transformers_logging.is_progress_bar_enabled()
+    TextEncoder(TextEncoderConfig())
+    assert "Loading weights" not in capfd.readouterr().err
+    assert transformers_logging.is_progress_bar_enabled()
+
+
 def test_unknown_timm_name_suggests_close_ones():
     with pytest.raises(ValueError, match="unknown timm image encoder 'tf_efficientnet_lite9'.*tf_efficientnet_lite"):
         ImageEncoder(ImageEncoderConfig(name="tf_efficientnet_lite9", weights="none"))
