@@ -38,6 +38,7 @@ class _Built(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_default_names_the_default_model_and_its_folder(tiny_masses, tiny_checkpoint, tmp_path, monkeypatch):
     asked = []
 

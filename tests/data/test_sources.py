@@ -82,6 +82,7 @@ def test_reading_options_reach_the_reader(partial_download):
     assert missing not in set(kept["image_id"]) and len(kept) == len(read_vindr(root, check_files=False)) - 1
 
 
+@pytest.mark.slow
 def test_an_entry_point_names_the_partial_download_flag(partial_download, tmp_path):
     root, _ = partial_download
     done = subprocess.run([sys.executable, "-m", "models.reference", "--data", str(root), "--out", str(tmp_path),

@@ -102,6 +102,7 @@ def test_config_errors():
         EmbeddingConfig(labels=("shape",))
 
 
+@pytest.mark.slow
 def test_cli_on_tiny_data(tiny_masses, tiny_checkpoint, tmp_path_factory, tmp_path, monkeypatch):
     monkeypatch.setenv("MAMMO_INTERP_CACHE", str(tmp_path_factory.getbasetemp() / "shared-cache"))
     out = tmp_path / "embeddings"

@@ -47,6 +47,7 @@ def tiny_reference(tmp_path_factory):
     return save_reference(tmp_path_factory.mktemp("reference") / "best.pt", build_model(config), config)
 
 
+@pytest.mark.slow
 def test_cli_runs_every_method_and_writes_table_figure_and_boxes(tiny_masses, tiny_checkpoint, tiny_reference,
                                                                 cache):
     result = factor.main(["--attribute", "mass", "--reference", str(tiny_reference),
