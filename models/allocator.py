@@ -12,7 +12,6 @@ changes where memory comes from, not what is computed). Elsewhere than glibc thi
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
@@ -21,11 +20,10 @@ TRIM_THRESHOLD = (1 << 31) - 1  # free heap is kept rather than returned to the 
 
 
 def keep_freed_memory() -> bool:
-    """Apply the settings to this process; True where glibc accepted both."""
-    name = ctypes.util.find_library("c")
+    """Apply the settings to this process; True where glibc accepted both. ``mallopt`` is looked up
+    among the symbols the process already has (no library search, no ``ldconfig`` subprocess)."""
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
