@@ -18,13 +18,23 @@ ENTRY_MODULES = ("models", "mammo_interp", "models.pretrain", "models.finetune",
                  "analyses.difficulty_sweep", "analyses.localization_table", "analyses.prompt_ablation")
 
 
+# Dependencies that set environment variables when imported, whatever imports them: scikit-learn
+# (KMP_DUPLICATE_LIB_OK, KMP_INIT_AT_FORK) and timm, whose torchvision import reaches torch._dynamo
+# (TORCHINDUCTOR_CACHE_DIR). They are imported between two snapshots, so the test sees only what the
+# project's own modules change, in a fresh process whatever the parent's environment holds. The
+# torchvision guard (models.runtime) goes first, as `import models` does it, so that timm imports.
+DEPENDENCIES_THAT_SET_ENVIRONMENT = ("sklearn", "timm")
+
+
 def test_importing_every_module_leaves_the_process_as_it_was():
     code = (
         "import importlib, json, os, sys, torch, numpy;"
+        "before_guard = dict(os.environ); import models.runtime; guard_env = dict(os.environ) == before_guard;"
+        f"import {', '.join(DEPENDENCIES_THAT_SET_ENVIRONMENT)};"
         "env = dict(os.environ); torch.manual_seed(7); rng = torch.get_rng_state(); np = numpy.random.get_state()[1].sum();"
         f"[importlib.import_module(m) for m in {ENTRY_MODULES!r}];"
         "import matplotlib;"
-        "print(json.dumps({'env': dict(os.environ) == env, 'backend': matplotlib.get_backend(),"
+        "print(json.dumps({'env': guard_env and dict(os.environ) == env, 'backend': matplotlib.get_backend(),"
         " 'torch_rng': bool(torch.equal(torch.get_rng_state(), rng)), 'numpy_rng': bool(numpy.random.get_state()[1].sum() == np)}))"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
