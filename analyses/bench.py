@@ -102,7 +102,7 @@ def bench_factor(height: int, images: int, repeats: int = 3) -> dict[str, Any]:
     """FActOR box prediction vs a bare backbone forward (untrained mapper: same cost)."""
     from mammo_interp.factor import time_box_prediction
     from mammo_interp.features import breast_mask
-    from mammo_interp.localization import BoxRule
+    from mammo_interp.boxes import BoxRule
     from mammo_interp.mapper import ChannelMapper, MapperConfig
     from models.encoders import ImageEncoder
 

@@ -1,5 +1,36 @@
-"""mammo-interp: feature attribution and interpretability for mammography CLIP models."""
+"""mammo-interp: feature attribution and interpretability for mammography CLIP models.
+
+The public Python API (:data:`__all__`) is imported on first use, so ``import mammo_interp`` stays
+light and changes nothing in the process (the torchvision guard aside, which ``models`` installs).
+"""
+
+import importlib
 
 import models as _models  # noqa: F401  (torchvision guard before timm; nothing else is changed)
 
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "Factor": "mammo_interp.attribution",
+    "GradCam": "mammo_interp.attribution",
+    "IntegratedGradients": "mammo_interp.attribution",
+    "ChannelBaseline": "mammo_interp.attribution",
+    "BreastPrior": "mammo_interp.attribution",
+    "LayerFeatures": "mammo_interp.attribution",
+    "breast_masks": "mammo_interp.attribution",
+    "BoxRule": "mammo_interp.boxes",
+    "box_metrics": "mammo_interp.metrics",
+    "MapperConfig": "mammo_interp.mapper",
+    "attribute_embedding": "models.clip",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'mammo_interp' has no attribute {name!r}")
+    return getattr(importlib.import_module(_PUBLIC[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,4 +1,4 @@
-"""Boxes from attribution heatmaps, box IoU and box rasterization.
+"""Boxes from attribution heatmaps (one rule, :class:`BoxRule`), box IoU and box rasterization.
 
 Conventions used throughout :mod:`mammo_interp`:
 
@@ -13,11 +13,19 @@ Conventions used throughout :mod:`mammo_interp`:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
+import torch
 from scipy import ndimage
 
 # 8-connectivity for connected regions.
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+# The heatmap -> box rule's defaults, shared by :func:`heatmap_to_boxes` and :class:`BoxRule`.
+DEFAULT_QUANTILE = 0.95  # Mammo-FActOR's threshold
+DEFAULT_MIN_AREA = 16
+DEFAULT_MAX_BOXES = 3
 
 
 def as_boxes(boxes: np.ndarray, columns: int = 4) -> np.ndarray:
@@ -53,9 +61,9 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def heatmap_to_boxes(
     heatmap: np.ndarray,
-    quantile: float = 0.95,
-    min_area: int = 16,
-    max_boxes: int | None = 5,
+    quantile: float = DEFAULT_QUANTILE,
+    min_area: int = DEFAULT_MIN_AREA,
+    max_boxes: int | None = DEFAULT_MAX_BOXES,
     mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """Predicted boxes from a heatmap: bounding boxes of its high-value connected regions.
@@ -117,6 +125,27 @@ def heatmap_to_boxes(
     keep = np.flatnonzero(areas >= min_area)
     keep = keep[np.argsort(-scores[keep], kind="stable")][:max_boxes]
     return np.column_stack([boxes[keep], scores[keep]])
+
+
+@dataclass(frozen=True)
+class BoxRule:
+    """Heatmap -> boxes: connected regions above a quantile of the in-mask heatmap
+    (:func:`heatmap_to_boxes`); one rule for every method a table compares."""
+
+    quantile: float = field(default=DEFAULT_QUANTILE, metadata={"help": "heatmap quantile inside the breast (paper: 0.95)"})
+    min_area: int = field(default=DEFAULT_MIN_AREA, metadata={"help": "smallest box region in pixels"})
+    max_boxes: int = field(default=DEFAULT_MAX_BOXES, metadata={"help": "boxes kept per image, by mean heatmap"})
+
+    def boxes(self, heatmap: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """``(K, 5)`` ``xyxy`` + score boxes of one ``(H, W)`` heatmap."""
+        return heatmap_to_boxes(heatmap, self.quantile, self.min_area, self.max_boxes, mask)
+
+    def predict(self, heatmaps: torch.Tensor | np.ndarray,
+                masks: torch.Tensor | np.ndarray | None = None) -> list[np.ndarray]:
+        """Per image, the ``(K, 5)`` boxes of ``(N, H, W)`` heatmaps (``masks``: ``(N, H, W)`` bool)."""
+        heatmaps = np.asarray(heatmaps)
+        masks = [None] * len(heatmaps) if masks is None else np.asarray(masks)
+        return [self.boxes(heatmap, mask) for heatmap, mask in zip(heatmaps, masks)]
 
 
 def boxes_mask(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
 
-from mammo_interp.features import FeatureSet, eval_mode
+from mammo_interp.features import FeatureSet
 from mammo_interp.mapper import ChannelMapper
+from models.training import eval_mode
 from mammo_interp.plotting import save_figure
 
 

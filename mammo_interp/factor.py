@@ -35,10 +35,10 @@ from tqdm.auto import tqdm
 import models  # noqa: F401 - runtime guard before torchvision/transformers
 from mammo_interp import heatmaps as hm
 from mammo_interp.channel_analysis import channel_diagnostics, oracle_channel, plot_channel_diagnostics
-from mammo_interp.features import (FeatureSet, cached_features, digest, eval_mode, file_fingerprint,
+from mammo_interp.features import (FeatureSet, cached_features, digest, file_fingerprint,
                                    table_fingerprint)
+from mammo_interp.boxes import BoxRule
 from mammo_interp.localization import (
-    BoxRule,
     evaluate_methods,
     localize,
     overlay_figure,
@@ -49,7 +49,7 @@ from mammo_interp.mapper import ChannelMapper, MapperConfig, train_mapper
 from models.cards import embedded_data, provenance, sha256
 from models.checkpoints import check_input_size, clip_from_checkpoint, input_size, load_checkpoint
 from models.cli import parse_config, run_main
-from models.clip import ClipModel
+from models.clip import ClipModel, attribute_embedding
 from models.data.datasets import ImageDataset
 from models.data import default
 from models.data.default import cache_dir, uses_embedded
@@ -61,6 +61,7 @@ from models.data.synth import GENERATOR_VERSION
 from models.encoders import ImageEncoder
 from models.default_model import checkpoint_field, resolve_checkpoint
 from models.io import atomic_write, save_json, save_torch, writable_dir
+from models.training import eval_mode
 from models.reference import load_reference, shipped_reference, shipped_reference_card
 from models.text import attribute_category, attribute_sentences
 
@@ -125,14 +126,6 @@ class FactorConfig:
         check_input_size(self.image_size)
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
-
-
-@torch.no_grad()
-def attribute_embedding(model: ClipModel, attribute: str) -> torch.Tensor:
-    """``(D,)`` unit mean of the normalized embeddings of the attribute's sentence bank."""
-    with eval_mode(model):
-        embeddings = model.encode_text(attribute_sentences(attribute))
-    return torch.nn.functional.normalize(embeddings.mean(dim=0), dim=0)
 
 
 def time_box_prediction(encoder: ImageEncoder, mapper: ChannelMapper, text_embedding: torch.Tensor,

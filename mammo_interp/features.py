@@ -9,10 +9,8 @@ that map predicted boxes back to the original DICOM pixels.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -28,19 +25,9 @@ from models.data.datasets import ImageDataset, collate
 from models.data.preprocess import otsu_threshold
 from models.encoders import ImageEncoder
 from models.io import atomic_write
+from models.training import eval_mode
 
 FEATURES_FORMAT = "mammo-interp/features-1"
-
-
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """Run ``module`` in eval mode (BatchNorm statistics frozen) and restore its mode after."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield module
-    finally:
-        module.train(was_training)
 
 
 def breast_mask(image: np.ndarray, fraction: float = 0.7) -> np.ndarray:

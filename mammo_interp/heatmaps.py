@@ -22,9 +22,9 @@ from captum.attr import IntegratedGradients, LayerGradCam
 from scipy.ndimage import distance_transform_edt, gaussian_filter
 from torch import nn
 
-from mammo_interp.features import eval_mode
 from mammo_interp.mapper import ChannelMapper
 from models.clip import ClipModel
+from models.training import eval_mode
 
 
 def normalize_in_mask(heatmaps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -107,15 +107,21 @@ def breast_prior(masks: torch.Tensor) -> torch.Tensor:
 
 class SimilarityTarget(nn.Module):
     """Image tower of a CLIP model -> ``(B,)`` cosine to a fixed text embedding (the attribution
-    target; a callable like pytorch-grad-cam's targets)."""
+    target; a callable like pytorch-grad-cam's targets).
 
-    def __init__(self, model: ClipModel, text_embedding: torch.Tensor) -> None:
+    ``model`` is a CLIP model with ``encode_image`` (this project's, open_clip's) or any module whose
+    forward gives ``(B, D)`` image embeddings; they are L2-normalized here either way.
+    """
+
+    def __init__(self, model: ClipModel | nn.Module, text_embedding: torch.Tensor) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("text_embedding", F.normalize(text_embedding.detach(), dim=-1))
+        self.register_buffer("text_embedding", F.normalize(text_embedding.detach().float(), dim=-1))
+        self.train(model.training)  # a new wrapper is in training mode; eval_mode would restore that onto the model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(images) @ self.text_embedding
+        embed = getattr(self.model, "encode_image", self.model)
+        return F.normalize(embed(images), dim=-1) @ self.text_embedding
 
 
 class LogitTarget(nn.Module):
@@ -125,6 +131,7 @@ class LogitTarget(nn.Module):
     def __init__(self, model: nn.Module, index: int) -> None:
         super().__init__()
         self.model, self.index = model, index
+        self.train(model.training)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)[:, self.index]
@@ -142,11 +149,11 @@ def grad_cam(target: nn.Module, layer: nn.Module, images: Callable[[slice], torc
     method = LayerGradCam(target, layer)
     with eval_mode(target):
         maps = _batched(images, n, batch_size,
-                        lambda x: method.attribute(x.requires_grad_(True), relu_attributions=True)[:, 0])
+                        lambda x: method.attribute(x.detach().requires_grad_(True), relu_attributions=True)[:, 0])
     return normalize_in_mask(upsample(maps, tuple(masks.shape[1:])), masks)
 
 
-def integrated_gradients(target: SimilarityTarget, images: Callable[[slice], torch.Tensor], n: int,
+def integrated_gradients(target: nn.Module, images: Callable[[slice], torch.Tensor], n: int,
                          masks: torch.Tensor, steps: int = 8, sigma: float = 4.0,
                          batch_size: int = 2) -> torch.Tensor:
     """captum Integrated Gradients from a black image, ``|attribution|`` smoothed by a Gaussian of

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mammo_interp.boxes import heatmap_to_boxes
+from mammo_interp.boxes import BoxRule
 from mammo_interp.features import FeatureSet
 from mammo_interp.metrics import ImageLocalization, localization_metrics
 from mammo_interp.plotting import draw_boxes, save_figure
@@ -32,19 +31,6 @@ METRIC_LABELS = {
     "ap@0.25": "AP@0.25", "ap@0.5": "AP@0.5", "pointing_game": "pointing game",
     "energy_pg": "energy PG",
 }
-
-
-@dataclass(frozen=True)
-class BoxRule:
-    """Heatmap -> boxes: connected regions above a quantile of the in-breast heatmap."""
-
-    quantile: float = field(default=0.95, metadata={"help": "heatmap quantile inside the breast (paper: 0.95)"})
-    min_area: int = field(default=16, metadata={"help": "smallest box region in pixels"})
-    max_boxes: int = field(default=3, metadata={"help": "boxes kept per image, by mean heatmap"})
-
-    def boxes(self, heatmap: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """``(K, 5)`` ``xyxy`` + score boxes of one heatmap."""
-        return heatmap_to_boxes(heatmap, self.quantile, self.min_area, self.max_boxes, mask)
 
 
 def localize(heatmaps: torch.Tensor, features: FeatureSet, category_index: int,

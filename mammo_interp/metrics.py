@@ -10,9 +10,9 @@ a box when its centre is).
   all-point interpolated AP, detections pooled over images.
 - :func:`pointing_game` / :func:`energy_pointing_game`: heatmap-only scores (Zhang et al.;
   Score-CAM's energy-based variant).
-- :func:`localization_metrics`: a whole table row. Confidence intervals resample *images*, so the
-  GT boxes and detections of one image stay together; per-image quantities are computed once and
-  every resample is evaluated in a batch.
+- :func:`localization_metrics` (:func:`box_metrics` on plain box lists): a whole table row.
+  Confidence intervals resample *images*, so the GT boxes and detections of one image stay
+  together; per-image quantities are computed once and every resample is evaluated in a batch.
 """
 
 from __future__ import annotations
@@ -198,6 +198,27 @@ def localization_metrics(
         return out
 
     return bootstrap_statistics(values, len(images), n_boot, seed, level)
+
+
+def box_metrics(
+    predictions: Sequence[np.ndarray],
+    ground_truth: Sequence[np.ndarray],
+    heatmaps: Sequence[np.ndarray] | np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Estimate]:
+    """:func:`localization_metrics` of per-image ``(K, 5)`` predicted boxes against ``(G, 4)`` ground
+    truths (``(0, 4)`` for an image without the finding) and, optionally, ``(H, W)`` heatmaps.
+
+    Raises:
+        ValueError: lists of different lengths.
+    """
+    heatmaps = [None] * len(predictions) if heatmaps is None else [np.asarray(h) for h in heatmaps]
+    if not len(predictions) == len(ground_truth) == len(heatmaps):
+        raise ValueError(f"{len(predictions)} predictions, {len(ground_truth)} ground truths and "
+                         f"{len(heatmaps)} heatmaps: one of each per image")
+    return localization_metrics([ImageLocalization(p, g, h) for p, g, h in zip(predictions, ground_truth, heatmaps)],
+                                n_boot, seed)
 
 
 def _ap_values(

@@ -48,14 +48,14 @@ from scipy.ndimage import gaussian_filter
 from torch import nn
 from tqdm.auto import tqdm
 
-from mammo_interp.factor import attribute_embedding
-from mammo_interp.features import FeatureSet, breast_mask, eval_mode
+from mammo_interp.boxes import BoxRule
+from mammo_interp.features import FeatureSet, breast_mask
 from mammo_interp.heatmaps import normalize_in_mask, upsample
-from mammo_interp.localization import BoxRule, evaluate_methods, write_localization_table
+from mammo_interp.localization import evaluate_methods, write_localization_table
 from mammo_interp.plotting import draw_boxes, save_figure
 from models.checkpoints import check_input_size, clip_from_checkpoint, input_size, load_checkpoint
 from models.cli import parse_config, run_main
-from models.clip import ClipModel, MultiViewClipModel
+from models.clip import ClipModel, MultiViewClipModel, attribute_embedding
 from models.data.datasets import EXAM_VIEWS, ExamDataset
 from models.data.errors import DataError
 from models.data.reading import ReadOptions, read_options_field
@@ -63,6 +63,7 @@ from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache
 from models.default_model import checkpoint_field, checkpoint_name, resolve_checkpoint
 from models.io import atomic_write, save_json
+from models.training import eval_mode
 from models.metrics import Estimate, auroc, bootstrap
 from models.text import SIDE_WORDS, attribute_category, attribute_sentences
 
@@ -83,6 +84,7 @@ class ExamTarget(nn.Module):
         super().__init__()
         self.model = model
         self.register_buffer("text_embedding", F.normalize(text_embedding.detach(), dim=-1))
+        self.train(model.training)  # a new wrapper is in training mode; eval_mode would restore that onto the model
 
     def features(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-view encoder features ``(B, V, D)``, zeros where missing."""

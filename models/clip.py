@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.encoders import ImageEncoder, ImageEncoderConfig, TextEncoder, TextEncoderConfig
+from models.text import attribute_sentences
+from models.training import eval_mode
 
 PROJECTION_KINDS = ("mlp", "residual")
 VIEW_POOLINGS = ("mean", "attention")
@@ -172,6 +174,14 @@ class ClipModel(nn.Module):
             "text_embeddings": self.encode_text(texts),
             "logit_scale": self.logit_scale(),
         }
+
+
+@torch.no_grad()
+def attribute_embedding(model: ClipModel, attribute: str) -> torch.Tensor:
+    """``(D,)`` unit mean of the normalized embeddings of the attribute's sentence bank."""
+    with eval_mode(model):
+        embeddings = model.encode_text(attribute_sentences(attribute))
+    return torch.nn.functional.normalize(embeddings.mean(dim=0), dim=0)
 
 
 class ViewPooling(nn.Module):

@@ -1,5 +1,5 @@
 """Training plumbing shared by pretraining, fine-tuning and FActOR's mapper: seeding, schedule,
-early stopping, distributed set-up, and a metrics history written as CSV + JSONL.
+eval mode for a block, early stopping, distributed set-up, and a metrics history written as CSV + JSONL.
 
 Resumability rests on two rules: every random draw of an epoch derives from ``(seed, epoch)``
 (:func:`epoch_generator`), and the checkpoint saved after an epoch holds everything else that
@@ -9,10 +9,12 @@ epoch *k* then reproduces the uninterrupted run exactly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,20 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from models.io import atomic_write
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Run ``module`` in eval mode (BatchNorm statistics frozen) and restore its mode after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def seed_everything(seed: int) -> None:

@@ -13,7 +13,7 @@ import torch
 
 from mammo_interp import factor
 from mammo_interp.features import FeatureSet, breast_mask
-from models import default_model
+from models import clip, default_model
 from models.cards import embedded_data, sha256
 from models.data import default
 from models.data.errors import DataError
@@ -123,10 +123,10 @@ def test_every_input_of_the_mapper_is_in_its_cache_key(tiny_masses, tiny_checkpo
     with pytest.warns(DataQuirkWarning):
         assert key(edited) not in (base, changed["box policy"])
     # the text side: another sentence bank, or another text encoder, gives another attribute embedding
-    real = factor.attribute_sentences
-    monkeypatch.setattr(factor, "attribute_sentences", lambda attribute: [*real(attribute), "a round opacity"])
+    real = clip.attribute_sentences
+    monkeypatch.setattr(clip, "attribute_sentences", lambda attribute: [*real(attribute), "a round opacity"])
     changed["sentence bank"] = key()
-    monkeypatch.setattr(factor, "attribute_sentences", real)
+    monkeypatch.setattr(clip, "attribute_sentences", real)
     real_embedding = factor.attribute_embedding
     monkeypatch.setattr(factor, "attribute_embedding", lambda model, attribute: torch.nn.functional.normalize(
         real_embedding(model, attribute) + 0.01, dim=0))

@@ -8,7 +8,8 @@ import torch
 from mammo_interp import localization
 from mammo_interp.boxes import boxes_mask
 from mammo_interp.features import FeatureSet
-from mammo_interp.localization import BoxRule, evaluate_methods, predictions_frame
+from mammo_interp.boxes import BoxRule
+from mammo_interp.localization import evaluate_methods, predictions_frame
 from mammo_interp.metrics import ImageLocalization
 from models.data.preprocess import GeometricTransform
 

@@ -1,0 +1,202 @@
+"""Attribution methods for a user's own model: the model at construction, the data at call (captum's shape).
+
+Every method's ``attribute(images, target, masks=None)`` maps ``(N, C, H, W)`` images (what the
+model takes) to ``(N, H, W)`` float32 heatmaps at the image size, min-max normalized to [0, 1]
+inside ``masks`` (``(N, H, W)`` bool; default the whole image, :func:`breast_masks` the tissue) and
+0 outside. The *target* says what is explained:
+
+- a ``(D,)`` text embedding: the cosine between the image embedding and it (CLIP zero-shot). The
+  model is then a CLIP model with ``encode_image`` (open_clip's convention) or a module whose
+  forward gives ``(N, D)`` image embeddings;
+- an ``int``: that logit of a classifier giving ``(N, K)``.
+
+``layer`` is the module whose output is the feature map (``(N, C, h, w)``), as in captum's
+``LayerGradCam``. Boxes come from heatmaps by one rule (:class:`~mammo_interp.boxes.BoxRule`)
+and are scored with :func:`~mammo_interp.metrics.box_metrics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mammo_interp import heatmaps as hm
+from mammo_interp.features import breast_mask
+from mammo_interp.mapper import ChannelMapper, MapperConfig, train_mapper
+from models.training import eval_mode
+
+Target = torch.Tensor | int
+
+
+def breast_masks(images: torch.Tensor) -> torch.Tensor:
+    """``(N, H, W)`` bool tissue masks of preprocessed ``(N, C, H, W)`` images in [0, 1] (first channel;
+    bright = dense), by the rule the dataset's breast crop uses."""
+    return torch.from_numpy(np.stack([breast_mask(image[0].numpy()) for image in images.detach().cpu()]))
+
+
+def target_module(model: nn.Module, target: Target) -> nn.Module:
+    """The scalar-per-image function a gradient method differentiates (see the module docstring)."""
+    if isinstance(target, int):
+        return hm.LogitTarget(model, target)
+    if not isinstance(target, torch.Tensor) or target.ndim != 1:
+        raise ValueError(f"target must be a (D,) text embedding or a class index; got {type(target).__name__}"
+                         f"{tuple(target.shape) if isinstance(target, torch.Tensor) else ''}")
+    return hm.SimilarityTarget(model, target)
+
+
+def _masks(images: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W); got shape {tuple(images.shape)}")
+    if masks is None:
+        return torch.ones(len(images), *images.shape[2:], dtype=torch.bool)
+    masks = torch.as_tensor(masks, dtype=torch.bool)
+    if masks.shape != (len(images), *images.shape[2:]):
+        raise ValueError(f"masks must be (N, H, W) = {(len(images), *images.shape[2:])}; got {tuple(masks.shape)}")
+    return masks
+
+
+class _Captured(Exception):
+    """Raised by the layer hook once the feature map is in hand, so the forward stops there."""
+
+
+class LayerFeatures:
+    """``(N, C, H, W)`` images -> ``(N, C, h, w)`` output of ``layer`` in ``model`` (eval mode, no
+    gradients; the forward stops at the layer)."""
+
+    def __init__(self, model: nn.Module, layer: nn.Module, batch_size: int = 32) -> None:
+        self.model, self.layer, self.batch_size = model, layer, batch_size
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self._one_batch(images[i:i + self.batch_size])
+                          for i in range(0, len(images), self.batch_size)])
+
+    def _one_batch(self, images: torch.Tensor) -> torch.Tensor:
+        captured: list[torch.Tensor] = []
+
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            captured.append(output.detach())
+            raise _Captured
+
+        handle = self.layer.register_forward_hook(hook)
+        try:
+            with eval_mode(self.model):
+                embed = getattr(self.model, "encode_image", self.model)
+                embed(images)
+        except _Captured:
+            pass
+        finally:
+            handle.remove()
+        if not captured:
+            raise ValueError("the layer never ran in the model's forward: is it a module of this model?")
+        return captured[0]
+
+
+class _ChannelMethod:
+    """A heatmap that weights the channels of one layer's feature map (FActOR and its baselines)."""
+
+    def __init__(self, model: nn.Module, layer: nn.Module, batch_size: int = 32) -> None:
+        self.features = LayerFeatures(model, layer, batch_size)
+
+    def weights(self, maps: torch.Tensor, target: Target | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def attribute(self, images: torch.Tensor, target: Target | None = None,
+                  masks: torch.Tensor | None = None) -> torch.Tensor:
+        masks = _masks(images, masks)
+        maps = self.features(images)
+        return hm.channel_heatmaps(maps, self.weights(maps, target), masks)
+
+
+class Factor(_ChannelMethod):
+    """Mammo-FActOR: per image, the ``top_k`` channels whose mapped embeddings align best with the
+    text embedding, summed with their cosines as weights.
+
+    :meth:`fit` trains the channel mapper (multiple-instance contrastive, early-stopped on the
+    validation images); or pass a trained ``mapper``.
+    """
+
+    def __init__(self, model: nn.Module, layer: nn.Module, top_k: int = 3, mapper: ChannelMapper | None = None,
+                 config: MapperConfig = MapperConfig(), seed: int = 0, batch_size: int = 32,
+                 progress: bool = False) -> None:
+        super().__init__(model, layer, batch_size)
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        self.top_k, self.mapper, self.config, self.seed, self.progress = top_k, mapper, config, seed, progress
+        self.history: list[dict[str, Any]] = []
+
+    def fit(self, images: torch.Tensor, labels: Sequence[bool] | np.ndarray, val_images: torch.Tensor,
+            val_labels: Sequence[bool] | np.ndarray, target: torch.Tensor) -> Factor:
+        """Train the mapper for one attribute: ``labels`` say which images show it (image level, no boxes)."""
+        self.mapper, self.history = train_mapper(
+            self.features(images), np.asarray(labels, dtype=bool), self.features(val_images),
+            np.asarray(val_labels, dtype=bool), target, self.config, self.seed, self.progress)
+        return self
+
+    def weights(self, maps: torch.Tensor, target: Target | None) -> torch.Tensor:
+        if self.mapper is None:
+            raise RuntimeError("Factor has no channel mapper: call fit(...) or pass mapper=")
+        if not isinstance(target, torch.Tensor):
+            raise ValueError("FActOR's target is the attribute's (D,) text embedding")
+        return hm.factor_weights(self.mapper, maps, target, self.top_k)
+
+
+class ChannelBaseline(_ChannelMethod):
+    """FActOR's controls at the same layer: ``"mean"`` of all channels, ``k`` ``"random"`` channels
+    per image (seeded: chance level), or one fixed channel index (e.g. the box-chosen oracle).
+    The target is ignored."""
+
+    def __init__(self, model: nn.Module, layer: nn.Module, channels: str | int = "mean", k: int = 3,
+                 seed: int = 0, batch_size: int = 32) -> None:
+        super().__init__(model, layer, batch_size)
+        if not isinstance(channels, int) and channels not in ("mean", "random"):
+            raise ValueError(f"channels must be 'mean', 'random' or a channel index; got {channels!r}")
+        self.channels, self.k, self.seed = channels, k, seed
+
+    def weights(self, maps: torch.Tensor, target: Target | None) -> torch.Tensor:
+        n, channels = maps.shape[:2]
+        if self.channels == "mean":
+            return hm.mean_weights(n, channels)
+        if self.channels == "random":
+            return hm.random_weights(n, channels, self.k, self.seed)
+        if not 0 <= self.channels < channels:
+            raise ValueError(f"channel {self.channels} is not in the layer's {channels} channels")
+        return hm.single_channel_weights(n, channels, self.channels)
+
+
+class GradCam:
+    """Grad-CAM (captum ``LayerGradCam``: ReLU of the gradient-weighted channel sum) at ``layer``."""
+
+    def __init__(self, model: nn.Module, layer: nn.Module, batch_size: int = 16) -> None:
+        self.model, self.layer, self.batch_size = model, layer, batch_size
+
+    def attribute(self, images: torch.Tensor, target: Target, masks: torch.Tensor | None = None) -> torch.Tensor:
+        masks = _masks(images, masks)
+        return hm.grad_cam(target_module(self.model, target), self.layer, lambda part: images[part],
+                           len(images), masks, self.batch_size)
+
+
+class IntegratedGradients:
+    """Integrated Gradients (captum) from a black image, ``|attribution|`` smoothed by a Gaussian of
+    ``sigma`` pixels, ``steps`` interpolation points."""
+
+    def __init__(self, model: nn.Module, steps: int = 8, sigma: float = 4.0, batch_size: int = 2) -> None:
+        self.model, self.steps, self.sigma, self.batch_size = model, steps, sigma, batch_size
+
+    def attribute(self, images: torch.Tensor, target: Target, masks: torch.Tensor | None = None) -> torch.Tensor:
+        masks = _masks(images, masks)
+        return hm.integrated_gradients(target_module(self.model, target), lambda part: images[part],
+                                       len(images), masks, self.steps, self.sigma, self.batch_size)
+
+
+class BreastPrior:
+    """No model: the distance to the tissue's edge, a centre-of-breast prior that knows no lesion;
+    every localization table's floor. Needs ``masks``."""
+
+    def attribute(self, images: torch.Tensor, target: Target | None = None,
+                  masks: torch.Tensor | None = None) -> torch.Tensor:
+        return hm.breast_prior(_masks(images, masks))

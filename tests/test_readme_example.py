@@ -1,0 +1,33 @@
+"""The README's Python API block runs as it stands (slow: it reads the 100-study check set and fits
+FActOR's mapper on the shipped model, about 1.5 min)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def python_api_block() -> str:
+    section = README.read_text().split("## Python API", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.mark.slow
+def test_the_readme_python_api_block_runs(tmp_path):
+    env = {**os.environ, "MAMMO_INTERP_CACHE": os.environ.get("MAMMO_INTERP_CACHE", str(tmp_path / "cache"))}
+    env.pop("MAMMO_INTERP_DATA", None)
+    out = subprocess.run([sys.executable, "-c", python_api_block()], capture_output=True, text=True,
+                         timeout=900, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["Factor", "GradCam", "ChannelBaseline"]
+    for line in lines:
+        value, low, high = map(float, re.search(r"IoU-hit@0.25 ([\d.]+) \(([\d.]+)–([\d.]+)\)", line).groups())
+        assert 0 <= low <= value <= high <= 1
