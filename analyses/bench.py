@@ -12,7 +12,6 @@ import concurrent.futures
 import multiprocessing
 import os
 import platform
-import resource
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from models.allocator import peak_rss_mb
 from models.cli import parse_config, run_main
 from models.io import save_json
 from models.report_tables import write_table
@@ -44,10 +44,6 @@ class BenchConfig:
     repeats: int = field(default=3, metadata={"help": "best of this many interleaved runs for each ratio"})
     tsne_points: tuple[int, ...] = field(default=(1000, 5000), metadata={
         "help": "t-SNE sizes (points x 512 dims)"})
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _timed(run: Callable[[], Any]) -> float:
@@ -158,7 +154,7 @@ def bench_tsne(points: int) -> dict[str, Any]:
 
 def _child(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     result = function(*args)
-    result["peak_rss_mb"] = _peak_rss_mb()
+    result["peak_rss_mb"] = peak_rss_mb()
     return result
 
 

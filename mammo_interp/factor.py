@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import json
-import resource
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -46,6 +45,7 @@ from mammo_interp.localization import (
     write_localization_table,
 )
 from mammo_interp.mapper import ChannelMapper, MapperConfig, train_mapper
+from models.allocator import peak_rss_mb
 from models.cards import embedded_data, provenance, sha256
 from models.checkpoints import check_input_size, clip_from_checkpoint, input_size, load_checkpoint
 from models.cli import parse_config, run_main
@@ -153,7 +153,7 @@ def time_box_prediction(encoder: ImageEncoder, mapper: ChannelMapper, text_embed
     count = len(images)
     return {"images": count, "bare_forward_s": seconds["bare"], "factor_boxes_s": seconds["factor"],
             "ratio": seconds["factor"] / seconds["bare"], "factor_images_per_s": count / seconds["factor"],
-            "bare_images_per_s": count / seconds["bare"], "peak_rss_mb": _peak_rss_mb(), "layer": layer,
+            "bare_images_per_s": count / seconds["bare"], "peak_rss_mb": peak_rss_mb(), "layer": layer,
             "threads": torch.get_num_threads()}
 
 
@@ -448,10 +448,6 @@ def best_times(runs: Mapping[str, Callable[[], Any]], repeats: int) -> dict[str,
             run()
             times[name].append(time.perf_counter() - started)
     return {name: min(values) for name, values in times.items()}
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def run(config: FactorConfig) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""glibc allocator settings for the command-line entry points (never applied on import).
+"""The process's memory: glibc allocator settings for the command-line entry points (never applied
+on import), and the peak resident set size every run records.
 
 PyTorch on CPU frees a batch's activations and allocates them again for the next batch. glibc serves
 blocks above its mmap threshold (at most 32 MB by default) with fresh ``mmap`` calls and returns freed
@@ -12,6 +13,7 @@ changes where memory comes from, not what is computed). Elsewhere than glibc thi
 from __future__ import annotations
 
 import ctypes
+import resource
 
 M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
@@ -27,3 +29,8 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident set size so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -13,7 +13,6 @@ the gloo backend (CPU); contrastive negatives are then each process's local batc
 
 from __future__ import annotations
 
-import resource
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from tqdm.auto import tqdm
 
 import models  # noqa: F401 - runtime guard before torchvision/transformers
+from models.allocator import peak_rss_mb
 from models.checkpoints import load_checkpoint, restore_clip_state, save_checkpoint
 from models.cli import parse_config, run_main
 from models.clip import ClipConfig, ClipModel, MultiViewClipModel
@@ -361,10 +361,6 @@ def _optimizer(objective: PretrainObjective, config: PretrainConfig) -> torch.op
     return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def pretrain(config: PretrainConfig, splits: Splits | None = None) -> Path:
     """Run (or resume) pretraining; returns the path of the best checkpoint (``OUT/best.pt``)."""
     context = init_distributed()
@@ -437,7 +433,7 @@ def pretrain(config: PretrainConfig, splits: Splits | None = None) -> Path:
         row.update(evaluate_retrieval(objective, val_set, config))
         row["logit_scale"] = float(clip.logit_scale().detach())
         row["lr"] = scheduler.get_last_lr()[0]
-        row["peak_rss_mb"] = _peak_rss_mb()
+        row["peak_rss_mb"] = peak_rss_mb()
         improved = stopper.step(row["val_loss"], epoch)
         if context.is_main:
             history.append(row)

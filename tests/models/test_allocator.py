@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+from models import allocator
 
 # Three forward + backward passes of the image encoder (after a warm-up): minor page faults.
 _ROUNDS = """
@@ -42,3 +45,10 @@ def test_entry_points_apply_the_settings(monkeypatch):
     with pytest.raises(SystemExit):
         cli.run_main(lambda: 0)
     assert applied == [True]
+
+
+def test_peak_rss_grows_by_what_the_process_touches():
+    before = allocator.peak_rss_mb()
+    block = np.ones(64 * 2**20 // 8 + int(before * 2**20) // 8)  # more than the whole peak so far, touched
+    assert allocator.peak_rss_mb() >= before + 60
+    del block
