@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from models.allocator import peak_rss_mb
-from models.cli import parse_config, run_main
+from models.cli import check_output_folders, parse_config, run_main
 from models.io import save_json
 from models.report_tables import write_table
 
@@ -34,7 +34,7 @@ from models.report_tables import write_table
 class BenchConfig:
     """What to measure and how much of it."""
 
-    out: str = field(default="reports/bench", metadata={"help": "output stem (.md, .csv, .json)"})
+    report_dir: str = field(default="reports", metadata={"help": "where bench.md/.csv/.tex/.json go"})
     heights: tuple[int, ...] = field(default=(256, 512, 1024), metadata={
         "help": "image heights for the size sweep (width = 0.625 x height)"})
     images: int = field(default=32, metadata={"help": "images per throughput measurement"})
@@ -193,10 +193,11 @@ def run_bench(config: BenchConfig) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     config = parse_config(BenchConfig, argv, "python -m analyses.bench",
-                          "Throughput, ratios and peak memory of the main costs; writes OUT.md/.csv/.json.")
+                          "Throughput, ratios and peak memory of the main costs; writes REPORT_DIR/bench.md/.csv/.tex/.json.")
+    check_output_folders(config, "python -m analyses.bench")
     frame = run_bench(config)
     shown = frame.assign(value=[f"{v:.3g}" if isinstance(v, float) else str(v) for v in frame["value"]])
-    stem = Path(config.out)
+    stem = Path(config.report_dir) / "bench"
     caption = f"Benchmarks on {machine()}; each case in a fresh process; ratios measured back to back."
     write_table(shown, stem, caption=caption, label="tab:bench")
     save_json(stem.with_suffix(".json"), {"machine": machine(), "config": asdict(config),

@@ -20,7 +20,7 @@ import models  # noqa: F401  (runtime set-up first)
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from models.cli import parse_config, run_main
+from models.cli import check_output_folders, parse_config, run_main
 from models.data.default import default_data_root
 from models.data.synth import SynthConfig
 from models.io import save_json
@@ -123,6 +123,7 @@ def sweep(config: DifficultySweepConfig) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     config = parse_config(DifficultySweepConfig, argv, "python -m analyses.difficulty_sweep",
                           "Train the supervised reference at several generator difficulties; table + figure.")
+    check_output_folders(config, "python -m analyses.difficulty_sweep")
     frame = sweep(config)
     print(frame.to_string(index=False))
     print(f"wrote {Path(config.report_dir) / 'difficulty_sweep'}.{{md,csv,tex,png,pdf,json}}")

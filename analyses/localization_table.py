@@ -19,8 +19,9 @@ from typing import Any
 import models  # noqa: F401  (runtime set-up first)
 import pandas as pd
 
-from mammo_interp.factor import METHODS, FactorConfig, FactorStudy
-from models.cli import parse_config, run_main
+from mammo_interp.factor import METHODS, FactorConfig, FactorStudy, check_methods
+from models.checkpoints import check_input_size
+from models.cli import check_output_folders, parse_config, run_main
 from models.data.reading import ReadOptions, read_options_field
 from models.metrics import Estimate
 from models.report_tables import write_table
@@ -49,6 +50,10 @@ class LocalizationTableConfig:
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
+
+    def __post_init__(self) -> None:  # refused while parsing, before the first study starts
+        check_input_size(self.image_size)
+        check_methods(self.methods)
 
 
 def _tag(checkpoint: str | None) -> str:
@@ -99,6 +104,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     config = parse_config(LocalizationTableConfig, argv, "python -m analyses.localization_table",
                           "FActOR and baselines for mass and calcification across backbones and "
                           "feature layers, in one markdown/CSV/LaTeX table.")
+    check_output_folders(config, "python -m analyses.localization_table")
     table = run_grid(config)
     caption = ("Weakly supervised localization on the test split: every method's heatmaps turned into "
                "boxes by one rule (quantile 0.95 inside the breast, at most 3 boxes); 95% bootstrap CIs "

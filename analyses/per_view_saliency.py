@@ -21,7 +21,7 @@ import models  # noqa: F401  (runtime set-up first)
 import pandas as pd
 
 from mammo_interp.saliency import MAP_METHODS, SaliencyConfig, SaliencyStudy
-from models.cli import parse_config, run_main
+from models.cli import check_output_folders, parse_config, run_main
 from models.data.reading import ReadOptions, read_options_field
 from models.metrics import Estimate
 from models.report_tables import write_table
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = parse_config(PerViewSaliencyConfig, argv, "python -m analyses.per_view_saliency",
                           "Per-view saliency of exam-level CLIP scores vs the view-averaged map: view "
                           "identification and localization tables in reports/per_view/.")
+    check_output_folders(config, "python -m analyses.per_view_saliency")
     result = run(config)
     for name in ("view_identification", "localization"):
         print((Path(config.report_dir) / f"{name}.md").read_text())

@@ -26,7 +26,7 @@ from mammo_interp.calibration import DEFAULT_BINS
 from mammo_interp.plotting import plt, save_figure
 from mammo_interp.prompts import load_prompt_sets
 from mammo_interp.zeroshot import ENSEMBLES, SplitConfig, embed_split, run_zero_shot
-from models.cli import parse_config, run_main
+from models.cli import check_output_folders, parse_config, run_main
 from models.io import atomic_write, save_json
 from models.metrics import Estimate
 from models.report_tables import ci_frame, ci_long_frame, write_table
@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         "Zero-shot prompt ablation: prompt set x ensembling x logit scale on the same images and "
         "model; writes tables and a bar chart to REPORT_DIR.",
     )
+    check_output_folders(config, "python -m analyses.prompt_ablation")
     table = prompt_ablation(config)
     with pd.option_context("display.width", 200, "display.max_columns", None):
         print(table.to_string(index=False))

@@ -1,14 +1,14 @@
 """One exam of the default synthetic dataset, 4 views with ground-truth boxes.
 
-``python -m analyses.synthetic_dataset_figure [--data ROOT] [--study STUDY_ID] [--out reports/synthetic_dataset]``
-writes ``<out>.png`` and ``<out>.pdf`` so a reader can judge realism at a glance. Without ``--study``
+``python -m analyses.synthetic_dataset_figure [--data ROOT] [--study STUDY_ID] [--report-dir reports]``
+writes ``REPORT_DIR/synthetic_dataset.png`` and ``.pdf`` so a reader can judge realism at a glance. Without ``--study``
 it shows the first exam (in table order) with the most distinct finding categories.
 """
 
 from __future__ import annotations
 
-import argparse
 import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import models  # noqa: F401  (runtime set-up first)
@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
 
 from mammo_interp.plotting import CATEGORY_COLORS, DEFAULT_COLOR, draw_boxes, save_figure
-from models.cli import run_main
+from models.cli import check_output_folders, parse_config, run_main
 from models.data.default import default_data_root
 from models.data.dicom import read_dicom
 from models.data.vindr import read_vindr
@@ -59,17 +59,21 @@ def plot_exam(table, study_id: str):
     return fig
 
 
+@dataclass(frozen=True)
+class DatasetFigureConfig:
+    data: str | None = field(default=None, metadata={
+        "help": "VinDr-layout dataset folder; default: the cached synthetic set"})
+    study: str | None = field(default=None, metadata={"help": "study_id to show; default: the richest exam"})
+    report_dir: str = field(default="reports", metadata={"help": "where synthetic_dataset.png/.pdf go"})
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analyses.synthetic_dataset_figure", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=None,
-                        help="VinDr-layout dataset root (default: the cached synthetic dataset)")
-    parser.add_argument("--study", default=None, help="study_id to show (default: the richest exam)")
-    parser.add_argument("--out", type=Path, default=Path("reports/synthetic_dataset"),
-                        help="output path without suffix (default: reports/synthetic_dataset)")
-    args = parser.parse_args(argv)
-    table = read_vindr(default_data_root(args.data))
-    written = save_figure(plot_exam(table, args.study or pick_study(table)), args.out)
+    prog = "python -m analyses.synthetic_dataset_figure"
+    config = parse_config(DatasetFigureConfig, argv, prog, __doc__.splitlines()[0])
+    check_output_folders(config, prog)
+    table = read_vindr(default_data_root(config.data))
+    figure = plot_exam(table, config.study or pick_study(table))
+    written = save_figure(figure, Path(config.report_dir) / "synthetic_dataset")
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 

@@ -48,7 +48,7 @@ from mammo_interp.mapper import ChannelMapper, MapperConfig, train_mapper
 from models.allocator import peak_rss_mb
 from models.cards import embedded_data, provenance, sha256
 from models.checkpoints import check_input_size, clip_from_checkpoint, input_size, load_checkpoint
-from models.cli import parse_config, run_main
+from models.cli import check_output_folders, parse_config, run_main
 from models.clip import ClipModel, attribute_embedding
 from models.data.datasets import ImageDataset
 from models.data import default
@@ -60,7 +60,7 @@ from models.data.sources import SPLITS, TEST, TRAIN, VALIDATION, Splits, load_sp
 from models.data.synth import GENERATOR_VERSION
 from models.encoders import ImageEncoder
 from models.default_model import checkpoint_field, resolve_checkpoint
-from models.io import atomic_write, save_json, save_torch, writable_dir
+from models.io import atomic_write, save_json, save_torch
 from models.training import eval_mode
 from models.reference import load_reference, shipped_reference, shipped_reference_card
 from models.text import attribute_category, attribute_sentences
@@ -120,12 +120,17 @@ class FactorConfig:
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"stage {self.stage!r} is not one of {STAGES}")
-        unknown = sorted(set(self.methods) - set(METHODS))
-        if unknown:
-            raise ValueError(f"unknown methods {unknown}; valid: {list(METHODS)}")
+        check_methods(self.methods)
         check_input_size(self.image_size)
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
+
+
+def check_methods(methods: tuple[str, ...]) -> None:
+    """Refuse method names FActOR's table does not know (at parse time)."""
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; valid: {list(METHODS)}")
 
 
 def time_box_prediction(encoder: ImageEncoder, mapper: ChannelMapper, text_embedding: torch.Tensor,
@@ -472,17 +477,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "and simple baselines (IoU-hit, AP, pointing game with bootstrap CIs). Default: the "
         "embedded synthetic dataset and the default CLIP model.",
     )
+    check_output_folders(config, "python -m mammo_interp.factor")
     try:  # bad names and paths: one clear line, before any heavy work
         attribute_category(config.attribute)
         for flag, path in (("--checkpoint", config.checkpoint), ("--reference", config.reference)):
             if path is not None and not Path(path).is_file():
                 raise FileNotFoundError(f"{flag} {path}: no such file")
-        writable_dir(config.out, "--out")
-        writable_dir(config.report_dir, "--report-dir")
-        if config.ship_to is not None:
-            if not uses_embedded(config.data):
-                raise ValueError("--ship-to: only mappers of the embedded set ship (no --data, no $MAMMO_INTERP_DATA)")
-            writable_dir(config.ship_to, "--ship-to")
+        if config.ship_to is not None and not uses_embedded(config.data):
+            raise ValueError("--ship-to: only mappers of the embedded set ship (no --data, no $MAMMO_INTERP_DATA)")
     except (ValueError, OSError) as exc:
         raise SystemExit(f"python -m mammo_interp.factor: error: {exc}") from exc
     result = run(config)

@@ -41,7 +41,7 @@ from matplotlib.figure import Figure
 from mammo_interp.plotting import plt, save_figure
 from mammo_interp.prompts import PromptSet, load_prompt_sets, prompt_set_for
 from mammo_interp.zeroshot import ENSEMBLES, LEVELS, SplitConfig, ZeroShotClassifier, embed_split, level_targets
-from models.cli import parse_config, run_main
+from models.cli import check_output_folders, parse_config, run_main
 from models.data.labels import IGNORE_INDEX
 from models.io import atomic_write, save_json
 from models.metrics import Estimate, bootstrap
@@ -329,6 +329,7 @@ def main(argv: list[str] | None = None) -> ReportRun:
         "Draft mammography reports as a chain of zero-shot tasks (seed 001) with a confidence "
         "threshold that abstains; structured rows, exam sentences, field accuracy vs coverage.",
     )
+    check_output_folders(config, "python -m mammo_interp.report")
     run = generate(config)
     print(run.fields.to_string(index=False))
     return run

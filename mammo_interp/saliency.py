@@ -54,7 +54,7 @@ from mammo_interp.heatmaps import normalize_in_mask, upsample
 from mammo_interp.localization import evaluate_methods, write_localization_table
 from mammo_interp.plotting import draw_boxes, save_figure
 from models.checkpoints import check_input_size, clip_from_checkpoint, input_size, load_checkpoint
-from models.cli import parse_config, run_main
+from models.cli import check_output_folders, parse_config, run_main
 from models.clip import ClipModel, MultiViewClipModel, attribute_embedding
 from models.data.datasets import EXAM_VIEWS, ExamDataset
 from models.data.errors import DataError
@@ -681,6 +681,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "Per-view saliency for exam-level CLIP models: attribute the pooled exam score to each view "
         "(Grad-CAM, Integrated Gradients, occlusion maps; gradient x input, leave-one-view-out, exact "
         "Shapley), compare with the view-averaged map, and score views and breasts separately.")
+    check_output_folders(config, "python -m mammo_interp.saliency")
     if config.exam is None and not config.evaluate:
         raise SystemExit("python -m mammo_interp.saliency: error: give --exam STUDY_ID and/or --evaluate")
     try:

@@ -44,7 +44,7 @@ from mammo_interp.calibration import (
 from mammo_interp.plotting import save_figure
 from mammo_interp.prompts import TaskPrompts, load_prompt_sets, prompt_set_for
 from models.checkpoints import check_input_size, clip_from_checkpoint, input_size, load_checkpoint
-from models.cli import parse_config, run_main
+from models.cli import check_output_folders, parse_config, run_main
 from models.clip import ClipModel
 from models.data import schema
 from models.data.cache import PreprocessCache
@@ -416,6 +416,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         "Zero-shot classification of one task with a CLIP checkpoint; writes markdown/CSV/LaTeX "
         "tables with bootstrap CIs and a reliability diagram to REPORT_DIR.",
     )
+    check_output_folders(config, "python -m mammo_interp.zeroshot")
     table = zeroshot(config)
     print(table.to_string(index=False))
     return table

@@ -139,11 +139,19 @@ def clip_from_checkpoint(payload: Mapping[str, Any], source: str, text_encoder: 
     raise CheckpointError(f"{source}: neither a {FORMAT} checkpoint nor a Mammo-CLIP one")
 
 
-def check_input_size(requested: Sequence[int]) -> None:
-    """Refuse a requested input size that is neither empty (the checkpoint's own) nor ``H W``;
-    configs call it at parse time, before any model is loaded."""
-    if requested and len(requested) != 2:
+MIN_INPUT_SIDE = 32  # the backbones downsample 32x: a smaller side leaves no feature-map cell
+
+
+def check_input_size(requested: Sequence[int], allow_empty: bool = True) -> None:
+    """Refuse a requested input size that is neither empty (the checkpoint's own, when
+    ``allow_empty``) nor ``H W`` with both sides at least :data:`MIN_INPUT_SIDE` pixels; configs
+    call it at parse time, before any data or model is loaded."""
+    if not requested and allow_empty:
+        return
+    if len(requested) != 2:
         raise ValueError(f"image_size needs two numbers (H W), got {list(requested)}")
+    if min(requested) < MIN_INPUT_SIDE:
+        raise ValueError(f"image_size sides must be at least {MIN_INPUT_SIDE} pixels (H W), got {list(requested)}")
 
 
 def input_size(payload: Mapping[str, Any], requested: Sequence[int] = ()) -> tuple[int, int]:

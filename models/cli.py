@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from models.allocator import keep_freed_memory
 from models.data.reading import DataQuirkWarning
 from models.errors import InputError
+from models.io import writable_dir
 
 T = TypeVar("T")
 
@@ -64,7 +65,8 @@ def _add_fields(parser: argparse.ArgumentParser, target: argparse.ArgumentParser
             continue
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
         help_text = field.metadata.get("help", "")
-        help_text = f"{help_text} (default: {default})".strip()
+        if "default:" not in help_text:  # a help that explains its default already says it once
+            help_text = f"{help_text} (default: {default})".strip()
         origin = typing.get_origin(kind)
         flag = _flag(dest)
         if kind is bool:
@@ -169,6 +171,23 @@ def config_from_values(cls: type[T], values: dict[str, Any], source: str) -> T:
     parser = _config_parser(cls, source, "")
     _set_config_defaults(parser, values, source)
     return _build_or_usage_error(cls, parser.parse_args([]), parser)
+
+
+OUTPUT_FOLDERS = ("out", "report_dir", "ship_to")  # the one meaning of these flags: a folder written into
+
+
+def check_output_folders(config: Any, prog: str) -> None:
+    """Create every output folder a config names (``--out``, ``--report-dir``, ``--ship-to``) and
+    check it can be written, before any data or model is read; else exit with one line naming the
+    flag. Entry points call it right after parsing."""
+    for name in OUTPUT_FOLDERS:
+        path = getattr(config, name, None)
+        if path is None:
+            continue
+        try:
+            writable_dir(path, _flag(name))
+        except OSError as exc:
+            raise SystemExit(f"{prog}: error: {exc}") from None
 
 
 USER_ERRORS = (InputError, FileNotFoundError, PermissionError)

@@ -31,7 +31,7 @@ import pandas as pd
 
 from models.cards import embedded_data, provenance
 from models.checkpoints import clip_from_checkpoint, load_checkpoint
-from models.cli import config_from_values, parse_config, run_main
+from models.cli import check_output_folders, config_from_values, parse_config, run_main
 from models.data.check_set import CHECK_SET, check_set_table
 from models.data.datasets import ImageDataset
 from models.data.default import cache_dir, default_data_root, uses_embedded
@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = parse_config(ShipConfig, argv, "python -m models.default_model",
                           "Train the default CLIP recipe (models/recipes/default_clip.json) on the default "
                           "synthetic set and write its fp16 weights and model card into the package.")
+    check_output_folders(config, "python -m models.default_model")
     card = ship(config)
     print(json.dumps({"test_zero_shot_auroc": card["test_zero_shot_auroc"], "sha256": card["sha256"]}, indent=2))
     return card

@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
 import models  # noqa: F401 - runtime guard before torchvision/transformers
-from models.checkpoints import load_clip
-from models.cli import parse_config, run_main
+from models.checkpoints import check_input_size, load_clip
+from models.cli import check_output_folders, parse_config, run_main
 from models.data.datasets import ImageDataset, collate
 from models.data.labels import DEFAULT_LABELS, IGNORE_INDEX, MultiHotEncoder
 from models.data.reading import ReadOptions, read_options_field
@@ -80,6 +80,7 @@ class FinetuneConfig:
             raise ValueError(f"task {self.task!r} is not one of {TASKS}")
         if self.mode not in MODES:
             raise ValueError(f"mode {self.mode!r} is not one of {MODES}")
+        check_input_size(self.image_size, allow_empty=False)
         if self.folds == 1 or self.folds < 0:
             raise ValueError(f"folds must be 0 (fixed splits) or >= 2, got {self.folds}")
         if any(not 0 < f <= 1 for f in self.fractions):
@@ -279,6 +280,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         "Linear probe or full fine-tuning of a CLIP image encoder on one label; writes "
         "markdown/CSV/LaTeX tables with bootstrap CIs to REPORT_DIR.",
     )
+    check_output_folders(config, "python -m models.finetune")
     table = finetune(config)
     print(table.to_string(index=False))
     return table

@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 
 import models  # noqa: F401 - runtime guard before torchvision/transformers
 from models.allocator import peak_rss_mb
-from models.checkpoints import load_checkpoint, restore_clip_state, save_checkpoint
-from models.cli import parse_config, run_main
+from models.checkpoints import check_input_size, load_checkpoint, restore_clip_state, save_checkpoint
+from models.cli import check_output_folders, parse_config, run_main
 from models.clip import ClipConfig, ClipModel, MultiViewClipModel
 from models.data.labels import DENSITY, IGNORE_INDEX
 from models.data.datasets import BreastDataset, ExamDataset, ImageDataset, collate
@@ -116,6 +116,7 @@ class PretrainConfig:
             raise ValueError("loss 'multiview' pairs the CC and MLO views of a breast: use level 'breast'")
         if self.mlm_weight > 0 and self.level != "image":
             raise ValueError("the masked-language term is implemented for level 'image' only")
+        check_input_size(self.image_size, allow_empty=False)
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
         if not 0 <= self.positive_fraction < 1:
@@ -470,6 +471,7 @@ def main(argv: list[str] | None = None) -> Path:
         "Contrastive image-text pretraining on VinDr/RSNA-layout data (default: the "
         "embedded synthetic set). Writes OUT/last.pt, OUT/best.pt, OUT/metrics.csv.",
     )
+    check_output_folders(config, "python -m models.pretrain")
     best = pretrain(config)
     print(f"best checkpoint: {best}")
     return best

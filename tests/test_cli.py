@@ -2,18 +2,19 @@
 bad input (run_main)."""
 
 import argparse
+import importlib
 import json
 import subprocess
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import pytest
 
 from models.checkpoints import load_checkpoint
 from models.cli import (
-    add_config_file_argument, add_dataclass_arguments, build_dataclass, parse_config, parse_with_config_file,
-    run_main,
+    OUTPUT_FOLDERS, add_config_file_argument, add_dataclass_arguments, build_dataclass, parse_config,
+    parse_with_config_file, run_main,
 )
 from models.data.errors import DataError
 from models.data.reading import DataQuirkWarning, ReadOptions
@@ -132,6 +133,27 @@ def test_values_refused_by_the_config_are_usage_errors(capsys):
     assert "prog: error: steps must be >= 1, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("config", ENTRY_CONFIGS, ids=lambda c: c.__name__)
+def test_every_flag_states_its_default_once(config):
+    parser = argparse.ArgumentParser()
+    add_dataclass_arguments(parser, config)
+    helps = {action.dest: action.help or "" for action in parser._actions if action.dest != "help"}
+    assert {dest: text for dest, text in helps.items() if text.count("default:") != 1} == {}
+
+
+SIZED_CONFIGS = [c for c in ENTRY_CONFIGS if "image_size" in c.__dataclass_fields__]
+
+
+@pytest.mark.parametrize("config", SIZED_CONFIGS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("size", [["0", "0"], ["256"], ["16", "160"]])
+def test_every_bad_input_size_is_a_usage_error_while_parsing(config, size, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(config, ["--image-size", *size], "prog", "")
+    assert exit_info.value.code == 2
+    assert "prog: error: image_size" in capsys.readouterr().err
+    assert parse_config(config, ["--image-size", "64", "32"], "prog", "").image_size == (64, 32)
+
+
 def test_unknown_image_encoder_name_stops_an_entry_point_while_parsing(capsys):
     with pytest.raises(SystemExit) as exit_info:
         pretrain_main(["--model-image-name", "tf_efficientnet_lite9", "--out", "/nonexistent/never-written"])
@@ -186,3 +208,45 @@ def test_run_main_prints_repaired_data_quirks_in_one_line(capsys):
     assert _exit_of(quirky).code == 0
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.endswith(": warning: finding_annotations.csv: 2 box(es) extend past their image")
+
+
+WRITING_COMMANDS = ["models.reference", "models.pretrain", "models.default_model", "models.finetune",
+                    "mammo_interp.factor", "mammo_interp.saliency", "mammo_interp.zeroshot",
+                    "mammo_interp.embeddings", "mammo_interp.report", "analyses.bench",
+                    "analyses.data_statistics", "analyses.difficulty_sweep", "analyses.lesion_contrast",
+                    "analyses.localization_table", "analyses.per_view_saliency", "analyses.prompt_ablation",
+                    "analyses.recipe_ablation", "analyses.synthetic_dataset_figure"]
+
+
+@pytest.mark.parametrize("module", WRITING_COMMANDS)
+def test_every_output_folder_is_checked_before_any_work(module, tmp_path, monkeypatch, capsys):
+    """An unwritable output folder ends each command in one line naming the flag, right after
+    parsing: the empty cache stays empty (no data generated, no model trained)."""
+    monkeypatch.setenv("MAMMO_INTERP_CACHE", str(tmp_path / "cache"))
+    main = importlib.import_module(module).main
+    flags = [f for f in OUTPUT_FOLDERS if f in _config_fields(main)]
+    assert flags, f"{module} has no output folder flag"
+    for name in flags:
+        flag = "--" + name.replace("_", "-")
+        with pytest.raises(SystemExit) as exit_info:
+            main([flag, "/proc/no-such-folder/x"])
+        assert exit_info.value.code == (f"python -m {module}: error: {flag} /proc/no-such-folder/x is not a "
+                                        "writable folder (No such file or directory)")
+    assert not (tmp_path / "cache").exists()
+
+
+def _config_fields(main) -> set[str]:
+    """The field names of the config dataclass an entry point parses (from its parse_config call)."""
+    calls = []
+    with pytest.MonkeyPatch.context() as patch:
+        def parsed(cls, *args, **kwargs):
+            calls.append(cls)
+            raise _Parsed
+        patch.setattr(sys.modules[main.__module__], "parse_config", parsed)
+        with pytest.raises(_Parsed):
+            main([])
+    return {f.name for f in fields(calls[0])}
+
+
+class _Parsed(Exception):
+    """Stops an entry point once it has named its config class."""

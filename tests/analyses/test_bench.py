@@ -46,8 +46,8 @@ def test_isolated_runs_in_another_process_and_reports_its_memory():
 @pytest.mark.slow
 def test_main_writes_every_case_to_md_csv_tex_and_json(tmp_path):
     stem = tmp_path / "bench"
-    bench.main(["--out", str(stem), "--heights", "64", "--images", "2", "--studies", "1", "--exams", "1",
-                "--tsne-points", "60", "--repeats", "1"])
+    bench.main(["--report-dir", str(tmp_path), "--heights", "64", "--images", "2", "--studies", "1",
+                "--exams", "1", "--tsne-points", "60", "--repeats", "1"])
     for suffix in (".md", ".csv", ".tex", ".json"):
         assert stem.with_suffix(suffix).is_file(), suffix
     cases = pd.read_csv(stem.with_suffix(".csv"))["case"].unique()
