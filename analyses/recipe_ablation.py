@@ -26,9 +26,11 @@ import models  # noqa: F401  (runtime set-up first)
 import pandas as pd
 
 from models.cli import check_output_folders, config_from_values, parse_config, run_main
+from models.data.default import uses_embedded
 from models.errors import InputError
 from models.io import save_json
 from models.pretrain import PretrainConfig, pretrain
+from models.reference import shipped_reference, shipped_reference_card
 from models.report_tables import write_table
 
 DEFAULT_RECIPES = "clip_ablation.json"
@@ -45,7 +47,8 @@ class RecipeAblationConfig:
         "help": f"recipe file (JSON); default: the packaged analyses/recipes/{DEFAULT_RECIPES}"})
     only: tuple[str, ...] = field(default=(), metadata={"help": "run just these variants (default: all)"})
     reference: str | None = field(default=None, metadata={
-        "help": "a models.reference run folder: its best validation AUROCs become the ceiling row"})
+        "help": "a models.reference run folder: its best validation AUROCs become the ceiling row; "
+                "default: the shipped reference's card on the embedded set"})
     out: str = field(default="runs/recipe_ablation", metadata={"help": "run folders, one per variant"})
     report_dir: str = field(default="reports/recipe", metadata={"help": "where the table goes"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
@@ -114,14 +117,27 @@ def ablation_rows(config: RecipeAblationConfig, recipes: dict[str, Any]) -> list
                      "epochs": epochs, "kept epoch": int(best["epoch"]) + 1,
                      **{label: float(best[column]) for column, label in COLUMNS.items()},
                      "train images/s": float(best["train_samples_per_s"])})
+    ceiling = reference_ceiling(config)
+    if ceiling is not None:
+        epochs, kept, metrics = ceiling
+        rows.append({"variant": "supervised reference (ceiling)", "changes": "box-free finding labels",
+                     "epochs": epochs, "kept epoch": kept,
+                     **{label: float(metrics[column]) for column, label in REFERENCE_COLUMNS.items()
+                        if column in metrics}})
+    return rows
+
+
+def reference_ceiling(config: RecipeAblationConfig) -> tuple[int, int, dict[str, float]] | None:
+    """(epochs, kept epoch from 1, validation AUROCs) of the supervised reference: the ``--reference``
+    run's best validation mass epoch, else, on the embedded set, the shipped reference's card."""
     if config.reference:
         history = pd.read_csv(Path(config.reference) / "metrics.csv")
         best = history.loc[history["val_auroc_Mass"].idxmax()]
-        rows.append({"variant": "supervised reference (ceiling)", "changes": "box-free finding labels",
-                     "epochs": len(history), "kept epoch": int(best["epoch"]) + 1,
-                     **{label: float(best[column]) for column, label in REFERENCE_COLUMNS.items()
-                        if column in best}})
-    return rows
+        return len(history), int(best["epoch"]) + 1, best.to_dict()
+    if uses_embedded(config.data) and shipped_reference().is_file():
+        card = shipped_reference_card()
+        return int(card["epochs_trained"]), int(card["kept_epoch"]), card["validation"]
+    return None
 
 
 def write_report(config: RecipeAblationConfig, recipes: dict[str, Any]) -> pd.DataFrame:

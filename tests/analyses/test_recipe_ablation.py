@@ -69,3 +69,14 @@ def test_runs_each_variant_and_reports_the_kept_epoch(tiny_masses, tmp_path, mon
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "reports" / "runs" / "two-epochs.csv"), history)
     config = RecipeAblationConfig(out=str(tmp_path / "runs"), report_dir=str(tmp_path / "reports"))
     assert write_report(config, read_recipes(str(path))).equals(frame)
+
+
+def test_ceiling_row_comes_from_the_shipped_reference_card_on_the_embedded_set(tmp_path):
+    recipes = {"variants": []}
+    rows = recipe_ablation.ablation_rows(RecipeAblationConfig(out=str(tmp_path)), recipes)
+    card = json.loads((recipe_ablation.shipped_reference().with_suffix(".json")).read_text())
+    assert rows == [{"variant": "supervised reference (ceiling)", "changes": "box-free finding labels",
+                     "epochs": card["epochs_trained"], "kept epoch": card["kept_epoch"],
+                     "val mass AUROC": card["validation"]["val_auroc_Mass"],
+                     "val calcification AUROC": card["validation"]["val_auroc_Suspicious Calcification"]}]
+    assert recipe_ablation.ablation_rows(RecipeAblationConfig(data=str(tmp_path), out=str(tmp_path)), recipes) == []
