@@ -67,7 +67,8 @@ def test_runs_each_variant_and_reports_the_kept_epoch(tiny_masses, tmp_path, mon
     assert len(calls) == 2 and again.equals(frame)
     shutil.rmtree(tmp_path / "runs")  # a later session: run folders gone, the kept metrics remain
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "reports" / "runs" / "two-epochs.csv"), history)
-    config = RecipeAblationConfig(out=str(tmp_path / "runs"), report_dir=str(tmp_path / "reports"))
+    config = RecipeAblationConfig(data=str(tiny_masses), out=str(tmp_path / "runs"),
+                                  report_dir=str(tmp_path / "reports"))
     assert write_report(config, read_recipes(str(path))).equals(frame)
 
 
