@@ -107,3 +107,14 @@ def test_shipped_reference_matches_its_card_and_its_check_set_auroc_reproduces(c
     for finding, value in card["check"]["auroc"].items():
         assert scores[finding] == pytest.approx(value, abs=0.01), finding
     assert scores["Mass"] > 0.8  # the ceiling sees masses
+
+
+def test_the_recipe_is_the_ablation_variant_it_names():
+    """The shipped recipe is the recipe ablation's base with one named variant's changes, so the
+    ablation table's row for that variant is the shipped model's validation evidence."""
+    from analyses.recipe_ablation import merged, read_recipes
+
+    recipe = default_model.read_recipe()
+    ablation = read_recipes(None)
+    variant = {v["name"]: v["changes"] for v in ablation["variants"]}[recipe["variant"]]
+    assert recipe["pretrain"] == merged(ablation["base"], variant)
