@@ -23,9 +23,9 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from mammo_interp.calibration import DEFAULT_BINS
-from mammo_interp.plotting import plt, save_figure
+from mammo_interp.plotting import plt, save_figure, styled
 from mammo_interp.prompts import load_prompt_sets
-from mammo_interp.zeroshot import ENSEMBLES, SplitConfig, embed_split, run_zero_shot
+from mammo_interp.zeroshot import ENSEMBLE_NAMES, ENSEMBLES, SplitConfig, embed_split, run_zero_shot
 from models.cli import check_output_folders, parse_config, run_main
 from models.io import atomic_write, save_json
 from models.metrics import Estimate
@@ -102,6 +102,7 @@ def _keyed(frame: pd.DataFrame, keys: list[dict[str, str]]) -> pd.DataFrame:
     return pd.concat([keyed, values], axis=1)
 
 
+@styled
 def plot_ablation(long: pd.DataFrame, metrics: tuple[str, ...] = ("auroc", "ece")) -> Figure:
     """Bars of each metric (rows) per task (columns): prompt sets on x, one bar per ensemble x
     logit-scale setting, 95 % CI error bars (``long`` from :func:`prompt_ablation`)."""
@@ -123,22 +124,18 @@ def plot_ablation(long: pd.DataFrame, metrics: tuple[str, ...] = ("auroc", "ece"
                 errors = np.vstack([cells["value"] - cells["low"], cells["high"] - cells["value"]])
                 ax.bar(x, cells["value"], width, yerr=np.nan_to_num(errors.clip(min=0)), capsize=1.5,
                        color=colors[k], error_kw={"elinewidth": 0.7},
-                       label=f"{ensemble} ensemble, scale {scale}")
+                       label=f"{ENSEMBLE_NAMES[ensemble]}, " + ("no logit scale" if scale == "none" else f"logit scale {scale}"))
             if metric == "auroc":
                 ax.axhline(0.5, color="0.5", lw=0.7, ls="--")
-            ax.set_xticks(np.arange(len(sets)), sets, rotation=35, ha="right", fontsize=7)
-            ax.tick_params(axis="y", labelsize=7)
-            ax.spines[["top", "right"]].set_visible(False)
+            ax.set_xticks(np.arange(len(sets)), sets, rotation=35, ha="right")
             if row == 0:
-                ax.set_title(task.replace("_", " "), fontsize=9)
+                ax.set_title(task.replace("_", " "))
             if col == 0:
-                ax.set_ylabel(metric.upper() if metric in ("auroc", "ece") else metric, fontsize=8)
+                ax.set_ylabel(metric.upper() if metric in ("auroc", "ece") else metric)
             if row < len(metrics) - 1:
                 ax.tick_params(axis="x", labelbottom=False)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
-    fig.legend(handles, labels, loc="upper center", ncol=len(settings), fontsize=7, frameon=False,
-               bbox_to_anchor=(0.5, 1.0))
+    fig.legend(handles, labels, loc="outside upper center", ncols=len(settings), frameon=False)
     return fig
 
 

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from models.data.labels import IGNORE_INDEX
 from models.metrics import Estimate, bootstrap
+from mammo_interp.plotting import styled
 
 DEFAULT_BINS = 15
 
@@ -88,6 +89,7 @@ def ece_estimate(y_true: np.ndarray, probs: np.ndarray, n_bins: int = DEFAULT_BI
                      n_boot=n_boot, seed=seed)
 
 
+@styled
 def plot_reliability(curves: Mapping[str, ReliabilityBins], title: str = "") -> Figure:
     """Reliability diagram: observed vs mean confidence per bin (one line per curve, ECE in the
     legend), the diagonal, and the bin counts below."""
@@ -105,9 +107,6 @@ def plot_reliability(curves: Mapping[str, ReliabilityBins], title: str = "") -> 
         bottom.bar(bins.edges[:-1] + k * width, bins.counts, width=width, align="edge", color=color,
                    alpha=0.8)
     top.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), ylabel="positive rate" if binary else "accuracy", title=title)
-    top.legend(fontsize=7, frameon=False, loc="upper left")
+    top.legend(frameon=False, loc="upper left")
     bottom.set(xlabel="predicted probability" if binary else "top-class confidence", ylabel="count")
-    for ax in (top, bottom):
-        ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
     return fig

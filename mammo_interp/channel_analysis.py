@@ -19,7 +19,7 @@ from scipy.stats import spearmanr
 from mammo_interp.features import FeatureSet
 from mammo_interp.mapper import ChannelMapper
 from models.training import eval_mode
-from mammo_interp.plotting import save_figure
+from mammo_interp.plotting import save_figure, styled
 
 
 def channel_box_energy(features: FeatureSet, category_index: int) -> torch.Tensor:
@@ -67,18 +67,21 @@ def channel_diagnostics(mapper: ChannelMapper, features: FeatureSet, text_embedd
             "alignment": alignment.numpy(), "box_energy": energy.numpy()}
 
 
+@styled
 def plot_channel_diagnostics(diagnostics: dict[str, Any], top_k: int, path: str, title: str) -> list:
-    """Scatter of box energy against FActOR alignment per channel, FActOR's top-k marked."""
+    """Scatter of box energy against FActOR alignment per channel: FActOR's top-k and the oracle
+    channel marked, the oracle's rank in FActOR's order written beside it, legend outside the data."""
     alignment, energy = diagnostics["alignment"], diagnostics["box_energy"]
     top = np.argsort(-alignment)[:top_k]
-    fig, ax = plt.subplots(figsize=(3.4, 2.8))
+    fig, ax = plt.subplots(figsize=(3.4, 3.0))
     ax.scatter(alignment, energy, s=6, color="#999999", label="channels", linewidths=0)
     ax.scatter(alignment[top], energy[top], s=18, color="#D55E00", label=f"FActOR top-{top_k}")
     best = diagnostics["oracle_channel"]
-    ax.scatter(alignment[best], energy[best], s=30, marker="*", color="#0072B2", label="oracle channel")
+    rank = diagnostics["oracle_rank_by_alignment"] + 1
+    ax.scatter(alignment[best], energy[best], s=40, marker="*", color="#0072B2",
+               label=f"oracle channel (rank {rank} of {diagnostics['channels']} by alignment)")
     ax.set_xlabel("alignment with attribute text (cosine)")
     ax.set_ylabel("activation share inside boxes")
-    ax.set_title(f"{title}\nSpearman ρ = {diagnostics['spearman_alignment_vs_box_energy']:.2f}", fontsize=8)
-    ax.legend(fontsize=6, frameon=False)
-    fig.tight_layout()
+    ax.set_title(f"{title}\nSpearman ρ = {diagnostics['spearman_alignment_vs_box_energy']:.2f}")
+    fig.legend(loc="outside lower center", ncols=1, frameon=False)
     return save_figure(fig, path)

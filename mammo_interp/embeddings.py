@@ -28,13 +28,13 @@ Writes ``REPORT_DIR/{level}_{split}_{backend}_seed{seed}`` + ``_tsne`` / ``_mali
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import models  # noqa: F401 - runtime guard before torch/timm/transformers
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.figure import Figure
 from scipy import stats
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, silhouette_score
@@ -43,7 +43,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from mammo_interp.plotting import plt, save_figure
+from mammo_interp.plotting import legend_handles, ordered, palette, plt, save_figure, styled
 from mammo_interp.prompts import load_prompt_sets, prompt_set_for
 from mammo_interp.zeroshot import SplitConfig, ZeroShotClassifier, embed_split, level_targets
 from models.cli import check_output_folders, parse_config, run_main
@@ -61,6 +61,9 @@ _FINDING_NAMES = {"Mass": "mass", "Suspicious Calcification": "calcification",
                   "Architectural Distortion": "architectural distortion",
                   "Asymmetry": "asymmetry", "Focal Asymmetry": "asymmetry"}
 _UNKNOWN_COLOR = "#BBBBBB"
+_ORDINAL = {"birads", "density"}
+_FINDING_ORDER = ("no finding", "mass", "calcification", "architectural distortion", "asymmetry", "multiple")
+_TITLES = {"birads": "BI-RADS", "density": "density", "malignancy": "malignancy", "finding": "finding"}
 
 
 @dataclass(frozen=True)
@@ -210,67 +213,78 @@ def item_labels(table: pd.DataFrame, rows: Sequence[Sequence[int]]) -> pd.DataFr
 # --- figures ---------------------------------------------------------------------------------
 
 
-def _palette(values: Sequence[object]) -> dict[str, str]:
-    names = sorted({str(v) for v in values if v is not None and not pd.isna(v)})
-    return dict(zip(names, sns.color_palette("colorblind", len(names)).as_hex()))
+def _palette(name: str, values: Sequence[object]) -> dict[str, Any]:
+    """Colours of one label column's values in reading order: BI-RADS and density (ordinal) on a
+    sequential palette, the others colour-blind-safe qualitative."""
+    encoder = _ENCODERS.get(name)
+    names = ordered((str(v) for v in values if v is not None and not pd.isna(v)),
+                    encoder.class_names if encoder else _FINDING_ORDER)
+    return palette(names, ordinal=name in _ORDINAL)
 
 
-def _scatter(ax, coords: np.ndarray, values: Sequence[object], palette: Mapping[str, str]) -> None:
+def _scatter(ax, coords: np.ndarray, values: Sequence[object], colors: Mapping[str, Any]) -> None:
     values = pd.Series(list(values), dtype=object)
     unknown = values.isna().to_numpy()
     if unknown.any():
-        ax.scatter(*coords[unknown].T, s=8, c=_UNKNOWN_COLOR, linewidths=0, label="unknown")
+        ax.scatter(*coords[unknown].T, s=8, color=_UNKNOWN_COLOR, linewidths=0)
     names = values[~unknown].astype(str)
     for name in names.value_counts().index:  # largest class first, so minorities stay visible
-        color = palette[name]
         mask = (values.astype(str) == name).to_numpy() & ~unknown
-        ax.scatter(*coords[mask].T, s=10, c=color, linewidths=0, label=name, alpha=0.85)
+        ax.scatter(*coords[mask].T, s=10, color=colors[name], linewidths=0, alpha=0.85)
 
 
+def _legend(ax, colors: Mapping[str, Any], values: Sequence[object], title: str) -> None:
+    """Legend in the palette's reading order (not drawing order), 'unknown' last when present."""
+    entries = dict(colors)
+    if pd.Series(list(values), dtype=object).isna().any():
+        entries["unknown"] = _UNKNOWN_COLOR
+    ax.legend(handles=legend_handles(entries), title=title, loc="center left", bbox_to_anchor=(1.02, 0.5),
+              frameon=False)
+
+
+@styled
 def plot_tsne(coords: Mapping[str, np.ndarray], labels: pd.DataFrame,
               scores: Mapping[tuple[str, str], Separability], title: str) -> Figure:
     """One row per label column, one column per space; panel titles give the t-SNE separability."""
     names = list(labels.columns)
-    fig, axes = plt.subplots(len(names), len(coords), figsize=(3.4 * len(coords) + 1.6, 3.0 * len(names)),
+    fig, axes = plt.subplots(len(names), len(coords), figsize=(2.6 * len(coords) + 1.4, 2.4 * len(names)),
                              squeeze=False)
     for row, name in enumerate(names):
-        palette = _palette(labels[name])
+        colors = _palette(name, labels[name])
         for col, (space, xy) in enumerate(coords.items()):
             ax = axes[row, col]
-            _scatter(ax, xy, labels[name], palette)
+            _scatter(ax, xy, labels[name], colors)
             score = scores.get((name, space))
             detail = "" if score is None or np.isnan(score.silhouette) else (
                 f"\nsilhouette {score.silhouette:.2f}, kNN acc {score.knn_accuracy:.2f} "
                 f"(chance {score.chance_accuracy:.2f})")
-            ax.set_title(f"{space} space: {name}{detail}", fontsize=8)
+            ax.set_title(f"{space} space: {_TITLES.get(name, name)}{detail}")
             ax.set_xticks([]), ax.set_yticks([])
-            ax.set_xlabel("t-SNE 1", fontsize=7), ax.set_ylabel("t-SNE 2", fontsize=7)
-        axes[row, -1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False,
-                             markerscale=1.5)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+            ax.set_xlabel("t-SNE 1"), ax.set_ylabel("t-SNE 2")
+        _legend(axes[row, -1], colors, labels[name], _TITLES.get(name, name))
+    fig.suptitle(title)
     return fig
 
 
+@styled
 def plot_probability(coords: Mapping[str, np.ndarray], probability: np.ndarray, labels: Sequence[object],
                      stats_by_space: Mapping[str, Mapping[str, Estimate]], title: str) -> Figure:
     """Seed 001 Figure 7c/d: t-SNE dimension 1 against P(malignant), coloured by the true label."""
-    fig, axes = plt.subplots(1, len(coords), figsize=(3.6 * len(coords) + 1.4, 3.2), squeeze=False,
+    fig, axes = plt.subplots(1, len(coords), figsize=(2.8 * len(coords) + 1.4, 2.7), squeeze=False,
                              sharey=True)
-    palette = _palette(labels)
+    colors = _palette("malignancy", labels)
     for ax, (space, xy) in zip(axes[0], coords.items()):
-        _scatter(ax, np.column_stack([xy[:, 0], probability]), labels, palette)
+        _scatter(ax, np.column_stack([xy[:, 0], probability]), labels, colors)
         found = stats_by_space[space]
         ax.text(0.03, 0.97, f"Pearson r = {found['pearson_r'].format(2)}\n"
                             f"Spearman \u03c1 = {found['spearman_rho'].format(2)}",
-                transform=ax.transAxes, va="top", fontsize=7,
+                transform=ax.transAxes, va="top",
                 bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
-        ax.set_title(f"{space} space", fontsize=9)
-        ax.set_xlabel("t-SNE dimension 1", fontsize=8)
-    axes[0, 0].set_ylabel("zero-shot P(malignant)", fontsize=8)
-    axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+        ax.set_title(f"{space} space")
+        ax.set_xlabel("t-SNE dimension 1")
+    axes[0, 0].set_ylabel("zero-shot P(malignant)")
+    _legend(axes[0, -1], colors, labels, "malignancy")
+    fig.suptitle(title)
     return fig
 
 

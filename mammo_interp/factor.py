@@ -45,6 +45,7 @@ from mammo_interp.localization import (
     write_localization_table,
 )
 from mammo_interp.mapper import ChannelMapper, MapperConfig, train_mapper
+from mammo_interp.plotting import view_label
 from models.allocator import peak_rss_mb
 from models.cards import embedded_data, provenance, sha256
 from models.checkpoints import check_input_size, clip_from_checkpoint, input_size, load_checkpoint
@@ -380,6 +381,13 @@ class FactorStudy:
         target = hm.LogitTarget(reference, trained.findings.index(self.category))
         return hm.grad_cam(target, reference.encoder.feature_module(reference.feature_layer), images, n, masks)
 
+    def _case_labels(self, features: FeatureSet, cases: np.ndarray) -> list[str]:
+        """Side, view and a short image id for each figure row."""
+        table = self.splits[TEST].set_index("image_id")
+        return [view_label(table.at[features.image_ids[int(i)], "laterality"],
+                           table.at[features.image_ids[int(i)], "view"], features.image_ids[int(i)])
+                for i in cases]
+
     def evaluate(self) -> dict[str, Any]:
         """All methods on the test split: table, long CSV, overlay figure, run summary JSON."""
         speed = self.predict()
@@ -402,7 +410,7 @@ class FactorStudy:
         written += overlay_figure(
             [dataset[int(i)]["image"][0].numpy() for i in cases],
             localized,
-            range(len(cases)), [test.image_ids[int(i)][:10] for i in cases], str(stem) + "_overlay",
+            range(len(cases)), self._case_labels(test, cases), str(stem) + "_overlay",
             self.category)
         diagnostics = channel_diagnostics(mapper, self.features(VALIDATION), self.text_embedding,
                                           self.category_index)

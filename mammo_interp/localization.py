@@ -19,7 +19,7 @@ import torch
 from mammo_interp.boxes import BoxRule
 from mammo_interp.features import FeatureSet
 from mammo_interp.metrics import ImageLocalization, localization_metrics
-from mammo_interp.plotting import draw_boxes, save_figure
+from mammo_interp.plotting import draw_boxes, heat_colorbar, heat_overlay, save_figure, styled
 from models.data.preprocess import GeometricTransform
 from models.io import atomic_write
 from models.metrics import Estimate
@@ -87,28 +87,26 @@ def predictions_frame(localized: Sequence[ImageLocalization], features: FeatureS
                                        "ymax", "orig_xmin", "orig_ymin", "orig_xmax", "orig_ymax"])
 
 
+@styled
 def overlay_figure(images: Sequence[np.ndarray], localized: Mapping[str, Sequence[ImageLocalization]],
                    cases: Sequence[int], titles: Sequence[str], path: str | Path,
                    category: str) -> list[Path]:
-    """Rows = cases, columns = methods: image, heatmap overlay, ground truth (solid) and
-    predicted boxes (dashed, white). Saved as PNG and PDF."""
+    """Rows = cases (``titles``: side, view, id), columns = methods: image, heatmap (opacity rising
+    with heat, one colorbar), ground truth (solid) and predicted boxes (dashed, white). PNG and PDF."""
     methods = list(localized)
-    fig, axes = plt.subplots(len(cases), len(methods), figsize=(1.55 * len(methods), 2.3 * len(cases)),
-                             squeeze=False, layout="constrained")  # keeps the suptitle off the column titles
+    fig, axes = plt.subplots(len(cases), len(methods), figsize=(1.2 * len(methods) + 0.9, 1.85 * len(cases) + 0.4),
+                             squeeze=False)
     for row, (case, image) in enumerate(zip(cases, images)):
         for col, method in enumerate(methods):
             item = localized[method][case]
             ax = axes[row, col]
-            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
-            ax.imshow(np.ma.masked_less_equal(item.heatmap, 0), cmap="inferno", alpha=0.45, vmin=0, vmax=1)
-            draw_boxes(ax, item.ground_truth, [category] * len(item.ground_truth), linewidth=1.4)
-            draw_boxes(ax, item.predictions, color="white", linewidth=1.0, linestyle="--")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            mappable = heat_overlay(ax, image, item.heatmap)
+            draw_boxes(ax, item.ground_truth, [category] * len(item.ground_truth), linewidth=1.2)
+            draw_boxes(ax, item.predictions, color="white", linewidth=0.9, linestyle="--")
             if row == 0:
-                ax.set_title(method, fontsize=7)
+                ax.set_title(method.replace(" (", "\n("), fontsize=6)
             if col == 0:
-                ax.set_ylabel(titles[row], fontsize=6)
-    fig.suptitle(f"{category}: ground truth solid, predicted boxes dashed; heatmap in the breast",
-                 fontsize=7)
+                ax.set_ylabel(titles[row])
+    heat_colorbar(fig, axes, mappable)
+    fig.suptitle(f"{category}: ground truth solid, predicted boxes dashed")
     return save_figure(fig, path)

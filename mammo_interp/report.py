@@ -38,7 +38,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from mammo_interp.plotting import plt, save_figure
+from mammo_interp.plotting import plt, save_figure, styled
 from mammo_interp.prompts import PromptSet, load_prompt_sets, prompt_set_for
 from mammo_interp.zeroshot import ENSEMBLES, LEVELS, SplitConfig, ZeroShotClassifier, embed_split, level_targets
 from models.cli import check_output_folders, parse_config, run_main
@@ -203,9 +203,10 @@ def coverage_curve(probs: np.ndarray, targets: np.ndarray, thresholds: Sequence[
     return pd.DataFrame(records)
 
 
+@styled
 def plot_coverage(curves: pd.DataFrame, threshold: float, title: str) -> Figure:
     """Accuracy on answered items against coverage, one line per field; dots at ``threshold``."""
-    fig, ax = plt.subplots(figsize=(6.2, 3.8))
+    fig, ax = plt.subplots(figsize=(5.0, 3.0))
     fields = list(dict.fromkeys(curves["field"]))
     for name, color in zip(fields, sns.color_palette("colorblind", len(fields)).as_hex()):
         curve = curves[curves["field"] == name]
@@ -216,10 +217,9 @@ def plot_coverage(curves: pd.DataFrame, threshold: float, title: str) -> Figure:
     ax.set_xlim(-0.02, 1.02), ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("coverage (share of items answered)")
     ax.set_ylabel("accuracy on answered items")
-    ax.set_title(f"{title}\n(dots: threshold {threshold:g})", fontsize=9)
-    ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    ax.set_title(f"{title}\n(dots: threshold {threshold:g})")
+    ax.legend(frameon=False, loc="center left", bbox_to_anchor=(1.02, 0.5))
     ax.grid(alpha=0.3)
-    fig.tight_layout()
     return fig
 
 

@@ -52,7 +52,7 @@ from mammo_interp.boxes import BoxRule
 from mammo_interp.features import FeatureSet, breast_mask
 from mammo_interp.heatmaps import normalize_in_mask, upsample
 from mammo_interp.localization import evaluate_methods, write_localization_table
-from mammo_interp.plotting import draw_boxes, save_figure
+from mammo_interp.plotting import draw_boxes, heat_colorbar, heat_overlay, save_figure, styled
 from models.checkpoints import check_input_size, clip_from_checkpoint, input_size, load_checkpoint
 from models.cli import check_output_folders, parse_config, run_main
 from models.clip import ClipModel, MultiViewClipModel, attribute_embedding
@@ -468,34 +468,36 @@ class SaliencyStudy:
             list(item["image_id"]), list(item["transform"]), float(predictions["exam"][0]), maps, views,
             predictions["breast"][0].numpy())
 
+    @styled
     def figure(self, explanation: ExamExplanation, path: str | Path) -> list[Path]:
-        """2 x 2 panels in slot order (R-CC, L-CC / R-MLO, L-MLO): map, GT boxes, contributions."""
+        """2 x 2 panels in slot order (R-CC, L-CC / R-MLO, L-MLO): map (opacity rising with heat,
+        one colorbar), GT boxes, each view's contributions."""
         method = MAP_NAMES[self.config.figure_method]
         joint = self.config.joint or method != "Grad-CAM"  # only Grad-CAM is kept both ways
         key = f"{method} per view, {'joint' if joint else 'per-view'} norm"
         heat = explanation.maps[key].numpy()
         shapley = np.nan_to_num(explanation.views["Shapley"])
         total = np.abs(shapley).sum() or 1.0
-        fig, axes = plt.subplots(2, 2, figsize=(5.2, 7.0))
+        fig, axes = plt.subplots(2, 2, figsize=(4.6, 6.4))
+        mappable = None
         for slot, ax in enumerate(axes.ravel()):
             ax.set_xticks([])
             ax.set_yticks([])
             if not explanation.present[slot]:
-                ax.set_title(f"{SLOTS[slot]}: missing", fontsize=7)
+                ax.set_title(f"{SLOTS[slot]}: missing")
                 ax.imshow(np.zeros_like(explanation.images[slot]), cmap="gray", vmin=0, vmax=1)
                 continue
-            ax.imshow(explanation.images[slot], cmap="gray", vmin=0, vmax=1)
-            ax.imshow(np.ma.masked_less_equal(heat[slot], 0), cmap="inferno", alpha=0.45, vmin=0, vmax=1)
+            mappable = heat_overlay(ax, explanation.images[slot], heat[slot])
             labels = [FINDING_CATEGORIES[i] for i in explanation.box_labels[slot]]
             draw_boxes(ax, explanation.boxes[slot], labels, linewidth=1.2)
             ax.set_title(f"{SLOTS[slot]}  Shapley {shapley[slot]:+.4f} ({shapley[slot] / total:+.0%})\n"
                          f"LOO {explanation.views['leave-one-view-out'][slot]:+.4f}  "
-                         f"view score {explanation.views['per-view prediction'][slot]:.3f}", fontsize=6.5)
+                         f"view score {explanation.views['per-view prediction'][slot]:.3f}", fontsize=6)
+        if mappable is not None:
+            heat_colorbar(fig, axes, mappable, f"{key} (0–1)")
         right, left = explanation.breasts
-        fig.suptitle(f"study {explanation.study_id[:12]}: cos(exam, {self.category}) = "
-                     f"{explanation.exam_score:.3f}; breast R {right:.3f} / L {left:.3f}\n"
-                     f"{key}; ground-truth boxes", fontsize=7)
-        fig.tight_layout(pad=0.4)
+        fig.suptitle(f"exam {explanation.study_id[:12]}: cos(exam, {self.category}) = "
+                     f"{explanation.exam_score:.3f}; breast R {right:.3f} / L {left:.3f}; ground-truth boxes")
         return save_figure(fig, path)
 
     def explain_split(self) -> list[ExamExplanation]:

@@ -60,6 +60,7 @@ from models.text import FINDING_TASKS, ZERO_SHOT_TASKS
 
 LEVELS = ("image", "breast", "exam")
 ENSEMBLES = ("embedding", "score")
+ENSEMBLE_NAMES = {"embedding": "prompt embeddings averaged", "score": "prompt probabilities averaged"}
 SPLITS = (TRAIN, VALIDATION, TEST)
 _ENCODED = {"malignancy": MALIGNANCY, "density": DENSITY, "birads": BIRADS5}
 _ATTRIBUTES = {"mass_shape": schema.MASS_SHAPES, "mass_margin": schema.MASS_MARGINS}
@@ -389,7 +390,7 @@ def zeroshot(config: ZeroShotConfig) -> pd.DataFrame:
                f"bins; checkpoint {checkpoint} at {split.image_size[0]}x{split.image_size[1]}")
     table_out = ci_frame({label: run.metrics}, row_label="prompts")
     write_table(table_out, stem, caption=caption, label=f"tab:zeroshot-{stem.name}")
-    curve = f"{prompt_set.name}, {config.ensemble}" + ("" if config.use_logit_scale else ", no scale")
+    curve = f"{prompt_set.name} prompts, {ENSEMBLE_NAMES[config.ensemble]}" + ("" if config.use_logit_scale else ", no logit scale")
     save_figure(plot_reliability({curve: run.reliability}, f"{config.task}, {config.level} level"),
                 stem.with_name(stem.name + "_reliability"))
     _save_predictions(stem.with_name(stem.name + "_predictions.csv"), table, embedded, run)
