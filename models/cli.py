@@ -179,7 +179,12 @@ OUTPUT_FOLDERS = ("out", "report_dir", "ship_to")  # the one meaning of these fl
 def check_output_folders(config: Any, prog: str) -> None:
     """Create every output folder a config names (``--out``, ``--report-dir``, ``--ship-to``) and
     check it can be written, before any data or model is read; else exit with one line naming the
-    flag. Entry points call it right after parsing."""
+    flag. Entry points call it right after parsing. ``--out`` and ``--report-dir`` then get this
+    command's record (:mod:`models.run_record`: command line, config, commit, checkpoints); shipped
+    weights carry cards instead."""
+    from models.run_record import write_run_record  # reads the package's cards; not needed to parse
+
+    folders = [getattr(config, name) for name in ("out", "report_dir") if getattr(config, name, None) is not None]
     for name in OUTPUT_FOLDERS:
         path = getattr(config, name, None)
         if path is None:
@@ -188,6 +193,7 @@ def check_output_folders(config: Any, prog: str) -> None:
             writable_dir(path, _flag(name))
         except OSError as exc:
             raise SystemExit(f"{prog}: error: {exc}") from None
+    write_run_record(config, prog, folders)
 
 
 USER_ERRORS = (InputError, FileNotFoundError, PermissionError)

@@ -38,6 +38,7 @@ from models.data.default import cache_dir, default_data_root, uses_embedded
 from models.data.sources import load_splits, preprocess_cache
 from models.io import save_json, save_torch
 from models.pretrain import PairedText, PretrainConfig, dataset_zero_shot, pretrain
+from models.run_record import portable
 
 RECIPE_FILE = "default_clip.json"
 WEIGHTS_FILE = "default_clip.pt"
@@ -131,11 +132,12 @@ def resolve_checkpoint(checkpoint: str | Path | None, data: str | Path | None = 
 
 def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
     """Write ``checkpoint``'s model compactly: floating tensors in fp16, no training state (the
-    config and ``pretrain_config`` stay, so analyses rebuild the model at its input size)."""
+    config and ``pretrain_config`` stay, so analyses rebuild the model at its input size; its paths
+    are written machine-free)."""
     payload = load_checkpoint(checkpoint)
     state = {k: v.half() if v.is_floating_point() else v for k, v in payload["model"].items()}
     return save_torch(path, {"format": payload["format"], "config": payload["config"], "model": state,
-                             "pretrain_config": payload["pretrain_config"]})
+                             "pretrain_config": portable(payload["pretrain_config"])})
 
 
 def zero_shot_of(checkpoint: str | Path, table: pd.DataFrame, size: tuple[int, int]) -> dict[str, float]:
@@ -167,7 +169,7 @@ def ship(config: ShipConfig) -> dict[str, Any]:
     card = {
         "model": "default mammo-interp CLIP (EfficientNet-Lite0 image encoder, frozen MiniLM-L6 text encoder)",
         "recipe": read_recipe(),
-        "pretrain_config": pretrain_config.to_dict(),
+        "pretrain_config": portable(pretrain_config.to_dict()),
         "data": {**embedded_data(),
                  "images": {"train": len(splits.train), "validation": len(splits.validation),
                             "test": len(splits.test)}},

@@ -16,6 +16,7 @@ from models.checkpoints import load_checkpoint, load_clip
 from models.data.check_set import CHECK_SET, check_set_table
 from models.data.default import DEFAULT_SYNTH
 from models.data.synth import GENERATOR_VERSION
+from models.io import save_torch
 
 
 def _as_json(values):
@@ -23,9 +24,14 @@ def _as_json(values):
     return json.loads(json.dumps(values))
 
 
-def test_export_keeps_the_model_in_fp16_without_training_state(tiny_checkpoint, tmp_path):
-    exported = default_model.export_weights(tiny_checkpoint, tmp_path / "small.pt")
+def test_export_keeps_the_model_in_fp16_without_training_state(tiny_checkpoint, tmp_path, monkeypatch):
+    trained = load_checkpoint(tiny_checkpoint)  # as pretraining writes it: the run folder's absolute path
+    run = tmp_path / "runs" / "clip"
+    save_torch(run / "best.pt", {**trained, "pretrain_config": {**trained["pretrain_config"], "out": str(run)}})
+    monkeypatch.chdir(tmp_path)
+    exported = default_model.export_weights(run / "best.pt", tmp_path / "small.pt")
     payload = load_checkpoint(exported)
+    assert payload["pretrain_config"] == {"image_size": [128, 80], "out": "runs/clip"}  # machine-free
     assert set(payload) == {"format", "config", "model", "pretrain_config"}
     floats = [v for v in payload["model"].values() if v.is_floating_point()]
     assert floats and all(v.dtype == torch.float16 for v in floats)
