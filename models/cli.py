@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from models.allocator import keep_freed_memory
 from models.data.reading import DataQuirkWarning
 from models.errors import InputError
-from models.io import writable_dir
+from models.io import recording_writes, writable_dir
 
 T = TypeVar("T")
 
@@ -202,8 +202,9 @@ USER_ERRORS = (InputError, FileNotFoundError, PermissionError)
 def run_main(main: Callable[[], object]) -> None:
     """Run an entry point's ``main()`` and exit: with its return value if that is an int, else 0;
     with one ``python -m MODULE: error: ...`` line and status 1 on input the user can fix. Repaired
-    real-data quirks (:class:`DataQuirkWarning`) print as one ``... : warning: ...`` line each. The
-    process keeps freed memory for reuse (:mod:`models.allocator`)."""
+    real-data quirks (:class:`DataQuirkWarning`) print as one ``... : warning: ...`` line each; at the
+    end one ``... : wrote FOLDER/: files`` line per folder written into goes to stderr. The process
+    keeps freed memory for reuse (:mod:`models.allocator`)."""
     spec = getattr(sys.modules["__main__"], "__spec__", None)
     prog = f"python -m {spec.name.removesuffix('.__main__')}" if spec else sys.argv[0]
     keep_freed_memory()
@@ -218,7 +219,12 @@ def run_main(main: Callable[[], object]) -> None:
 
         warnings.showwarning = show
         try:
-            result = main()
+            with recording_writes() as written:
+                result = main()
         except USER_ERRORS as exc:
             raise SystemExit(f"{prog}: error: {exc}") from None
+    from models.run_record import written_summary
+
+    for line in written_summary(written):
+        print(f"{prog}: wrote {line}", file=sys.stderr)
     raise SystemExit(result if isinstance(result, int) else 0)

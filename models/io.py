@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -35,7 +36,24 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    for recorder in _recorders:
+        recorder.append(path)
     return path
+
+
+_recorders: list[list[Path]] = []
+
+
+@contextlib.contextmanager
+def recording_writes() -> Iterator[list[Path]]:
+    """Collect the path of every file :func:`atomic_write` writes inside the block (an entry point
+    says what it wrote at the end)."""
+    paths: list[Path] = []
+    _recorders.append(paths)
+    try:
+        yield paths
+    finally:
+        _recorders.remove(paths)
 
 
 def save_json(path: str | Path, values: dict[str, Any]) -> Path:

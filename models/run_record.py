@@ -89,6 +89,26 @@ def checkpoints(config: Any) -> dict[str, Any]:
     return found
 
 
+def written_summary(paths: list[Path]) -> list[str]:
+    """One line per folder a command wrote into: its files, those sharing a stem grouped as
+    ``stem.{csv,md,tex}``; cache folders only counted."""
+    folders: dict[str, list[Path]] = {}
+    for path in dict.fromkeys(Path(p).absolute() for p in paths):
+        folders.setdefault(portable(str(path.parent)), []).append(path)
+    lines = []
+    for folder, files in folders.items():
+        if folder.startswith("<cache>"):
+            lines.append(f"{folder}/: {len(files)} cached file{'s' * (len(files) != 1)}")
+            continue
+        stems: dict[str, list[str]] = {}
+        for path in files:
+            stems.setdefault(path.stem, []).append(path.suffix.lstrip("."))
+        names = [f"{stem}.{suffixes[0]}" if len(suffixes) == 1 else f"{stem}.{{{','.join(sorted(suffixes))}}}"
+                 for stem, suffixes in sorted(stems.items())]
+        lines.append(f"{folder}/: {', '.join(names)}")
+    return lines
+
+
 def write_run_record(config: Any, prog: str, folders: list[str]) -> None:
     """Add this command's record to ``runs.json`` in each of ``folders``."""
     line = command_line(config, prog)

@@ -18,6 +18,7 @@ from models.cli import (
 )
 from models.data.errors import DataError
 from models.data.reading import DataQuirkWarning, ReadOptions
+from models.io import atomic_write, save_json
 from models.finetune import FinetuneConfig
 from models.pretrain import PretrainConfig
 from models.reference import ReferenceConfig
@@ -250,3 +251,22 @@ def _config_fields(main) -> set[str]:
 
 class _Parsed(Exception):
     """Stops an entry point once it has named its config class."""
+
+
+def test_run_main_says_where_it_wrote(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAMMO_INTERP_CACHE", str(tmp_path / "cache"))
+
+    def writes():
+        for suffix in ("md", "csv", "tex"):
+            atomic_write(tmp_path / "reports" / f"mass_head.{suffix}", lambda s: s.write(b"x"))
+        save_json(tmp_path / "reports" / "summary.json", {})
+        save_json(tmp_path / "cache" / "features" / "a1.json", {})
+        save_json(tmp_path / "cache" / "features" / "b2.json", {})
+
+    assert _exit_of(writes).code == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(": wrote ", 1)[1] for line in lines] == [
+        "reports/: mass_head.{csv,md,tex}, summary.json", "<cache>/features/: 2 cached files"]
+    atomic_write(tmp_path / "after.txt", lambda s: s.write(b"x"))  # outside an entry point: not recorded
+    assert _exit_of(lambda: 0).code == 0 and capsys.readouterr().err == ""
