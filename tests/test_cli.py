@@ -281,3 +281,12 @@ def test_text_encoder_is_one_flag_name_across_commands(tmp_path):
     assert parse_config(PretrainConfig, ["--model-text-name", folder], "prog", "") == config
     for cls in (FactorConfig, ZeroShotConfig, SaliencyConfig):
         assert parse_config(cls, ["--text-encoder", folder], "prog", "").text_encoder == folder
+
+
+def test_findings_are_named_alike_by_attribute_and_task():
+    for spelling in ("suspicious calcification", "Suspicious Calcification", "calcification"):
+        assert parse_config(ZeroShotConfig, ["--task", spelling], "prog", "").task == "calcification"
+        assert parse_config(FactorConfig, ["--attribute", spelling], "prog", "").attribute == spelling
+    assert parse_config(ZeroShotConfig, ["--task", "mass_shape"], "prog", "").task == "mass_shape"
+    with pytest.raises(SystemExit):
+        parse_config(ZeroShotConfig, ["--task", "suspicious"], "prog", "")
