@@ -56,7 +56,7 @@ from models.default_model import checkpoint_field, checkpoint_name, resolve_chec
 from models.io import atomic_write, save_json
 from models.metrics import Estimate, classification_metrics
 from models.report_tables import ci_frame, ci_long_frame, write_table
-from models.text import FINDING_TASKS, ZERO_SHOT_TASKS
+from models.text import FINDING_TASKS, ZERO_SHOT_TASKS, task_name
 
 LEVELS = ("image", "breast", "exam")
 ENSEMBLES = ("embedding", "score")
@@ -99,7 +99,8 @@ class SplitConfig:
 class ZeroShotConfig(SplitConfig):
     """One zero-shot evaluation: a task at one level on one split with one prompt set."""
 
-    task: str = field(default="mass", metadata={"help": f"task: {ZERO_SHOT_TASKS}"})
+    task: str = field(default="mass", metadata={
+        "help": f"task: {ZERO_SHOT_TASKS}; findings also as --attribute spells them ('suspicious calcification')"})
     prompt_set: str | None = field(default=None, metadata={
         "help": "prompt set name; default: the first set of the prompt file covering the task"})
     prompt_file: str | None = field(default=None, metadata={
@@ -113,6 +114,7 @@ class ZeroShotConfig(SplitConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        object.__setattr__(self, "task", task_name(self.task))  # --attribute's finding names work too
         for name, value, valid in (("task", self.task, ZERO_SHOT_TASKS), ("ensemble", self.ensemble, ENSEMBLES)):
             if value not in valid:
                 raise ValueError(f"{name} {value!r} is not one of {valid}")

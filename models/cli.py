@@ -68,16 +68,16 @@ def _add_fields(parser: argparse.ArgumentParser, target: argparse.ArgumentParser
         if "default:" not in help_text:  # a help that explains its default already says it once
             help_text = f"{help_text} (default: {default})".strip()
         origin = typing.get_origin(kind)
-        flag = _flag(dest)
+        flags = [_flag(dest), *field.metadata.get("aliases", ())]  # e.g. --text-encoder, the name every command shares
         if kind is bool:
-            target.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+            target.add_argument(*flags, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif origin is tuple:
             item = typing.get_args(kind)[0]
-            target.add_argument(flag, type=item, nargs="+", default=default, help=help_text)
+            target.add_argument(*flags, type=item, nargs="+", default=default, help=help_text)
         elif origin is dict or kind is dict:
-            target.add_argument(flag, type=json.loads, default=default, help=help_text + " [JSON]")
+            target.add_argument(*flags, type=json.loads, default=default, help=help_text + " [JSON]")
         else:
-            target.add_argument(flag, type=kind, default=default, help=help_text)
+            target.add_argument(*flags, type=kind, default=default, help=help_text)
 
 
 def _nested_prefix(field: dataclasses.Field, prefix: str) -> str:

@@ -328,6 +328,15 @@ def synthesize_report(row: Mapping[str, Any], rng: np.random.Generator | None = 
     return " ".join(describe_image(row, rng))
 
 
+def task_name(name: str) -> str:
+    """A zero-shot task name from any spelling a finding has elsewhere (``--attribute``'s
+    "suspicious calcification", the category "Suspicious Calcification") -> "calcification";
+    other names are returned as given."""
+    category = _ATTRIBUTE_NAMES.get(name.strip().lower().replace("_", " "))
+    tasks = {c: task for task, c in FINDING_TASKS.items()}
+    return tasks.get(category, name)
+
+
 def attribute_category(attribute: str) -> str:
     """The :data:`models.data.schema.FINDING_CATEGORIES` name of an attribute ("mass",
     "Suspicious Calcification", "architectural_distortion", ...; case-insensitive).

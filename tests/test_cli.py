@@ -270,3 +270,23 @@ def test_run_main_says_where_it_wrote(capsys, tmp_path, monkeypatch):
         "reports/: mass_head.{csv,md,tex}, summary.json", "<cache>/features/: 2 cached files"]
     atomic_write(tmp_path / "after.txt", lambda s: s.write(b"x"))  # outside an entry point: not recorded
     assert _exit_of(lambda: 0).code == 0 and capsys.readouterr().err == ""
+
+
+def test_text_encoder_is_one_flag_name_across_commands(tmp_path):
+    """pretrain's nested --model-text-name answers to --text-encoder too, as factor, zeroshot and
+    saliency spell it."""
+    folder = str(tmp_path / "my-bert")
+    config = parse_config(PretrainConfig, ["--text-encoder", folder], "prog", "")
+    assert config.model.text.name == folder
+    assert parse_config(PretrainConfig, ["--model-text-name", folder], "prog", "") == config
+    for cls in (FactorConfig, ZeroShotConfig, SaliencyConfig):
+        assert parse_config(cls, ["--text-encoder", folder], "prog", "").text_encoder == folder
+
+
+def test_findings_are_named_alike_by_attribute_and_task():
+    for spelling in ("suspicious calcification", "Suspicious Calcification", "calcification"):
+        assert parse_config(ZeroShotConfig, ["--task", spelling], "prog", "").task == "calcification"
+        assert parse_config(FactorConfig, ["--attribute", spelling], "prog", "").attribute == spelling
+    assert parse_config(ZeroShotConfig, ["--task", "mass_shape"], "prog", "").task == "mass_shape"
+    with pytest.raises(SystemExit):
+        parse_config(ZeroShotConfig, ["--task", "suspicious"], "prog", "")

@@ -26,7 +26,8 @@ class TextEncoderConfig:
 
     name: str = field(
         default="default",
-        metadata={"help": "'default' (offline MiniLM-L6) or a local transformers model folder"},
+        metadata={"help": "'default' (offline MiniLM-L6) or a local transformers model folder",
+                  "aliases": ("--text-encoder",)},
     )
     pooling: str = field(default="mean", metadata={"help": f"token pooling: {POOLINGS}"})
     max_length: int = field(default=256, metadata={"help": "maximum tokens per text"})
