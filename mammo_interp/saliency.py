@@ -697,7 +697,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         exam = result["exam"]
         print(f"study {exam['study_id']}: exam score {exam['exam_score']:.4f}, breasts {exam['breasts']}")
         print(exam["views"].to_string(index=False))
-        print("written:", ", ".join(exam["files"]))
     if "evaluation" in result:
         evaluation = result["evaluation"]
         for method, metrics in evaluation["identification"].items():
