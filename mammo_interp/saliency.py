@@ -257,6 +257,63 @@ def normalize_views(maps: torch.Tensor, masks: torch.Tensor, present: torch.Tens
                              masks.reshape(1, views * height, width)).reshape(views, height, width)
 
 
+class PerViewSaliency:
+    """Per-view saliency of an exam-level model, for a user's own model: the model at construction,
+    the data at call (the shape of :mod:`mammo_interp.attribution`'s methods).
+
+    ``model`` pools views into one exam embedding (``view_features(images, mask)``, ``pooling``,
+    ``clip.project_image_features``: a :class:`~models.clip.MultiViewClipModel`, e.g. from
+    :func:`exam_model`); ``layer`` is its encoder's feature module (Grad-CAM's layer). Exams are
+    ``(B, V, C, H, W)`` with a bool ``mask`` ``(B, V)`` (False: a missing view, never encoded, 0
+    everywhere); the target is a ``(D,)`` text embedding (the exam cosine is explained).
+    """
+
+    def __init__(self, model: MultiViewClipModel, layer: nn.Module, method: str = "gradcam",
+                 joint: bool = True, steps: int = 8, window: int = 64, stride: int = 32) -> None:
+        if method not in MAP_METHODS:
+            raise ValueError(f"method {method!r} is not one of {MAP_METHODS}")
+        self.model, self.layer, self.method, self.joint = model, layer, method, joint
+        self.steps, self.window, self.stride = steps, window, stride
+
+    def attribute(self, images: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+                  masks: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, V, H, W)`` maps in [0, 1]: each exam's views normalized jointly (a hot view stays
+        hotter than a cold one) or per view, inside ``masks`` (``(B, V, H, W)`` bool; default the
+        tissue of each present view)."""
+        mask = _exam_mask(images, mask)
+        exam = ExamTarget(self.model, target)
+        if self.method == "gradcam":
+            cams = view_grad_cam(exam, images, mask, self.layer).clamp(min=0)
+            raw = upsample(cams.flatten(0, 1), tuple(images.shape[-2:])).view(*mask.shape, *images.shape[-2:])
+        elif self.method == "integrated_gradients":
+            raw = view_integrated_gradients(exam, images, mask, self.steps)
+        else:
+            raw = view_occlusion(exam, images, mask, self.window, self.stride)
+        if masks is None:
+            masks = torch.from_numpy(np.stack([[breast_mask(view[0].numpy()) for view in exam_images]
+                                               for exam_images in images.detach()]))
+        return torch.stack([normalize_views(raw[b], masks[b], mask[b], self.joint) for b in range(len(mask))])
+
+    def views(self, images: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+              empty: str = "blank") -> dict[str, torch.Tensor]:
+        """How much each view contributes to the exam score: ``(B, V)`` per key of
+        :data:`ATTRIBUTION_NAMES` (exact Shapley values, leave-one-view-out, gradient x input,
+        pooling weight); 0 for missing views."""
+        found = view_attributions(ExamTarget(self.model, target), images, _exam_mask(images, mask), empty)
+        return {name: found[name] for name in ATTRIBUTION_NAMES}
+
+
+def _exam_mask(images: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if images.ndim != 5:
+        raise ValueError(f"exams must be (B, V, C, H, W); got shape {tuple(images.shape)}")
+    if mask is None:
+        return torch.ones(images.shape[:2], dtype=torch.bool)
+    mask = torch.as_tensor(mask, dtype=torch.bool)
+    if mask.shape != images.shape[:2]:
+        raise ValueError(f"mask must be (B, V) = {tuple(images.shape[:2])}; got {tuple(mask.shape)}")
+    return mask
+
+
 @torch.no_grad()
 def side_embeddings(clip: ClipModel, attribute: str) -> dict[str, torch.Tensor]:
     """``{"R": (D,), "L": (D,)}``: the unit mean embedding of the attribute's sentences that name
