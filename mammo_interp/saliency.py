@@ -53,7 +53,7 @@ from mammo_interp.features import FeatureSet, breast_mask
 from mammo_interp.heatmaps import normalize_in_mask, upsample
 from mammo_interp.localization import evaluate_methods, write_localization_table
 from mammo_interp.plotting import draw_boxes, heat_colorbar, heat_overlay, save_figure, styled
-from models.checkpoints import check_input_size, clip_from_checkpoint, input_size, load_checkpoint
+from models.checkpoints import check_input_size, clip_from_checkpoint
 from models.cli import check_output_folders, parse_config, run_main
 from models.clip import ClipModel, MultiViewClipModel, attribute_embedding
 from models.data.datasets import EXAM_VIEWS, ExamDataset
@@ -61,11 +61,11 @@ from models.data.errors import DataError
 from models.data.reading import ReadOptions, read_options_field
 from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache
-from models.default_model import checkpoint_field, checkpoint_name, resolve_checkpoint
+from models.default_model import checkpoint_field, checkpoint_name, open_checkpoint
 from models.io import atomic_write, save_json
 from models.training import eval_mode
 from models.metrics import Estimate, auroc, bootstrap
-from models.text import SIDE_WORDS, attribute_category, attribute_sentences
+from models.text import SIDE_WORDS, attribute_category, attribute_sentences, finding_index
 
 SLOTS = tuple(f"{side}-{view}" for side, view in EXAM_VIEWS)
 SIDES = ("R", "L")
@@ -456,17 +456,15 @@ class SaliencyStudy:
 
     def __init__(self, config: SaliencyConfig) -> None:
         self.config = config
-        self.category = attribute_category(config.attribute)
-        self.category_index = FINDING_CATEGORIES.index(self.category)
+        self.category, self.category_index = finding_index(config.attribute)
         self.splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress,
                                   config.reading)
-        self.checkpoint = resolve_checkpoint(config.checkpoint, config.data, config.progress)
-        payload = load_checkpoint(self.checkpoint)
+        self.checkpoint, payload, self.image_size = open_checkpoint(config.checkpoint, config.data,
+                                                                    config.image_size, config.progress)
         self.model = exam_model(payload, str(self.checkpoint), config.text_encoder)
         encoder = self.model.clip.image_encoder
         self.layer = config.layer or encoder.config.feature_layer
         self.layer_module = encoder.feature_module(self.layer)
-        self.image_size = input_size(payload, config.image_size)
         self.target = ExamTarget(self.model, attribute_embedding(self.model.clip, config.attribute))
         self.sides = side_embeddings(self.model.clip, config.attribute)
         self.slug = self.category.lower().replace(" ", "_")

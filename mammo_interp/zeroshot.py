@@ -44,7 +44,7 @@ from mammo_interp.calibration import (
 from mammo_interp.features import digest, file_fingerprint, table_fingerprint
 from mammo_interp.plotting import save_figure
 from mammo_interp.prompts import TaskPrompts, load_prompt_sets, prompt_set_for
-from models.checkpoints import check_input_size, clip_from_checkpoint, input_size, load_checkpoint
+from models.checkpoints import check_input_size, clip_from_checkpoint
 from models.cli import check_output_folders, parse_config, run_main
 from models.clip import ClipModel
 from models.data import schema
@@ -54,7 +54,7 @@ from models.data.default import cache_dir
 from models.data.labels import BIRADS5, DENSITY, FINDINGS, IGNORE_INDEX, MALIGNANCY
 from models.data.reading import ReadOptions, read_options_field
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache
-from models.default_model import checkpoint_field, checkpoint_name, resolve_checkpoint
+from models.default_model import checkpoint_field, checkpoint_name, open_checkpoint
 from models.io import atomic_write, save_json, save_torch
 from models.metrics import Estimate, classification_metrics
 from models.report_tables import ci_frame, ci_long_frame, write_table
@@ -361,10 +361,9 @@ def cached_image_features(model: ClipModel, checkpoint: str | Path, table: pd.Da
 def embed_split(config: SplitConfig) -> EmbeddedSplit:
     """Load the model (default: the default checkpoint), read the split and encode it at the level
     (image features cached between studies)."""
-    checkpoint = resolve_checkpoint(config.checkpoint, config.data, config.progress)
-    payload = load_checkpoint(checkpoint)
+    checkpoint, payload, image_size = open_checkpoint(config.checkpoint, config.data, config.image_size,
+                                                      config.progress)
     model = clip_from_checkpoint(payload, str(checkpoint), config.text_encoder).eval()
-    image_size = input_size(payload, config.image_size)
     table = load_splits(config.data, config.validation_fraction, config.seed, config.progress,
                         config.reading)[config.split]
     features = cached_image_features(model, checkpoint, table, preprocess_cache(image_size), config.batch_size,
