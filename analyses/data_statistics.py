@@ -109,7 +109,6 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                           caption=f"Annotation statistics: VinDr-Mammo v1.0 (published) vs {root.name}",
                           label="tab:vindr-vs-data")
     print(next(p for p in written if p.suffix == ".md").read_text())
-    print("wrote " + ", ".join(str(p) for p in written))
     return table
 
 

@@ -126,7 +126,6 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     check_output_folders(config, "python -m analyses.difficulty_sweep")
     frame = sweep(config)
     print(frame.to_string(index=False))
-    print(f"wrote {Path(config.report_dir) / 'difficulty_sweep'}.{{md,csv,tex,png,pdf,json}}")
     return frame
 
 

@@ -143,10 +143,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         raise DataError(root, f"{len(boxes)} boxes and {len(nulls)} finding-free measurements",
                         "images with boxes and images without any")
     frame = summarize(boxes, nulls)
-    paths = write_table(frame.round(3), f"{config.report_dir}/lesion_contrast",
-                        caption=f"Lesion contrast-to-noise at {config.image_size[0]} x {config.image_size[1]}")
+    write_table(frame.round(3), f"{config.report_dir}/lesion_contrast",
+                caption=f"Lesion contrast-to-noise at {config.image_size[0]} x {config.image_size[1]}")
     print(frame.round(3).to_string(index=False))
-    print("wrote", ", ".join(str(p) for p in paths))
     return frame
 
 

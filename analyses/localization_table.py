@@ -110,9 +110,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                "boxes by one rule (quantile 0.95 inside the breast, at most 3 boxes); 95% bootstrap CIs "
                "over images. Mammo-FActOR paper, VinDr with EfficientNet-B5: mass IoU-hit 0.45 @0.25, "
                "0.37 @0.5; calcification 0.25, 0.17.")
-    paths = write_table(table, Path(config.report_dir) / "combined", caption=caption, label="tab:localization")
+    write_table(table, Path(config.report_dir) / "combined", caption=caption, label="tab:localization")
     print(table.to_string(index=False))
-    print("written:", ", ".join(map(str, paths)))
     return table
 
 

@@ -73,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     check_output_folders(config, prog)
     table = read_vindr(default_data_root(config.data))
     figure = plot_exam(table, config.study or pick_study(table))
-    written = save_figure(figure, Path(config.report_dir) / "synthetic_dataset")
-    print("wrote " + ", ".join(str(p) for p in written))
+    save_figure(figure, Path(config.report_dir) / "synthetic_dataset")
     return 0
 
 

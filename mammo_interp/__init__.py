@@ -18,6 +18,7 @@ _PUBLIC = {
     "BreastPrior": "mammo_interp.attribution",
     "LayerFeatures": "mammo_interp.attribution",
     "breast_masks": "mammo_interp.attribution",
+    "PerViewSaliency": "mammo_interp.saliency",
     "BoxRule": "mammo_interp.boxes",
     "box_metrics": "mammo_interp.metrics",
     "MapperConfig": "mammo_interp.mapper",

@@ -48,7 +48,7 @@ from mammo_interp.mapper import ChannelMapper, MapperConfig, train_mapper
 from mammo_interp.plotting import view_label
 from models.allocator import peak_rss_mb
 from models.cards import embedded_data, provenance, sha256
-from models.checkpoints import check_input_size, clip_from_checkpoint, input_size, load_checkpoint
+from models.checkpoints import check_input_size, clip_from_checkpoint
 from models.cli import check_output_folders, parse_config, run_main
 from models.clip import ClipModel, attribute_embedding
 from models.data.datasets import ImageDataset
@@ -56,15 +56,14 @@ from models.data import default
 from models.data.default import cache_dir, uses_embedded
 from models.data.errors import DataError
 from models.data.reading import ReadOptions, read_options_field
-from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import SPLITS, TEST, TRAIN, VALIDATION, Splits, load_splits, preprocess_cache
 from models.data.synth import GENERATOR_VERSION
 from models.encoders import ImageEncoder
-from models.default_model import checkpoint_field, resolve_checkpoint
+from models.default_model import checkpoint_field, open_checkpoint
 from models.io import atomic_write, save_json, save_torch
 from models.training import eval_mode
 from models.reference import load_reference, shipped_reference, shipped_reference_card
-from models.text import attribute_category, attribute_sentences
+from models.text import attribute_category, attribute_sentences, finding_index
 
 STAGES = ("extract", "train", "predict", "evaluate", "all")
 MAPPER_DIR = Path(__file__).parent / "weights"  # the shipped mappers (package data)
@@ -168,18 +167,16 @@ class FactorStudy:
 
     def __init__(self, config: FactorConfig) -> None:
         self.config = config
-        self.category = attribute_category(config.attribute)
-        self.category_index = FINDING_CATEGORIES.index(self.category)
+        self.category, self.category_index = finding_index(config.attribute)
         # a user's data is read (and any problem reported) before a model loads; only the embedded
         # set waits, since a shipped mapper decides which of its splits are needed
         user_splits = None if uses_embedded(config.data) else self._load_splits(SPLITS)
-        self.checkpoint = resolve_checkpoint(config.checkpoint, config.data, config.progress)
-        payload = load_checkpoint(self.checkpoint)
+        self.checkpoint, payload, self.image_size = open_checkpoint(config.checkpoint, config.data,
+                                                                    config.image_size, config.progress)
         self.model = clip_from_checkpoint(payload, str(self.checkpoint), config.text_encoder).eval()
         self.encoder = self.model.image_encoder
         self.layer = config.layer or self.encoder.config.feature_layer
         self.encoder.feature_channels(self.layer)  # validates the layer name
-        self.image_size = input_size(payload, config.image_size)
         self.text_embedding = attribute_embedding(self.model, config.attribute)
         self.out = Path(config.out) / f"{self.slug}_{self.layer.replace('.', '')}"
         self.packaged = None if config.ship_to else self._packaged_mapper()

@@ -53,7 +53,7 @@ from mammo_interp.features import FeatureSet, breast_mask
 from mammo_interp.heatmaps import normalize_in_mask, upsample
 from mammo_interp.localization import evaluate_methods, write_localization_table
 from mammo_interp.plotting import draw_boxes, heat_colorbar, heat_overlay, save_figure, styled
-from models.checkpoints import check_input_size, clip_from_checkpoint, input_size, load_checkpoint
+from models.checkpoints import check_input_size, clip_from_checkpoint
 from models.cli import check_output_folders, parse_config, run_main
 from models.clip import ClipModel, MultiViewClipModel, attribute_embedding
 from models.data.datasets import EXAM_VIEWS, ExamDataset
@@ -61,11 +61,11 @@ from models.data.errors import DataError
 from models.data.reading import ReadOptions, read_options_field
 from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache
-from models.default_model import checkpoint_field, checkpoint_name, resolve_checkpoint
+from models.default_model import checkpoint_field, checkpoint_name, open_checkpoint
 from models.io import atomic_write, save_json
 from models.training import eval_mode
 from models.metrics import Estimate, auroc, bootstrap
-from models.text import SIDE_WORDS, attribute_category, attribute_sentences
+from models.text import SIDE_WORDS, attribute_category, attribute_sentences, finding_index
 
 SLOTS = tuple(f"{side}-{view}" for side, view in EXAM_VIEWS)
 SIDES = ("R", "L")
@@ -257,6 +257,63 @@ def normalize_views(maps: torch.Tensor, masks: torch.Tensor, present: torch.Tens
                              masks.reshape(1, views * height, width)).reshape(views, height, width)
 
 
+class PerViewSaliency:
+    """Per-view saliency of an exam-level model, for a user's own model: the model at construction,
+    the data at call (the shape of :mod:`mammo_interp.attribution`'s methods).
+
+    ``model`` pools views into one exam embedding (``view_features(images, mask)``, ``pooling``,
+    ``clip.project_image_features``: a :class:`~models.clip.MultiViewClipModel`, e.g. from
+    :func:`exam_model`); ``layer`` is its encoder's feature module (Grad-CAM's layer). Exams are
+    ``(B, V, C, H, W)`` with a bool ``mask`` ``(B, V)`` (False: a missing view, never encoded, 0
+    everywhere); the target is a ``(D,)`` text embedding (the exam cosine is explained).
+    """
+
+    def __init__(self, model: MultiViewClipModel, layer: nn.Module, method: str = "gradcam",
+                 joint: bool = True, steps: int = 8, window: int = 64, stride: int = 32) -> None:
+        if method not in MAP_METHODS:
+            raise ValueError(f"method {method!r} is not one of {MAP_METHODS}")
+        self.model, self.layer, self.method, self.joint = model, layer, method, joint
+        self.steps, self.window, self.stride = steps, window, stride
+
+    def attribute(self, images: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+                  masks: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, V, H, W)`` maps in [0, 1]: each exam's views normalized jointly (a hot view stays
+        hotter than a cold one) or per view, inside ``masks`` (``(B, V, H, W)`` bool; default the
+        tissue of each present view)."""
+        mask = _exam_mask(images, mask)
+        exam = ExamTarget(self.model, target)
+        if self.method == "gradcam":
+            cams = view_grad_cam(exam, images, mask, self.layer).clamp(min=0)
+            raw = upsample(cams.flatten(0, 1), tuple(images.shape[-2:])).view(*mask.shape, *images.shape[-2:])
+        elif self.method == "integrated_gradients":
+            raw = view_integrated_gradients(exam, images, mask, self.steps)
+        else:
+            raw = view_occlusion(exam, images, mask, self.window, self.stride)
+        if masks is None:
+            masks = torch.from_numpy(np.stack([[breast_mask(view[0].numpy()) for view in exam_images]
+                                               for exam_images in images.detach()]))
+        return torch.stack([normalize_views(raw[b], masks[b], mask[b], self.joint) for b in range(len(mask))])
+
+    def views(self, images: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+              empty: str = "blank") -> dict[str, torch.Tensor]:
+        """How much each view contributes to the exam score: ``(B, V)`` per key of
+        :data:`ATTRIBUTION_NAMES` (exact Shapley values, leave-one-view-out, gradient x input,
+        pooling weight); 0 for missing views."""
+        found = view_attributions(ExamTarget(self.model, target), images, _exam_mask(images, mask), empty)
+        return {name: found[name] for name in ATTRIBUTION_NAMES}
+
+
+def _exam_mask(images: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if images.ndim != 5:
+        raise ValueError(f"exams must be (B, V, C, H, W); got shape {tuple(images.shape)}")
+    if mask is None:
+        return torch.ones(images.shape[:2], dtype=torch.bool)
+    mask = torch.as_tensor(mask, dtype=torch.bool)
+    if mask.shape != images.shape[:2]:
+        raise ValueError(f"mask must be (B, V) = {tuple(images.shape[:2])}; got {tuple(mask.shape)}")
+    return mask
+
+
 @torch.no_grad()
 def side_embeddings(clip: ClipModel, attribute: str) -> dict[str, torch.Tensor]:
     """``{"R": (D,), "L": (D,)}``: the unit mean embedding of the attribute's sentences that name
@@ -399,17 +456,15 @@ class SaliencyStudy:
 
     def __init__(self, config: SaliencyConfig) -> None:
         self.config = config
-        self.category = attribute_category(config.attribute)
-        self.category_index = FINDING_CATEGORIES.index(self.category)
+        self.category, self.category_index = finding_index(config.attribute)
         self.splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress,
                                   config.reading)
-        self.checkpoint = resolve_checkpoint(config.checkpoint, config.data, config.progress)
-        payload = load_checkpoint(self.checkpoint)
+        self.checkpoint, payload, self.image_size = open_checkpoint(config.checkpoint, config.data,
+                                                                    config.image_size, config.progress)
         self.model = exam_model(payload, str(self.checkpoint), config.text_encoder)
         encoder = self.model.clip.image_encoder
         self.layer = config.layer or encoder.config.feature_layer
         self.layer_module = encoder.feature_module(self.layer)
-        self.image_size = input_size(payload, config.image_size)
         self.target = ExamTarget(self.model, attribute_embedding(self.model.clip, config.attribute))
         self.sides = side_embeddings(self.model.clip, config.attribute)
         self.slug = self.category.lower().replace(" ", "_")
@@ -697,7 +752,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         exam = result["exam"]
         print(f"study {exam['study_id']}: exam score {exam['exam_score']:.4f}, breasts {exam['breasts']}")
         print(exam["views"].to_string(index=False))
-        print("written:", ", ".join(exam["files"]))
     if "evaluation" in result:
         evaluation = result["evaluation"]
         for method, metrics in evaluation["identification"].items():

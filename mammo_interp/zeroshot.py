@@ -41,19 +41,21 @@ from tqdm.auto import tqdm
 from mammo_interp.calibration import (
     DEFAULT_BINS, ReliabilityBins, ece_estimate, plot_reliability, reliability_bins,
 )
+from mammo_interp.features import digest, file_fingerprint, table_fingerprint
 from mammo_interp.plotting import save_figure
 from mammo_interp.prompts import TaskPrompts, load_prompt_sets, prompt_set_for
-from models.checkpoints import check_input_size, clip_from_checkpoint, input_size, load_checkpoint
+from models.checkpoints import check_input_size, clip_from_checkpoint
 from models.cli import check_output_folders, parse_config, run_main
 from models.clip import ClipModel
 from models.data import schema
 from models.data.cache import PreprocessCache
 from models.data.datasets import BreastDataset, ExamDataset, ImageDataset, collate
+from models.data.default import cache_dir
 from models.data.labels import BIRADS5, DENSITY, FINDINGS, IGNORE_INDEX, MALIGNANCY
 from models.data.reading import ReadOptions, read_options_field
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache
-from models.default_model import checkpoint_field, checkpoint_name, resolve_checkpoint
-from models.io import atomic_write, save_json
+from models.default_model import checkpoint_field, checkpoint_name, open_checkpoint
+from models.io import atomic_write, save_json, save_torch
 from models.metrics import Estimate, classification_metrics
 from models.report_tables import ci_frame, ci_long_frame, write_table
 from models.text import FINDING_TASKS, ZERO_SHOT_TASKS, task_name
@@ -336,15 +338,36 @@ class EmbeddedSplit:
     embedded: LevelEmbeddings
 
 
+def cached_image_features(model: ClipModel, checkpoint: str | Path, table: pd.DataFrame, cache: PreprocessCache,
+                          batch_size: int = 32, progress: bool = True) -> torch.Tensor:
+    """:func:`image_features` through a file cache keyed like FActOR's feature cache (checkpoint
+    file, the split's rows, preprocessing), so the split-level studies (zero-shot, prompt ablation,
+    embeddings, reports) encode a split once between them; a corrupt file is recomputed."""
+    key = {"checkpoint": file_fingerprint(checkpoint), "table": table_fingerprint(table),
+           "preprocess": cache.config.to_dict()}
+    path = cache_dir() / "embeddings" / f"image-features-{digest(key)}.pt"
+    if path.is_file():
+        try:
+            features = torch.load(path, map_location="cpu", weights_only=True)["features"]
+            if len(features) == len(table):
+                return features
+        except (OSError, RuntimeError, EOFError, KeyError, TypeError):
+            pass  # rebuilt below
+    features = image_features(model, table, cache, batch_size, progress)
+    save_torch(path, {"features": features})
+    return features
+
+
 def embed_split(config: SplitConfig) -> EmbeddedSplit:
-    """Load the model (default: the default checkpoint), read the split and encode it at the level."""
-    checkpoint = resolve_checkpoint(config.checkpoint, config.data, config.progress)
-    payload = load_checkpoint(checkpoint)
+    """Load the model (default: the default checkpoint), read the split and encode it at the level
+    (image features cached between studies)."""
+    checkpoint, payload, image_size = open_checkpoint(config.checkpoint, config.data, config.image_size,
+                                                      config.progress)
     model = clip_from_checkpoint(payload, str(checkpoint), config.text_encoder).eval()
-    image_size = input_size(payload, config.image_size)
     table = load_splits(config.data, config.validation_fraction, config.seed, config.progress,
                         config.reading)[config.split]
-    features = image_features(model, table, preprocess_cache(image_size), config.batch_size, config.progress)
+    features = cached_image_features(model, checkpoint, table, preprocess_cache(image_size), config.batch_size,
+                                     config.progress)
     return EmbeddedSplit(model, checkpoint_name(checkpoint), image_size, table, features,
                          embed_level(model, table, config.level, features))
 

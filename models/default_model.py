@@ -24,13 +24,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from importlib import resources
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from models.cards import embedded_data, provenance
-from models.checkpoints import clip_from_checkpoint, load_checkpoint
+from models.checkpoints import clip_from_checkpoint, input_size, load_checkpoint
 from models.cli import check_output_folders, config_from_values, parse_config, run_main
 from models.data.check_set import CHECK_SET, check_set_table
 from models.data.datasets import ImageDataset
@@ -128,6 +129,16 @@ def resolve_checkpoint(checkpoint: str | Path | None, data: str | Path | None = 
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file (or '{RETRAIN}')")
     return Path(checkpoint)
+
+
+def open_checkpoint(checkpoint: str | Path | None, data: str | Path | None, image_size: Sequence[int] = (),
+                    progress: bool = True) -> tuple[Path, dict[str, Any], tuple[int, int]]:
+    """What every study (FActOR, saliency, the split-level ones) starts from: the checkpoint it
+    explains (:func:`resolve_checkpoint`), its payload, and the input ``(H, W)`` (the requested
+    size, else the one the checkpoint was pretrained at)."""
+    path = resolve_checkpoint(checkpoint, data, progress)
+    payload = load_checkpoint(path)
+    return path, payload, input_size(payload, image_size)
 
 
 def export_weights(checkpoint: str | Path, path: str | Path) -> Path:

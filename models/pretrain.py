@@ -52,6 +52,7 @@ from models.training import (
     channels_last,
     cosine_with_warmup,
     epoch_generator,
+    gather_batches,
     init_distributed,
     seed_everything,
 )
@@ -75,6 +76,9 @@ class PretrainConfig:
         "help": f"{TEXT_SOURCES}: label-synthesized text, dataset reports, or a random mix"})
     loss: str = field(default="infonce", metadata={
         "help": f"{LOSSES}; multiview (Mammo-CLIP) needs level=breast"})
+    global_negatives: bool = field(default=True, metadata={
+        "help": "with torchrun, contrast against every process's batch (CLIP's global negatives; "
+                "gradients as one process on the whole batch); off: each process's own batch"})
     mlm_weight: float = field(default=0.0, metadata={
         "help": "weight of the masked-language term through a fusion head (MAM-CLIP: 0.5); image level"})
     image_size: tuple[int, ...] = field(default=(256, 160), metadata={"help": "input H W"})
@@ -232,7 +236,6 @@ class PretrainObjective(nn.Module):
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         texts = batch["text"]
         scale = self.clip.logit_scale()
-        positives = positives_from_texts(batch["text_key"])
         terms: dict[str, torch.Tensor] = {}
         if self.fusion is not None:
             head_map = self.clip.image_encoder.forward_head_map(batch["image"])
@@ -247,14 +250,20 @@ class PretrainObjective(nn.Module):
             mask = batch["mask"]
             first = torch.where(mask[:, :1], views[:, 0], image)
             second = torch.where(mask[:, 1:2], views[:, 1], image)
-            text2 = self.clip.encode_text(batch["text2"])
-            parts = multiview_loss(first, second, text, text2, scale, positives=positives)
+            (first, second, text, text2), keys = self._global(
+                (first, second, text, self.clip.encode_text(batch["text2"])), batch["text_key"])
+            parts = multiview_loss(first, second, text, text2, scale, positives=positives_from_texts(keys))
             terms.update({k: v for k, v in parts.items() if k != "total"})
             terms["contrastive"] = parts["total"]
         else:
-            terms["contrastive"] = clip_loss(image, text, scale, positives)
+            (image, text), keys = self._global((image, text), batch["text_key"])
+            terms["contrastive"] = clip_loss(image, text, scale, positives_from_texts(keys))
         terms["total"] = terms["contrastive"] + self.config.mlm_weight * terms.get("mlm", 0.0)
         return terms
+
+    def _global(self, tensors: tuple[torch.Tensor, ...], keys: Sequence[str]) -> tuple[list[torch.Tensor], list[str]]:
+        """The contrastive terms' inputs over every process's batch (``--global-negatives``)."""
+        return gather_batches(tensors, keys) if self.config.global_negatives else (list(tensors), list(keys))
 
     def _mlm(self, texts: Sequence[str], head_map: torch.Tensor) -> torch.Tensor:
         encoder = self.clip.text_encoder

@@ -375,7 +375,6 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     save_json(Path(config.out) / "test.json", {"config": config.to_dict(), "results":
                                                ci_long_frame(results, row_label="model").to_dict(orient="records")})
     print(table.to_string(index=False))
-    print(f"wrote {stem}.{{md,csv,tex}}, {scored} and {Path(config.out) / 'test.json'}")
     return table
 
 if __name__ == "__main__":

@@ -328,6 +328,13 @@ def synthesize_report(row: Mapping[str, Any], rng: np.random.Generator | None = 
     return " ".join(describe_image(row, rng))
 
 
+def finding_index(attribute: str) -> tuple[str, int]:
+    """An attribute's finding category and its index in :data:`models.data.schema.FINDING_CATEGORIES`
+    (the box labels' index)."""
+    category = attribute_category(attribute)
+    return category, schema.FINDING_CATEGORIES.index(category)
+
+
 def task_name(name: str) -> str:
     """A zero-shot task name from any spelling a finding has elsewhere (``--attribute``'s
     "suspicious calcification", the category "Suspicious Calcification") -> "calcification";

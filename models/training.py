@@ -14,7 +14,7 @@ import json
 import math
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,24 @@ def init_distributed() -> DistributedContext:
     if not dist.is_initialized():
         dist.init_process_group("gloo")
     return DistributedContext(dist.get_rank(), dist.get_world_size())
+
+
+def gather_batches(tensors: Sequence[torch.Tensor], keys: Sequence[str]) -> tuple[list[torch.Tensor], list[str]]:
+    """Every process's batch, concatenated in rank order: CLIP's global negatives (open_clip's
+    ``gather_features`` with gradients). ``tensors`` are ``(B, ...)`` with the same ``B`` on every
+    rank (pretraining's sampler makes the ranks' batches equal); ``keys`` (e.g. the texts that
+    define positives) are gathered alongside. The gather is differentiable, so a loss computed on
+    the global batch by every rank, with DistributedDataParallel averaging the gradients, has
+    exactly the gradient of one process on the concatenated batch. Without a process group the
+    inputs come back unchanged."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(tensors), list(keys)
+    from torch.distributed.nn.functional import all_gather  # differentiable; loaded only when distributed
+
+    gathered = [torch.cat(all_gather(tensor.contiguous())) for tensor in tensors]
+    parts: list[list[str] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, list(keys))
+    return gathered, [key for part in parts for key in part]
 
 
 def all_reduce_mean(value: float, context: DistributedContext) -> float:

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from analyses import localization_table
-from mammo_interp import factor
 from mammo_interp.factor import FactorStudy
+from models import default_model
 
 
 @pytest.mark.slow
@@ -49,7 +49,7 @@ def test_default_names_the_default_model_and_its_folder(tiny_masses, tiny_checkp
     def evaluate(self):
         raise _Built(self.out)
 
-    monkeypatch.setattr(factor, "resolve_checkpoint", resolve)
+    monkeypatch.setattr(default_model, "resolve_checkpoint", resolve)  # what open_checkpoint asks
     monkeypatch.setattr(FactorStudy, "evaluate", evaluate)
     with pytest.raises(_Built) as built:
         localization_table.main(["--data", str(tiny_masses), "--checkpoints", "default", "--layers", "blocks.4",

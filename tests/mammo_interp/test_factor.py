@@ -79,6 +79,7 @@ def test_reference_row_is_left_out_without_a_reference_and_a_mismatched_one_is_r
     assert list(pd.read_csv(cache / "reports" / "mass_head.csv")["method"]) == ["breast prior"]
 
 
+@pytest.mark.slow
 def test_stages_reuse_cached_features_and_mapper(tiny_masses, tiny_checkpoint, cache, monkeypatch):
     args = ["--attribute", "mass", "--layer", "blocks.4", *_args(tiny_masses, tiny_checkpoint, cache)]
     factor.main([*args, "--stage", "extract"])
@@ -99,6 +100,7 @@ def test_stages_reuse_cached_features_and_mapper(tiny_masses, tiny_checkpoint, c
     assert mapper.stat().st_mtime_ns != stamp
 
 
+@pytest.mark.slow
 def test_every_input_of_the_mapper_is_in_its_cache_key(tiny_masses, tiny_checkpoint, cache, monkeypatch):
     def key(data=tiny_masses, **overrides):
         values = {"data": str(data), "checkpoint": str(tiny_checkpoint), "image_size": (128, 80),
@@ -190,6 +192,7 @@ def test_unwritable_report_folder_fails_before_any_work(tmp_path):
         factor.main(["--report-dir", str(blocker / "reports"), "--out", str(tmp_path / "runs")])
 
 
+@pytest.mark.slow
 def test_same_seed_gives_byte_identical_tables(tiny_masses, tiny_checkpoint, cache):
     cheap = ["--methods", "factor", "random_channels", "mean_channels", "breast_prior"]
     tables = []
@@ -213,6 +216,7 @@ def test_best_times_interleaves_runs_and_keeps_each_ones_fastest():
     assert seconds["a"] < 0.015 and seconds["b"] < 0.015
 
 
+@pytest.mark.slow
 def test_a_shipped_mapper_is_used_on_the_embedded_set_which_then_generates_only_evaluation_studies(
         tiny_checkpoint, tmp_path, monkeypatch):
     monkeypatch.delenv("MAMMO_INTERP_DATA", raising=False)

@@ -237,3 +237,28 @@ def test_exam_model_restores_trained_attention_pooling_and_refuses_untrained(tmp
     bare = save_checkpoint(tmp_path / "image_level.pt", clip)
     with pytest.raises(ValueError, match="image_level.pt: attention view pooling without trained pooling weights"):
         saliency.exam_model(load_checkpoint(bare), str(bare))
+
+
+def test_per_view_saliency_class_finds_the_planted_view_and_spot(toy):
+    """The public class on a user's exam model: maps peak in the blob's view and inside the blob,
+    Shapley picks that view, a missing view is 0 everywhere."""
+    images, label, view = _exams(16, torch.Generator().manual_seed(4))
+    images, view = images[label.bool()], view[label.bool()]
+    explain = saliency.PerViewSaliency(toy.model, toy.model.clip.image_encoder.feature_module())
+    masks = torch.ones(len(images), 4, SIZE, SIZE, dtype=torch.bool)
+    maps = explain.attribute(images, toy.text_embedding, masks=masks)
+    assert maps.shape == (len(images), 4, SIZE, SIZE) and maps.min() >= 0 and maps.max() <= 1
+    assert (maps.flatten(2).amax(dim=2).argmax(dim=1) == view).float().mean() >= 0.9
+    for b in range(len(images)):  # the hottest pixel of the blob's view lies on the blob (8 px, +-4 for the CAM)
+        y, x = divmod(int(maps[b, view[b]].argmax()), SIZE)
+        blob = (images[b, view[b], 0] == 1.0).nonzero()
+        assert (blob - torch.tensor([y, x])).abs().max(dim=1).values.min() <= 4
+    assert (explain.views(images, toy.text_embedding)["shapley"].argmax(dim=1) == view).all()
+    mask = torch.ones(len(images), 4, dtype=torch.bool)
+    mask[:, 2] = False
+    partial = explain.attribute(images, toy.text_embedding, mask, masks)
+    assert (partial[:, 2] == 0).all() and (explain.views(images, toy.text_embedding, mask)["shapley"][:, 2] == 0).all()
+    with pytest.raises(ValueError, match="exams must be"):
+        explain.attribute(images[0], toy.text_embedding)
+    with pytest.raises(ValueError, match="method"):
+        saliency.PerViewSaliency(toy.model, None, method="lime")

@@ -3,6 +3,7 @@ CLI / prompt ablation end to end on a tiny synthetic dataset with an untrained c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -17,9 +18,10 @@ from mammo_interp.calibration import expected_calibration_error, reliability_bin
 from mammo_interp.embeddings import EmbeddingConfig
 from mammo_interp.prompts import load_prompt_sets
 from mammo_interp.report import ReportConfig
+import mammo_interp.zeroshot as zeroshot_module
 from mammo_interp.zeroshot import (
     SplitConfig, ZeroShotClassifier, ZeroShotConfig, contrast_probabilities, embed_level, ensemble_embeddings,
-    evaluate, level_items, level_targets, main, zero_shot_probabilities,
+    embed_split, evaluate, level_items, level_targets, main, zero_shot_probabilities,
 )
 from models.checkpoints import save_checkpoint
 from models.clip import ClipConfig, ClipModel
@@ -221,6 +223,22 @@ def test_cli_on_tiny_data(tiny_data, tiny_checkpoint, shared_cache, tmp_path, mo
                   "--no-use-logit-scale", *common])
     assert {"auroc", "auroc_std", "ece"} <= set(table.columns)
     assert (out / "mass_shape_breast_training_cxr_clip_score_noscale_reliability.png").is_file()
+
+
+def test_split_studies_encode_a_split_once_between_them(tiny_data, tiny_checkpoint, tmp_path, monkeypatch):
+    """The second study on the same checkpoint and split reads the cached image features (the
+    encoder is not run); another checkpoint file encodes again."""
+    monkeypatch.setenv("MAMMO_INTERP_CACHE", str(tmp_path / "cache"))
+    config = SplitConfig(data=tiny_data, checkpoint=tiny_checkpoint, split="training", progress=False)
+    first = embed_split(config)
+    monkeypatch.setattr(zeroshot_module, "image_features", lambda *a, **k: pytest.fail("encoded again"))
+    again = embed_split(config)
+    assert torch.equal(again.features, first.features)
+    assert torch.equal(again.embedded.embeddings, first.embedded.embeddings)
+    other = tmp_path / "other.pt"
+    other.write_bytes(open(tiny_checkpoint, "rb").read())
+    with pytest.raises(pytest.fail.Exception, match="encoded again"):
+        embed_split(dataclasses.replace(config, checkpoint=str(other)))
 
 
 def test_prompt_ablation_on_tiny_data(tiny_data, tiny_checkpoint, shared_cache, tmp_path, monkeypatch):

@@ -33,6 +33,7 @@ def _faults(mode: str) -> int:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc settings")
+@pytest.mark.slow
 def test_freed_blocks_are_reused_instead_of_faulted_in_again():
     # measured: 9,600-16,700 faults by default, 1,900-2,900 with the settings
     assert 2 * _faults("keep") < _faults("default")

@@ -81,6 +81,7 @@ def _assert_same_run(reference: Path, out: Path) -> None:
     pd.testing.assert_frame_equal(history.drop(columns=timing), expected)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_result(tiny_synthetic, uninterrupted, tmp_path):
     """SIGKILL (no handler runs, nothing flushed) during the second epoch, then ``--resume``."""
     out, log = tmp_path / "run", tmp_path / "pretrain.log"
@@ -154,6 +155,7 @@ def test_balanced_sampling_draws_the_requested_share_of_findings(tiny_synthetic,
     assert len(ranks[0]) == len(ranks[1]) and sorted(ranks[0] + ranks[1]) == sorted(order[:len(order) // 2 * 2])
 
 
+@pytest.mark.slow
 def test_training_beats_untrained_model_on_retrieval(tiny_synthetic, tmp_path):
     # Frozen image encoder: 16 studies at 128 px are too few to move the backbone in a test's
     # budget, but enough for the projections to align ImageNet features with the texts.
@@ -169,6 +171,7 @@ def test_training_beats_untrained_model_on_retrieval(tiny_synthetic, tmp_path):
     assert after["val_mrr"] > before["val_mrr"]
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_processes(tiny_synthetic, tmp_path):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531",

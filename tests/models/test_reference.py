@@ -101,6 +101,7 @@ def _config(data: str, out: Path, **overrides) -> ReferenceConfig:
     return ReferenceConfig(**values)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_masses, tmp_path, monkeypatch,
                                                             one_torch_thread):
     whole = train_reference(_config(tiny_masses, tmp_path / "whole"))

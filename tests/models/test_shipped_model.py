@@ -77,6 +77,7 @@ def test_reports_name_the_shipped_model_the_same_on_every_machine(tiny_checkpoin
     assert default_model.checkpoint_name(tiny_checkpoint) == str(tiny_checkpoint)
 
 
+@pytest.mark.slow
 def test_card_zero_shot_mass_auroc_reproduces_from_the_shipped_file(check_set):
     card = default_model.shipped_card()
     assert card["check"]["synthetic"] == _as_json(CHECK_SET.to_dict())
@@ -103,6 +104,7 @@ def test_ship_trains_the_recipe_and_writes_weights_and_card(tiny_masses, tmp_pat
     assert card["validation"]["val_loss"] > 0
 
 
+@pytest.mark.slow
 def test_shipped_reference_matches_its_card_and_its_check_set_auroc_reproduces(check_set):
     card = reference.shipped_reference_card()
     weights = reference.shipped_reference()
