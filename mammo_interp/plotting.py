@@ -62,7 +62,7 @@ def heat_overlay(ax: Axes, image: np.ndarray, heat: np.ndarray, max_alpha: float
     ax.imshow(image, cmap="gray", vmin=0, vmax=1)
     heat = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float32)), 0, 1)
     rgba = plt.get_cmap(HEAT_CMAP)(heat)
-    rgba[..., 3] = max_alpha * np.sqrt(heat)
+    rgba[..., 3] = max_alpha * np.clip(heat / 0.5, 0, 1) ** 1.5  # clear near 0, full from half the peak
     ax.imshow(rgba, interpolation="bilinear")
     ax.set_xticks([])
     ax.set_yticks([])
