@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -42,8 +43,11 @@ def code_commit() -> str | None:
 
 def provenance(weights: str | Path, module: str) -> dict[str, Any]:
     """The fields every card shares: the command that ran (``python -m MODULE`` and this process's
-    arguments), commit, date, and the written file's sha256 and size."""
-    return {"command": " ".join(["python -m", module, *sys.argv[1:]]), "commit": code_commit(),
+    arguments, shell-quoted, absolute paths made machine-free), commit, date, and the written file's
+    sha256 and size."""
+    from models.run_record import portable  # run_record builds on this module
+    command = shlex.join(["python", "-m", module, *(portable(argument) for argument in sys.argv[1:])])
+    return {"command": command, "commit": code_commit(),
             "created": datetime.date.today().isoformat(), "sha256": sha256(weights),
             "bytes": Path(weights).stat().st_size}
 
