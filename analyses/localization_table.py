@@ -23,6 +23,7 @@ from mammo_interp.factor import METHODS, FactorConfig, FactorStudy, check_method
 from models.checkpoints import check_input_size
 from models.cli import check_output_folders, parse_config, run_main
 from models.data.reading import ReadOptions, read_options_field
+from models.device import device_field, precision_field
 from models.metrics import Estimate
 from models.report_tables import write_table
 
@@ -47,6 +48,8 @@ class LocalizationTableConfig:
     validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
     report_dir: str = field(default="reports/localization", metadata={"help": "output folder"})
     out: str = field(default="runs/factor", metadata={"help": "mapper and prediction folder"})
+    device: str = device_field()
+    precision: str = precision_field()
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
@@ -70,7 +73,8 @@ def _study_config(config: LocalizationTableConfig, checkpoint: str | None, layer
                         layer=layer, image_size=config.image_size, methods=config.methods,
                         out=str(Path(config.out) / tag), report_dir=str(Path(config.report_dir) / tag),
                         validation_fraction=config.validation_fraction, n_boot=config.n_boot,
-                        seed=config.seed, progress=config.progress)
+                        seed=config.seed, device=config.device, precision=config.precision,
+                        progress=config.progress)
 
 
 def _finished(study: FactorStudy) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ import pandas as pd
 from mammo_interp.saliency import MAP_METHODS, SaliencyConfig, SaliencyStudy
 from models.cli import check_output_folders, parse_config, run_main
 from models.data.reading import ReadOptions, read_options_field
+from models.device import device_field, precision_field
 from models.metrics import Estimate
 from models.report_tables import write_table
 
@@ -39,6 +40,8 @@ class PerViewSaliencyConfig:
     methods: tuple[str, ...] = field(default=("gradcam",), metadata={
         "help": f"map methods {MAP_METHODS} (IG and occlusion are slow on CPU: pair with --max-exams)"})
     max_exams: int = field(default=0, metadata={"help": "exams per attribute (0: the whole split)"})
+    device: str = device_field()
+    precision: str = precision_field()
     report_dir: str = field(default="reports/per_view", metadata={"help": "output folder"})
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples"})
     seed: int = field(default=0, metadata={"help": "random seed"})
@@ -59,7 +62,8 @@ def run(config: PerViewSaliencyConfig) -> dict[str, Any]:
         study = SaliencyStudy(SaliencyConfig(
             evaluate=True, attribute=attribute, data=config.data, reading=config.reading,
             checkpoint=config.checkpoint, methods=config.methods, max_exams=config.max_exams,
-            report_dir=config.report_dir, n_boot=config.n_boot, seed=config.seed, progress=config.progress))
+            report_dir=config.report_dir, n_boot=config.n_boot, seed=config.seed, device=config.device,
+            precision=config.precision, progress=config.progress))
         summary = study.evaluate()
         summary["wall_seconds"] = time.perf_counter() - started
         summaries[study.category] = summary

@@ -27,6 +27,7 @@ import pandas as pd
 
 from models.cli import check_output_folders, config_from_values, parse_config, run_main
 from models.data.default import uses_embedded
+from models.device import device_field, precision_field
 from models.errors import InputError
 from models.io import save_json
 from models.pretrain import PretrainConfig, pretrain
@@ -51,6 +52,8 @@ class RecipeAblationConfig:
                 "default: the shipped reference's card on the embedded set"})
     out: str = field(default="runs/recipe_ablation", metadata={"help": "run folders, one per variant"})
     report_dir: str = field(default="reports/recipe", metadata={"help": "where the table goes"})
+    device: str = device_field()
+    precision: str = precision_field()
     progress: bool = field(default=True, metadata={"help": "progress bars"})
 
 
@@ -81,7 +84,8 @@ def slug(name: str) -> str:
 
 def variant_config(config: RecipeAblationConfig, recipes: dict[str, Any], variant: dict[str, Any]) -> PretrainConfig:
     values = merged(recipes["base"], variant.get("changes", {}))
-    values.update(out=str(Path(config.out) / slug(variant["name"])), resume=True, progress=config.progress)
+    values.update(out=str(Path(config.out) / slug(variant["name"])), resume=True, progress=config.progress,
+                  device=config.device, precision=config.precision)
     if config.data is not None:
         values["data"] = config.data
     return config_from_values(PretrainConfig, values, f"recipe variant {variant['name']!r}")

@@ -11,7 +11,9 @@ inside ``masks`` (``(N, H, W)`` bool; default the whole image, :func:`breast_mas
 - an ``int``: that logit of a classifier giving ``(N, K)``.
 
 ``layer`` is the module whose output is the feature map (``(N, C, h, w)``), as in captum's
-``LayerGradCam``. Boxes come from heatmaps by one rule (:class:`~mammo_interp.boxes.BoxRule`)
+``LayerGradCam``. Methods run where the model is: put it on a GPU (``model.to("cuda")``) and pass
+images from anywhere; they are moved to the model's device batch by batch, and heatmaps come back
+on the CPU. Boxes come from heatmaps by one rule (:class:`~mammo_interp.boxes.BoxRule`)
 and are scored with :func:`~mammo_interp.metrics.box_metrics`.
 """
 
@@ -27,6 +29,7 @@ from torch import nn
 from mammo_interp import heatmaps as hm
 from mammo_interp.features import breast_mask
 from mammo_interp.mapper import ChannelMapper, MapperConfig, train_mapper
+from models.device import module_device
 from models.training import eval_mode
 
 Target = torch.Tensor | int
@@ -79,14 +82,14 @@ class LayerFeatures:
         captured: list[torch.Tensor] = []
 
         def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-            captured.append(output.detach())
+            captured.append(output.detach().cpu())
             raise _Captured
 
         handle = self.layer.register_forward_hook(hook)
         try:
             with eval_mode(self.model):
                 embed = getattr(self.model, "encode_image", self.model)
-                embed(images)
+                embed(images.to(module_device(self.model)))
         except _Captured:
             pass
         finally:

@@ -19,6 +19,7 @@ left on disk:
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import time
@@ -58,6 +59,8 @@ from models.data.errors import DataError
 from models.data.reading import ReadOptions, read_options_field
 from models.data.sources import SPLITS, TEST, TRAIN, VALIDATION, Splits, load_splits, preprocess_cache
 from models.data.synth import GENERATOR_VERSION
+from models.device import (Precision, check_spelling, device_field, module_device, precision_field,
+                           resolve_device, synchronize)
 from models.encoders import ImageEncoder
 from models.default_model import checkpoint_field, open_checkpoint
 from models.io import atomic_write, save_json, save_torch
@@ -111,6 +114,8 @@ class FactorConfig:
                 "folder (mammo_interp/weights: the mappers the package ships)"})
     report_dir: str = field(default="reports/localization", metadata={"help": "tables and figures"})
     batch_size: int = field(default=32, metadata={"help": "images per forward pass"})
+    device: str = device_field()
+    precision: str = precision_field()
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the CIs"})
     figure_cases: int = field(default=4, metadata={"help": "test images with the finding in the figure"})
     validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
@@ -122,6 +127,7 @@ class FactorConfig:
             raise ValueError(f"stage {self.stage!r} is not one of {STAGES}")
         check_methods(self.methods)
         check_input_size(self.image_size)
+        check_spelling(self.device, self.precision)
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
 
@@ -138,18 +144,23 @@ def time_box_prediction(encoder: ImageEncoder, mapper: ChannelMapper, text_embed
                         batch_size: int = 32, repeats: int = 2) -> dict[str, Any]:
     """Seconds for FActOR boxes from raw images (feature map, mapper, heatmap, boxes) against a
     bare full backbone forward of the same ``(N, 1, H, W)`` images, measured back to back (best of
-    ``repeats``), with their ratio (the issue's budget: at most 1.2)."""
+    ``repeats``), with their ratio (the issue's budget: at most 1.2). Both run on the encoder's
+    device (the mapper copied there); boxes are drawn on the CPU, as in use."""
+    device = module_device(encoder)
+    images, masks = images.to(device), masks.to(device)
+    mapper, text_embedding = copy.deepcopy(mapper).to(device), text_embedding.to(device)
     batches = [slice(i, i + batch_size) for i in range(0, len(images), batch_size)]
 
     def bare() -> None:
         for part in batches:
             encoder(images[part])
+        synchronize(device)
 
     def factor() -> None:
         for part in batches:
             maps = encoder.feature_map(images[part], layer)
             weights = hm.factor_weights(mapper, maps, text_embedding, top_k)
-            for heatmap, mask in zip(hm.channel_heatmaps(maps, weights, masks[part]), masks[part]):
+            for heatmap, mask in zip(hm.channel_heatmaps(maps, weights, masks[part]).cpu(), masks[part].cpu()):
                 rule.boxes(heatmap.numpy(), mask.numpy())
 
     with torch.no_grad(), eval_mode(encoder):
@@ -159,7 +170,7 @@ def time_box_prediction(encoder: ImageEncoder, mapper: ChannelMapper, text_embed
     return {"images": count, "bare_forward_s": seconds["bare"], "factor_boxes_s": seconds["factor"],
             "ratio": seconds["factor"] / seconds["bare"], "factor_images_per_s": count / seconds["factor"],
             "bare_images_per_s": count / seconds["bare"], "peak_rss_mb": peak_rss_mb(), "layer": layer,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "device": str(device)}
 
 
 class FactorStudy:
@@ -167,6 +178,8 @@ class FactorStudy:
 
     def __init__(self, config: FactorConfig) -> None:
         self.config = config
+        self.device = resolve_device(config.device)
+        self.precision = Precision.resolve(config.precision, self.device)
         self.category, self.category_index = finding_index(config.attribute)
         # a user's data is read (and any problem reported) before a model loads; only the embedded
         # set waits, since a shipped mapper decides which of its splits are needed
@@ -177,7 +190,8 @@ class FactorStudy:
         self.encoder = self.model.image_encoder
         self.layer = config.layer or self.encoder.config.feature_layer
         self.encoder.feature_channels(self.layer)  # validates the layer name
-        self.text_embedding = attribute_embedding(self.model, config.attribute)
+        self.text_embedding = attribute_embedding(self.model, config.attribute)  # on the CPU, with the mapper
+        self.model.to(self.device)
         self.out = Path(config.out) / f"{self.slug}_{self.layer.replace('.', '')}"
         self.packaged = None if config.ship_to else self._packaged_mapper()
         self.needed = (VALIDATION, TEST) if self.packaged is not None else SPLITS
@@ -195,6 +209,7 @@ class FactorStudy:
     def _load_reference(self, path: str | Path):
         """The supervised reference and its config, checked against this study before any work."""
         reference, trained = load_reference(path)
+        reference.to(self.device)
         if self.category not in trained.findings:
             raise DataError(path, f"the reference predicts {list(trained.findings)}",
                             f"a reference trained on {self.category!r}")
@@ -244,9 +259,12 @@ class FactorStudy:
         if split not in self._features:
             started = time.perf_counter()
             key = {"checkpoint": file_fingerprint(self.checkpoint), "data": str(self.splits.root)}
-            self._features[split] = cached_features(
-                cache_dir() / "features", key, self.encoder, self.dataset(split), self.layer,
-                self.config.batch_size, self.config.progress, desc=f"features {split}")
+            if self.precision.dtype is not None:  # mixed-precision maps are other numbers
+                key["precision"] = str(self.precision.dtype)
+            with self.precision.autocast():
+                self._features[split] = cached_features(
+                    cache_dir() / "features", key, self.encoder, self.dataset(split), self.layer,
+                    self.config.batch_size, self.config.progress, desc=f"features {split}")
             self.seconds[f"features {split}"] = time.perf_counter() - started
             self._check_has_finding(split)
         return self._features[split]
@@ -291,7 +309,7 @@ class FactorStudy:
         mapper, history = train_mapper(
             train.maps, train.has_category(self.category_index), val.maps,
             val.has_category(self.category_index), self.text_embedding, self.config.mapper,
-            self.config.seed, self.config.progress)
+            self.config.seed, self.config.progress, self.device)
         save_torch(path, {"key": self._mapper_key(), "spatial": mapper.spatial,
                           "embed_dim": int(self.text_embedding.shape[0]), "state": mapper.state_dict()})
         self.seconds["mapper"] = time.perf_counter() - started
@@ -333,9 +351,10 @@ class FactorStudy:
         dataset = self.dataset(TEST)
         count = min(max_images, len(dataset))
         images = torch.stack([dataset[i]["image"] for i in range(count)])
-        speed = time_box_prediction(self.encoder, mapper, self.text_embedding, images,
-                                    self.features(TEST).masks[:count], self.layer, self.config.box,
-                                    self.config.top_k, self.config.batch_size)
+        with self.precision.autocast():
+            speed = time_box_prediction(self.encoder, mapper, self.text_embedding, images,
+                                        self.features(TEST).masks[:count], self.layer, self.config.box,
+                                        self.config.top_k, self.config.batch_size)
         return {**speed, "image_size": list(self.image_size)}
 
     def method_heatmaps(self, mapper: ChannelMapper) -> Iterator[tuple[str, torch.Tensor]]:
@@ -366,7 +385,8 @@ class FactorStudy:
         methods = [m for m in self.config.methods if m != "supervised_reference" or self.reference]
         for method in tqdm(methods, desc="heatmaps", disable=not self.config.progress, leave=False):
             started = time.perf_counter()
-            maps = builders[method]()
+            with self.precision.autocast():
+                maps = builders[method]()
             self.seconds[f"heatmaps {method}"] = time.perf_counter() - started
             yield METHOD_NAMES[method], maps
             del maps  # before the next method's maps exist

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from models.data.datasets import ImageDataset, collate
 from models.data.preprocess import otsu_threshold
+from models.device import loader_options, module_device
 from models.encoders import ImageEncoder
 from models.io import atomic_write
 from models.training import eval_mode
@@ -94,12 +95,15 @@ class FeatureSet:
 def extract_features(encoder: ImageEncoder, dataset: ImageDataset, layer: str | None = None,
                      batch_size: int = 32, progress: bool = True, desc: str = "features") -> FeatureSet:
     """Feature maps of every image of ``dataset`` at ``layer`` (default: the encoder's own), with
-    the encoder in eval mode (its BatchNorm statistics are never updated)."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    the encoder in eval mode (its BatchNorm statistics are never updated), computed on the encoder's
+    device and kept on the CPU as float16."""
+    device = module_device(encoder)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, **loader_options(device))
     maps, masks, ids, boxes, labels, transforms = [], [], [], [], [], []
     with eval_mode(encoder):
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-            maps.append(encoder.feature_map(batch["image"], layer).to(torch.float16))
+            maps.append(encoder.feature_map(batch["image"].to(device, non_blocking=True), layer)
+                        .to("cpu", torch.float16))
             images = batch["image"][:, 0].numpy()
             masks.append(torch.from_numpy(np.stack([breast_mask(image) for image in images])))
             ids.extend(batch["image_id"])

@@ -9,6 +9,9 @@ normalized inside the breast mask and 0 outside it (tissue only: air and padding
   embedding as target: Grad-CAM at the feature layer (captum ``LayerGradCam``) and Integrated
   Gradients on the pixels (captum, zero baseline, smoothed, since pixel maps are speckled).
 - The breast prior needs no model: the distance to the tissue's edge (a centre-of-breast prior).
+
+Gradient methods run on the model's device (images are moved there batch by batch) and return
+their maps on the CPU.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from torch import nn
 
 from mammo_interp.mapper import ChannelMapper
 from models.clip import ClipModel
+from models.device import module_device
 from models.training import eval_mode
 
 
@@ -116,7 +120,8 @@ class SimilarityTarget(nn.Module):
     def __init__(self, model: ClipModel | nn.Module, text_embedding: torch.Tensor) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("text_embedding", F.normalize(text_embedding.detach().float(), dim=-1))
+        self.register_buffer("text_embedding", F.normalize(text_embedding.detach().float(), dim=-1)
+                             .to(module_device(model)))
         self.train(model.training)  # a new wrapper is in training mode; eval_mode would restore that onto the model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -137,9 +142,11 @@ class LogitTarget(nn.Module):
         return self.model(images)[:, self.index]
 
 
-def _batched(images: Callable[[slice], torch.Tensor], n: int, batch_size: int,
+def _batched(target: nn.Module, images: Callable[[slice], torch.Tensor], n: int, batch_size: int,
              attribute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    return torch.cat([attribute(images(slice(i, i + batch_size))).detach()
+    """``attribute`` over batches of ``images`` moved to ``target``'s device; float32 on the CPU."""
+    device = module_device(target)
+    return torch.cat([attribute(images(slice(i, i + batch_size)).to(device)).detach().float().cpu()
                       for i in range(0, n, batch_size)])
 
 
@@ -148,7 +155,7 @@ def grad_cam(target: nn.Module, layer: nn.Module, images: Callable[[slice], torc
     """captum ``LayerGradCam`` (ReLU of the gradient-weighted channel sum) at ``layer``."""
     method = LayerGradCam(target, layer)
     with eval_mode(target):
-        maps = _batched(images, n, batch_size,
+        maps = _batched(target, images, n, batch_size,
                         lambda x: method.attribute(x.detach().requires_grad_(True), relu_attributions=True)[:, 0])
     return normalize_in_mask(upsample(maps, tuple(masks.shape[1:])), masks)
 
@@ -164,7 +171,7 @@ def integrated_gradients(target: nn.Module, images: Callable[[slice], torch.Tens
     """
     method = IntegratedGradients(target)
     with eval_mode(target):
-        maps = _batched(images, n, batch_size, lambda x: method.attribute(
+        maps = _batched(target, images, n, batch_size, lambda x: method.attribute(
             x, baselines=torch.zeros_like(x), n_steps=steps, internal_batch_size=batch_size * steps,
         ).abs()[:, 0])
     smoothed = torch.stack([torch.from_numpy(gaussian_filter(m.numpy(), sigma)) for m in maps])

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from models.device import module_device
 from models.metrics import auroc
 from models.training import EarlyStopping
 
@@ -100,11 +101,13 @@ class MapperConfig:
 
 def image_scores(mapper: ChannelMapper, maps: torch.Tensor, text_embedding: torch.Tensor,
                  temperature: float, batch_size: int = 64) -> torch.Tensor:
-    """``(N,)`` max-over-channels cosine / temperature, in eval mode, without gradients."""
+    """``(N,)`` max-over-channels cosine / temperature, in eval mode, without gradients, computed
+    on the mapper's device (maps moved there batch by batch) and returned on the CPU."""
     was_training = mapper.training
     mapper.eval()
+    device = module_device(mapper)
     with torch.no_grad():
-        scores = torch.cat([mapper.alignment(maps[i:i + batch_size], text_embedding).amax(dim=1)
+        scores = torch.cat([mapper.alignment(maps[i:i + batch_size].to(device), text_embedding).amax(dim=1).cpu()
                             for i in range(0, len(maps), batch_size)])
     mapper.train(was_training)
     return scores / temperature
@@ -119,9 +122,12 @@ def _validation(mapper: ChannelMapper, maps: torch.Tensor, positive: torch.Tenso
 
 def train_mapper(train_maps: torch.Tensor, train_positive: np.ndarray, val_maps: torch.Tensor,
                  val_positive: np.ndarray, text_embedding: torch.Tensor, config: MapperConfig,
-                 seed: int = 0, progress: bool = True) -> tuple[ChannelMapper, list[dict[str, Any]]]:
-    """Fit a :class:`ChannelMapper` for one attribute; returns the best-validation-loss mapper and
-    the per-epoch history (train loss, validation loss and AUROC of the image score).
+                 seed: int = 0, progress: bool = True,
+                 device: torch.device | str = "cpu") -> tuple[ChannelMapper, list[dict[str, Any]]]:
+    """Fit a :class:`ChannelMapper` for one attribute; returns the best-validation-loss mapper (on
+    the CPU) and the per-epoch history (train loss, validation loss and AUROC of the image score).
+    The maps stay where they are (the CPU: a split's maps can outgrow a GPU); each batch is moved to
+    ``device`` for the step. Batch draws use a CPU generator, so the order is the same on any device.
 
     Raises:
         ValueError: a split without positive or negative images.
@@ -137,7 +143,8 @@ def train_mapper(train_maps: torch.Tensor, train_positive: np.ndarray, val_maps:
         torch.manual_seed(seed)  # dropout masks and the MLP's initialisation (global RNG restored on return)
         spatial = int(np.prod(train_maps.shape[2:]))
         scale = float(train_maps[:256].float().std().clamp(min=1e-6))
-        mapper = ChannelMapper(spatial, int(text_embedding.shape[-1]), config.hidden, config.dropout, scale)
+        mapper = ChannelMapper(spatial, int(text_embedding.shape[-1]), config.hidden, config.dropout, scale).to(device)
+        text_embedding = text_embedding.to(device)
         optimizer = torch.optim.AdamW(mapper.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         stopper = EarlyStopping(patience=config.patience, mode="min")
         positives = torch.nonzero(train_positive).flatten()
@@ -152,8 +159,8 @@ def train_mapper(train_maps: torch.Tensor, train_positive: np.ndarray, val_maps:
                 pos = order[start:start + config.positives_per_batch]
                 neg = negatives[torch.randint(len(negatives), (config.negatives_per_batch,), generator=generator)]
                 index = torch.cat([pos, neg])
-                scores = mapper.alignment(train_maps[index], text_embedding).amax(dim=1) / config.temperature
-                loss = mil_contrastive_loss(scores, torch.arange(len(index)) < len(pos))
+                scores = mapper.alignment(train_maps[index].to(device), text_embedding).amax(dim=1) / config.temperature
+                loss = mil_contrastive_loss(scores, torch.arange(len(index), device=scores.device) < len(pos))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -167,4 +174,4 @@ def train_mapper(train_maps: torch.Tensor, train_positive: np.ndarray, val_maps:
             if stopper.should_stop:
                 break
     mapper.load_state_dict(best_state)
-    return mapper.eval(), history
+    return mapper.cpu().eval(), history

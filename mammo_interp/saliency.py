@@ -26,6 +26,9 @@ Conventions: exams are ``images`` ``(B, V, 1, H, W)`` in [0, 1] in the slot orde
   shifts every Shapley value by the same ``-v(empty)/P``, so rankings do not depend on it.
 - **Per-view / per-breast prediction**: each view, and each breast's pooled views, scored with the
   same model against the attribute's sentences that name that side ("... in the left breast").
+
+Everything runs on the model's device (exams are moved there); maps, attributions and predictions
+come back on the CPU.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ from models.data.reading import ReadOptions, read_options_field
 from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache
 from models.default_model import checkpoint_field, checkpoint_name, open_checkpoint
+from models.device import (Precision, check_spelling, device_field, module_device, precision_field,
+                           resolve_device)
 from models.io import atomic_write, save_json
 from models.training import eval_mode
 from models.metrics import Estimate, auroc, bootstrap
@@ -119,7 +124,7 @@ def view_grad_cam(target: ExamTarget, images: torch.Tensor, mask: torch.Tensor,
     with eval_mode(target):
         maps = method.attribute(_grad_input(images), additional_forward_args=(mask,),
                                 relu_attributions=False)
-    return _scatter(maps[:, 0].detach(), mask)
+    return _scatter(maps[:, 0].detach(), mask).float().cpu()
 
 
 def view_averaged_cam(cams: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -136,9 +141,9 @@ def view_integrated_gradients(target: ExamTarget, images: torch.Tensor, mask: to
     with eval_mode(target):
         attr = method.attribute(images, baselines=torch.zeros_like(images), additional_forward_args=(mask,),
                                 n_steps=steps, internal_batch_size=internal_batch_size)
-    maps = attr.detach().abs()[:, :, 0].numpy()
+    maps = attr.detach().abs()[:, :, 0].float().cpu().numpy()
     smoothed = np.stack([[gaussian_filter(m, sigma) for m in exam] for exam in maps])
-    return torch.from_numpy(smoothed).float() * mask[..., None, None]
+    return torch.from_numpy(smoothed).float() * mask.cpu()[..., None, None]
 
 
 def view_occlusion(target: ExamTarget, images: torch.Tensor, mask: torch.Tensor, window: int = 64,
@@ -150,7 +155,7 @@ def view_occlusion(target: ExamTarget, images: torch.Tensor, mask: torch.Tensor,
         attr = method.attribute(images, sliding_window_shapes=(1, 1, window, window),
                                 strides=(1, 1, stride, stride), baselines=0.0,
                                 additional_forward_args=(mask,), perturbations_per_eval=perturbations_per_eval)
-    return attr[:, :, 0].float() * mask[..., None, None]
+    return (attr[:, :, 0].float() * mask[..., None, None]).cpu()
 
 
 def gradient_x_input(target: ExamTarget, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -175,16 +180,17 @@ def subset_values(target: ExamTarget, images: torch.Tensor, mask: torch.Tensor, 
     with eval_mode(target):
         features = target.features(images, mask) if features is None else features
         batch, views = mask.shape
-        subsets = torch.tensor([[bool(s >> v & 1) for v in range(views)] for s in range(1, 2 ** views)])
+        subsets = torch.tensor([[bool(s >> v & 1) for v in range(views)] for s in range(1, 2 ** views)],
+                               device=mask.device)
         values = torch.full((batch, 2 ** views), math.nan, dtype=torch.float64)
         for b in range(batch):
             valid = ~(subsets & ~mask[b]).any(dim=1)
             chosen = subsets[valid]
             scores = target.score_features(features[b].expand(len(chosen), -1, -1), chosen)
-            values[b, 1:][valid] = scores.double()
+            values[b, 1:][valid.cpu()] = scores.double().cpu()
         if empty == "blank":
-            blank = torch.zeros(1, 1, *images.shape[2:], dtype=images.dtype)
-            values[:, 0] = float(target(blank, torch.ones(1, 1, dtype=torch.bool)))
+            blank = torch.zeros(1, 1, *images.shape[2:], dtype=images.dtype, device=images.device)
+            values[:, 0] = float(target(blank, torch.ones(1, 1, dtype=torch.bool, device=mask.device)))
         else:
             values[:, 0] = 0.0
     return values
@@ -229,16 +235,16 @@ def leave_one_out(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def view_attributions(target: ExamTarget, images: torch.Tensor, mask: torch.Tensor,
                       empty: str = "blank") -> dict[str, torch.Tensor]:
-    """Every view-attribution method (keys of :data:`ATTRIBUTION_NAMES`) as ``(B, V)`` float64,
-    plus ``"values"``: the ``(B, 2^V)`` subset scores (index = bitmask of the subset) and
-    ``"features"``: the ``(B, V, D)`` encoder features they came from."""
+    """Every view-attribution method (keys of :data:`ATTRIBUTION_NAMES`) as ``(B, V)`` float64 on
+    the CPU, plus ``"values"``: the ``(B, 2^V)`` subset scores (index = bitmask of the subset) and
+    ``"features"``: the ``(B, V, D)`` encoder features they came from (on the model's device)."""
     with torch.no_grad(), eval_mode(target):
         features = target.features(images, mask)
         weights = target.model.pooling(features, mask)[1]
     values = subset_values(target, images, mask, empty, features)
-    return {"gradient_x_input": gradient_x_input(target, images, mask).double(),
+    return {"gradient_x_input": gradient_x_input(target, images, mask).double().cpu(),
             "leave_one_out": leave_one_out(values, mask), "shapley": shapley_values(values, mask),
-            "pooling_weight": (weights * mask).double(), "values": values, "features": features}
+            "pooling_weight": (weights * mask).double().cpu(), "values": values, "features": features}
 
 
 def normalize_views(maps: torch.Tensor, masks: torch.Tensor, present: torch.Tensor,
@@ -281,7 +287,9 @@ class PerViewSaliency:
         hotter than a cold one) or per view, inside ``masks`` (``(B, V, H, W)`` bool; default the
         tissue of each present view)."""
         mask = _exam_mask(images, mask)
-        exam = ExamTarget(self.model, target)
+        device = module_device(self.model)
+        exam = ExamTarget(self.model, target.to(device))
+        images, mask = images.to(device), mask.to(device)
         if self.method == "gradcam":
             cams = view_grad_cam(exam, images, mask, self.layer).clamp(min=0)
             raw = upsample(cams.flatten(0, 1), tuple(images.shape[-2:])).view(*mask.shape, *images.shape[-2:])
@@ -291,7 +299,8 @@ class PerViewSaliency:
             raw = view_occlusion(exam, images, mask, self.window, self.stride)
         if masks is None:
             masks = torch.from_numpy(np.stack([[breast_mask(view[0].numpy()) for view in exam_images]
-                                               for exam_images in images.detach()]))
+                                               for exam_images in images.detach().cpu()]))
+        mask = mask.cpu()
         return torch.stack([normalize_views(raw[b], masks[b], mask[b], self.joint) for b in range(len(mask))])
 
     def views(self, images: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
@@ -299,7 +308,9 @@ class PerViewSaliency:
         """How much each view contributes to the exam score: ``(B, V)`` per key of
         :data:`ATTRIBUTION_NAMES` (exact Shapley values, leave-one-view-out, gradient x input,
         pooling weight); 0 for missing views."""
-        found = view_attributions(ExamTarget(self.model, target), images, _exam_mask(images, mask), empty)
+        device = module_device(self.model)
+        found = view_attributions(ExamTarget(self.model, target.to(device)), images.to(device),
+                                  _exam_mask(images, mask).to(device), empty)
         return {name: found[name] for name in ATTRIBUTION_NAMES}
 
 
@@ -340,14 +351,14 @@ def view_predictions(target: ExamTarget, features: torch.Tensor, mask: torch.Ten
         laterality = [side for side, _ in EXAM_VIEWS]
         texts = torch.stack([sides[s] for s in laterality])  # (V, D)
         per_view = (view_emb * texts).sum(-1).masked_fill(~mask, math.nan)
-        per_breast = torch.full((mask.shape[0], len(SIDES)), math.nan)
+        per_breast = torch.full((mask.shape[0], len(SIDES)), math.nan, device=mask.device)
         for k, side in enumerate(SIDES):
-            in_side = mask & torch.tensor([s == side for s in laterality])
+            in_side = mask & torch.tensor([s == side for s in laterality], device=mask.device)
             rows = in_side.any(dim=1)
             if rows.any():
                 pooled, _ = model.pooling(features[rows], in_side[rows])
                 per_breast[rows, k] = model.clip.project_image_features(pooled) @ sides[side]
-    return {"view": per_view.double(), "breast": per_breast.double(), "exam": exam.double()}
+    return {"view": per_view.double().cpu(), "breast": per_breast.double().cpu(), "exam": exam.double().cpu()}
 
 
 def exam_model(payload: Mapping[str, Any], source: str, text_encoder: str | None = None) -> MultiViewClipModel:
@@ -402,6 +413,8 @@ class SaliencyConfig:
     occlusion_window: int = field(default=64, metadata={"help": "occlusion window (px)"})
     occlusion_stride: int = field(default=32, metadata={"help": "occlusion stride (px)"})
     max_exams: int = field(default=0, metadata={"help": "evaluate at most this many exams (0: all)"})
+    device: str = device_field()
+    precision: str = precision_field()
     box: BoxRule = field(default_factory=BoxRule, metadata={"help": "heatmap -> boxes rule"})
     figure_cases: int = field(default=2, metadata={"help": "exam figures written by --evaluate"})
     report_dir: str = field(default="reports/per_view", metadata={"help": "tables and figures"})
@@ -422,6 +435,7 @@ class SaliencyConfig:
         if self.split not in (TRAIN, VALIDATION, TEST):
             raise ValueError(f"split {self.split!r} is not one of {(TRAIN, VALIDATION, TEST)}")
         check_input_size(self.image_size)
+        check_spelling(self.device, self.precision)
 
 
 @dataclass
@@ -467,6 +481,10 @@ class SaliencyStudy:
         self.layer_module = encoder.feature_module(self.layer)
         self.target = ExamTarget(self.model, attribute_embedding(self.model.clip, config.attribute))
         self.sides = side_embeddings(self.model.clip, config.attribute)
+        self.device = resolve_device(config.device)
+        self.precision = Precision.resolve(config.precision, self.device)
+        self.target.to(self.device)  # the model with it
+        self.sides = {side: embedding.to(self.device) for side, embedding in self.sides.items()}
         self.slug = self.category.lower().replace(" ", "_")
 
     def dataset(self, split: str | None = None, table: pd.DataFrame | None = None) -> ExamDataset:
@@ -483,8 +501,12 @@ class SaliencyStudy:
 
     def explain(self, item: Mapping[str, Any]) -> ExamExplanation:
         """Per-view maps, the baseline, view attributions and predictions of one exam item."""
+        with self.precision.autocast():
+            return self._explain(item)
+
+    def _explain(self, item: Mapping[str, Any]) -> ExamExplanation:
         config = self.config
-        images, mask = item["image"][None], item["mask"][None]
+        images, mask = item["image"][None].to(self.device), item["mask"][None].to(self.device)
         present = item["mask"]
         numpy_images = item["image"][:, 0].numpy()
         masks = torch.from_numpy(np.stack([breast_mask(im) if p else np.zeros(im.shape, bool)
@@ -507,7 +529,7 @@ class SaliencyStudy:
         per_view = normalize_views(raw["gradcam"], masks, present, joint=False)
         maps["Grad-CAM per view, per-view norm"] = per_view
         views["Grad-CAM peak, per-view norm"] = _peaks(per_view, present)
-        averaged = upsample(view_averaged_cam(cams[None], mask)[0][None], size).expand(len(present), -1, -1)
+        averaged = upsample(view_averaged_cam(cams[None], present[None])[0][None], size).expand(len(present), -1, -1)
         maps[AVERAGED] = normalize_views(averaged.contiguous(), masks, present, joint=False)
         views[AVERAGED] = _peaks(maps[AVERAGED], present)
         attributions = view_attributions(self.target, images, mask, config.empty)

@@ -55,6 +55,8 @@ from models.data.labels import BIRADS5, DENSITY, FINDINGS, IGNORE_INDEX, MALIGNA
 from models.data.reading import ReadOptions, read_options_field
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache
 from models.default_model import checkpoint_field, checkpoint_name, open_checkpoint
+from models.device import (Precision, check_spelling, device_field, loader_options, module_device,
+                           precision_field, resolve_device)
 from models.io import atomic_write, save_json, save_torch
 from models.metrics import Estimate, classification_metrics
 from models.report_tables import ci_frame, ci_long_frame, write_table
@@ -85,6 +87,8 @@ class SplitConfig:
     image_size: tuple[int, ...] = field(default=(), metadata={
         "help": "input H W; default: the size the checkpoint was pretrained at"})
     batch_size: int = field(default=32, metadata={"help": "images per forward pass"})
+    device: str = device_field()
+    precision: str = precision_field()
     n_boot: int = field(default=1000, metadata={"help": "bootstrap samples for the CIs"})
     validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
     seed: int = field(default=0, metadata={"help": "seed of the validation split, bootstrap and sampling"})
@@ -95,6 +99,7 @@ class SplitConfig:
             if value not in valid:
                 raise ValueError(f"{name} {value!r} is not one of {valid}")
         check_input_size(self.image_size)
+        check_spelling(self.device, self.precision)
 
 
 @dataclass(frozen=True)
@@ -221,10 +226,12 @@ class ZeroShotClassifier:
 @torch.no_grad()
 def image_features(model: ClipModel, table: pd.DataFrame, cache: PreprocessCache, batch_size: int = 32,
                    progress: bool = True) -> torch.Tensor:
-    """Image-encoder features ``(N, F)`` of every row of ``table``, in order."""
+    """Image-encoder features ``(N, F)`` of every row of ``table``, in order, computed on the
+    model's device and returned as float32 on the CPU."""
+    device = module_device(model)
     dataset = ImageDataset(table.reset_index(drop=True), cache=cache, labels={})
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
-    parts = [model.image_encoder(batch["image"])
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, **loader_options(device))
+    parts = [model.image_encoder(batch["image"].to(device, non_blocking=True)).float().cpu()
              for batch in tqdm(loader, desc="images", disable=not progress, leave=False)]
     return torch.cat(parts)
 
@@ -339,12 +346,16 @@ class EmbeddedSplit:
 
 
 def cached_image_features(model: ClipModel, checkpoint: str | Path, table: pd.DataFrame, cache: PreprocessCache,
-                          batch_size: int = 32, progress: bool = True) -> torch.Tensor:
+                          batch_size: int = 32, progress: bool = True,
+                          precision: Precision | None = None) -> torch.Tensor:
     """:func:`image_features` through a file cache keyed like FActOR's feature cache (checkpoint
-    file, the split's rows, preprocessing), so the split-level studies (zero-shot, prompt ablation,
-    embeddings, reports) encode a split once between them; a corrupt file is recomputed."""
+    file, the split's rows, preprocessing, a mixed precision), so the split-level studies (zero-shot,
+    prompt ablation, embeddings, reports) encode a split once between them; a corrupt file is recomputed."""
+    precision = precision or Precision(module_device(model), None)
     key = {"checkpoint": file_fingerprint(checkpoint), "table": table_fingerprint(table),
            "preprocess": cache.config.to_dict()}
+    if precision.dtype is not None:
+        key["precision"] = str(precision.dtype)
     path = cache_dir() / "embeddings" / f"image-features-{digest(key)}.pt"
     if path.is_file():
         try:
@@ -353,21 +364,25 @@ def cached_image_features(model: ClipModel, checkpoint: str | Path, table: pd.Da
                 return features
         except (OSError, RuntimeError, EOFError, KeyError, TypeError):
             pass  # rebuilt below
-    features = image_features(model, table, cache, batch_size, progress)
+    with precision.autocast():
+        features = image_features(model, table, cache, batch_size, progress)
     save_torch(path, {"features": features})
     return features
 
 
 def embed_split(config: SplitConfig) -> EmbeddedSplit:
     """Load the model (default: the default checkpoint), read the split and encode it at the level
-    (image features cached between studies)."""
+    (image features cached between studies). The images are encoded on ``--device``; the model then
+    returns to the CPU, where the cheap rest (projections, prompts, scores) runs."""
     checkpoint, payload, image_size = open_checkpoint(config.checkpoint, config.data, config.image_size,
                                                       config.progress)
     model = clip_from_checkpoint(payload, str(checkpoint), config.text_encoder).eval()
     table = load_splits(config.data, config.validation_fraction, config.seed, config.progress,
                         config.reading)[config.split]
-    features = cached_image_features(model, checkpoint, table, preprocess_cache(image_size), config.batch_size,
-                                     config.progress)
+    device = resolve_device(config.device)
+    features = cached_image_features(model.to(device), checkpoint, table, preprocess_cache(image_size),
+                                     config.batch_size, config.progress, Precision.resolve(config.precision, device))
+    model.cpu()
     return EmbeddedSplit(model, checkpoint_name(checkpoint), image_size, table, features,
                          embed_level(model, table, config.level, features))
 

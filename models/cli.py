@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from models.allocator import keep_freed_memory
+from models.device import check_machine
 from models.data.reading import DataQuirkWarning
 from models.errors import InputError
 from models.io import recording_writes, writable_dir
@@ -153,7 +154,9 @@ def _config_parser(cls: type, prog: str, description: str) -> argparse.ArgumentP
 
 def _build_or_usage_error(cls: type[T], namespace: argparse.Namespace, parser: argparse.ArgumentParser) -> T:
     try:
-        return build_dataclass(cls, namespace)
+        config = build_dataclass(cls, namespace)
+        check_machine(config)  # e.g. --device cuda where torch sees no GPU
+        return config
     except ValueError as exc:  # a value the config's own checks refuse: a usage error, not a traceback
         parser.error(str(exc))
 

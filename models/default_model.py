@@ -37,6 +37,7 @@ from models.data.check_set import CHECK_SET, check_set_table
 from models.data.datasets import ImageDataset
 from models.data.default import cache_dir, default_data_root, uses_embedded
 from models.data.sources import load_splits, preprocess_cache
+from models.device import device_field, precision_field
 from models.io import save_json, save_torch
 from models.pretrain import PairedText, PretrainConfig, dataset_zero_shot, pretrain
 from models.run_record import portable
@@ -165,12 +166,15 @@ class ShipConfig:
     out: str = field(default="runs/default_clip", metadata={"help": "training run folder (resumed)"})
     weights_dir: str = field(default=str(Path(__file__).parent / "weights"), metadata={
         "help": "where the fp16 weights and the card go (default: the package's models/weights)"})
+    device: str = device_field()
+    precision: str = precision_field()
     progress: bool = field(default=True, metadata={"help": "progress bars"})
 
 
 def ship(config: ShipConfig) -> dict[str, Any]:
     """Train the recipe on the default set, export the kept epoch and write its card."""
-    pretrain_config = recipe_config(out=config.out, resume=True, progress=config.progress)
+    pretrain_config = recipe_config(out=config.out, resume=True, progress=config.progress, device=config.device,
+                                    precision=config.precision)
     best = pretrain(pretrain_config)
     history = pd.read_csv(Path(config.out) / "metrics.csv")
     kept = history.loc[history["val_loss"].idxmin()]

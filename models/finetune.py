@@ -37,6 +37,8 @@ from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess
 from models.data.tables import with_validation_split
 from models.encoders import ImageEncoder, ImageEncoderConfig
 from models.io import save_json
+from models.device import (Precision, check_spelling, device_field, loader_options, module_device,
+                           precision_field, resolve_device)
 from models.metrics import Estimate, classification_metrics
 from models.report_tables import ci_frame, ci_long_frame, write_table
 from models.training import EarlyStopping, epoch_generator, seed_everything
@@ -68,6 +70,8 @@ class FinetuneConfig:
     encoder_lr: float = field(default=1e-4, metadata={"help": "encoder learning rate (mode full)"})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
     patience: int = field(default=5, metadata={"help": "early-stopping patience (validation loss)"})
+    device: str = device_field()
+    precision: str = precision_field()
     n_boot: int = field(default=1000, metadata={"help": "bootstrap samples for the CIs"})
     validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
     seed: int = field(default=0, metadata={"help": "random seed"})
@@ -81,6 +85,7 @@ class FinetuneConfig:
         if self.mode not in MODES:
             raise ValueError(f"mode {self.mode!r} is not one of {MODES}")
         check_input_size(self.image_size, allow_empty=False)
+        check_spelling(self.device, self.precision)
         if self.folds == 1 or self.folds < 0:
             raise ValueError(f"folds must be 0 (fixed splits) or >= 2, got {self.folds}")
         if any(not 0 < f <= 1 for f in self.fractions):
@@ -153,15 +158,18 @@ def extract_features(encoder: ImageEncoder, dataset: ImageDataset, task: str, ba
                      memo: FeatureMemo, progress: bool = True) -> TensorDataset:
     """Frozen-encoder features and targets of every image of ``dataset``. Images already in
     ``memo`` (image id -> (feature, target)) are not encoded again, so the fractions and folds of
-    a linear-probe study each cost no new forward passes."""
+    a linear-probe study each cost no new forward passes. Encoded on the encoder's device; kept on the
+    CPU as float32."""
     encoder.eval()
+    device = module_device(encoder)
     table = dataset.table
     missing = dataset.table[~table["image_id"].astype(str).isin(memo)].reset_index(drop=True)
     if len(missing):
         subset = ImageDataset(missing, cache=dataset.cache, labels=dataset.labels)
-        loader = DataLoader(subset, batch_size=batch_size, collate_fn=collate)
+        loader = DataLoader(subset, batch_size=batch_size, collate_fn=collate, **loader_options(device))
         for batch in tqdm(loader, desc="features", disable=not progress, leave=False):
-            memo.update(zip(batch["image_id"], zip(encoder(batch["image"]), batch[task])))
+            features = encoder(batch["image"].to(device, non_blocking=True)).float().cpu()
+            memo.update(zip(batch["image_id"], zip(features, batch[task])))
     pairs = [memo[str(i)] for i in table["image_id"]]
     return TensorDataset(torch.stack([f for f, _ in pairs]), torch.stack([t for _, t in pairs]))
 
@@ -172,17 +180,23 @@ def _batches(data: Dataset, batch_size: int, generator: torch.Generator | None) 
 
 def fit(model: nn.Module, train: Dataset, validation: Dataset, kind: str, config: FinetuneConfig,
         parameter_groups: list[dict[str, Any]]) -> nn.Module:
-    """Train with AdamW and early stopping on validation loss; returns the best-epoch weights."""
+    """Train with AdamW and early stopping on validation loss; returns the best-epoch weights.
+    Batches go to the model's device, at ``config.precision``."""
+    device = module_device(model)
+    precision = Precision.resolve(config.precision, device)
+    scaler = precision.scaler()
     optimizer = torch.optim.AdamW(parameter_groups, weight_decay=config.weight_decay)
     stopper = EarlyStopping(patience=config.patience, mode="min")
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
     for epoch in range(config.epochs):
         model.train()
         for inputs, targets in _batches(train, config.batch_size, epoch_generator(config.seed, epoch)):
-            loss = task_loss(model(inputs), targets, kind)
+            with precision.autocast():
+                loss = task_loss(model(inputs.to(device)).float(), targets.to(device), kind)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         logits, targets = predict(model, validation, config.batch_size)
         if stopper.step(float(task_loss(logits, targets, kind)), epoch):
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -194,10 +208,12 @@ def fit(model: nn.Module, train: Dataset, validation: Dataset, kind: str, config
 
 @torch.no_grad()
 def predict(model: nn.Module, data: Dataset, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, K)`` float32 logits (on the CPU, from the model's device) and the targets."""
     model.eval()
+    device = module_device(model)
     logits, targets = [], []
     for inputs, target in _batches(data, batch_size, None):
-        logits.append(model(inputs))
+        logits.append(model(inputs.to(device)).float().cpu())
         targets.append(target)
     return torch.cat(logits), torch.cat(targets)
 
@@ -229,11 +245,11 @@ def run_one(config: FinetuneConfig, encoder: ImageEncoder, memo: FeatureMemo, tr
     if config.mode == "linear":
         parts = [extract_features(encoder, d, config.task, config.batch_size, memo, config.progress)
                  for d in datasets]
-        head = nn.Linear(encoder.out_dim, num_outputs)
+        head = nn.Linear(encoder.out_dim, num_outputs).to(module_device(encoder))
         fit(head, parts[0], parts[1], kind, config, [{"params": head.parameters(), "lr": config.lr}])
         logits, targets = predict(head, parts[2], config.batch_size)
     else:
-        classifier = ImageClassifier(copy.deepcopy(encoder), num_outputs)
+        classifier = ImageClassifier(copy.deepcopy(encoder), num_outputs).to(module_device(encoder))
         parts = [_Targets(d, config.task) for d in datasets]
         groups = [{"params": classifier.encoder.parameters(), "lr": config.encoder_lr},
                   {"params": classifier.head.parameters(), "lr": config.lr}]
@@ -247,7 +263,7 @@ def finetune(config: FinetuneConfig) -> pd.DataFrame:
     """Run every (fraction, fold) of ``config``; writes and returns the results table."""
     splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress,
                          config.reading)
-    encoder = load_encoder(config.checkpoint, config.text_encoder)
+    encoder = load_encoder(config.checkpoint, config.text_encoder).to(resolve_device(config.device))
     memo: FeatureMemo = {}
     results: dict[str, dict[str, Estimate]] = {}
     runs = []

@@ -42,6 +42,8 @@ from models.losses import clip_loss, mask_tokens, mlm_loss, multiview_loss, posi
 from models.metrics import auroc, auroc_ovr, chance_recall_at_k, mean_reciprocal_rank, recall_at_k
 from models.augment import augment
 from models.data.schema import FINDING_CATEGORIES
+from models.device import (Precision, check_spelling, device_field, loader_options, module_device,
+                           precision_field, resolve_device, to_device)
 from models.sampling import balanced_order, finding_targets
 from models.text import FINDING_TASKS, class_prompts, synthesize_report
 from models.training import (
@@ -91,7 +93,8 @@ class PretrainConfig:
     warmup_fraction: float = field(default=0.1, metadata={"help": "share of steps for LR warm-up"})
     patience: int = field(default=5, metadata={"help": "early-stopping patience (validation loss)"})
     accumulate: int = field(default=1, metadata={"help": "gradient accumulation steps"})
-    bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast"})
+    device: str = device_field()
+    precision: str = precision_field()
     validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
     train_fraction: float = field(default=1.0, metadata={
         "help": "fraction of training studies used (data-efficiency runs)"})
@@ -121,6 +124,7 @@ class PretrainConfig:
         if self.mlm_weight > 0 and self.level != "image":
             raise ValueError("the masked-language term is implemented for level 'image' only")
         check_input_size(self.image_size, allow_empty=False)
+        check_spelling(self.device, self.precision)
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
         if not 0 <= self.positive_fraction < 1:
@@ -267,7 +271,7 @@ class PretrainObjective(nn.Module):
 
     def _mlm(self, texts: Sequence[str], head_map: torch.Tensor) -> torch.Tensor:
         encoder = self.clip.text_encoder
-        tokens = encoder.tokenize(texts)
+        tokens = {key: value.to(head_map.device) for key, value in encoder.tokenize(texts).items()}
         masked, labels = mask_tokens(
             tokens["input_ids"], tokens["attention_mask"], encoder.tokenizer.all_special_ids,
             encoder.tokenizer.mask_token_id, encoder.tokenizer.vocab_size,
@@ -278,11 +282,11 @@ class PretrainObjective(nn.Module):
 
 
 def _loader(dataset: PairedText, config: PretrainConfig, epoch: int, context: DistributedContext,
-            train: bool) -> DataLoader:
+            train: bool, device: torch.device = torch.device("cpu")) -> DataLoader:
     dataset.epoch = epoch if train else None
+    options = loader_options(device, config.workers)
     if not train:
-        return DataLoader(dataset, batch_size=config.batch_size, shuffle=False, collate_fn=collate,
-                          num_workers=config.workers)
+        return DataLoader(dataset, batch_size=config.batch_size, shuffle=False, collate_fn=collate, **options)
     if config.positive_fraction > 0:
         # one balanced order for all ranks (same generator), split evenly so ranks step together
         order = balanced_order(dataset.finding_targets(config.balance_findings), config.positive_fraction,
@@ -295,18 +299,20 @@ def _loader(dataset: PairedText, config: PretrainConfig, epoch: int, context: Di
     else:
         sampler = RandomSampler(dataset, generator=epoch_generator(config.seed, epoch))
     return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, collate_fn=collate,
-                      num_workers=config.workers, drop_last=len(dataset) > config.batch_size)
+                      drop_last=len(dataset) > config.batch_size, **options)
 
 
 @torch.no_grad()
 def evaluate_retrieval(objective: PretrainObjective, dataset: PairedText, config: PretrainConfig) -> dict[str, float]:
     """Validation loss (InfoNCE over the whole split, identical texts as positives) and
-    image->text recall@1/5 against the split's distinct canonical texts, with chance levels."""
+    image->text recall@1/5 against the split's distinct canonical texts, with chance levels
+    (computed on the model's device, in float32)."""
     objective.eval()
+    device = module_device(objective)
     images, texts = [], []
     started = time.perf_counter()
-    for batch in _loader(dataset, config, 0, DistributedContext(), train=False):
-        images.append(objective.embed(batch)["image_embeddings"])
+    for batch in _loader(dataset, config, 0, DistributedContext(), train=False, device=device):
+        images.append(objective.embed(to_device(batch, device))["image_embeddings"])
         texts.extend(batch["text"])
     seconds = time.perf_counter() - started
     image = torch.cat(images)
@@ -315,7 +321,7 @@ def evaluate_retrieval(objective: PretrainObjective, dataset: PairedText, config
     row_of = {t: i for i, t in enumerate(distinct)}
     text = distinct_embeddings[[row_of[t] for t in texts]]
     loss = clip_loss(image, text, objective.clip.logit_scale(), positives_from_texts(texts))
-    similarity = (image @ distinct_embeddings.T).numpy()
+    similarity = (image @ distinct_embeddings.T).cpu().numpy()
     relevant = np.array([[t == d for d in distinct] for t in texts])
     return {
         **validation_zero_shot(objective.clip, image, dataset),
@@ -341,9 +347,9 @@ def validation_zero_shot(clip: ClipModel, image: torch.Tensor, dataset: PairedTe
     scores = {}
     for k, task in enumerate(FINDING_TASKS):
         negative, positive = (clip.encode_text(p).mean(0) for p in class_prompts(task).values())
-        scores[f"val_zeroshot_{task}"] = auroc(targets[:, k], (image @ (positive - negative)).numpy())
+        scores[f"val_zeroshot_{task}"] = auroc(targets[:, k], (image @ (positive - negative)).cpu().numpy())
     classes = torch.stack([clip.encode_text(p).mean(0) for p in class_prompts("density").values()])
-    probs = torch.softmax(clip.logit_scale() * image @ classes.T, dim=-1).numpy()
+    probs = torch.softmax(clip.logit_scale() * image @ classes.T, dim=-1).cpu().numpy()
     density = np.array([DENSITY.encode(v) for v in dataset.first_view_values(DENSITY.column)])
     known = density != IGNORE_INDEX
     per_class = auroc_ovr(density[known], probs[known])
@@ -356,8 +362,9 @@ def dataset_zero_shot(clip: ClipModel, dataset: PairedText, batch_size: int = 32
     """:func:`validation_zero_shot` over a whole image-level ``dataset``, embedding it here (model
     cards, shipped-weight checks); keys keep the ``val_zeroshot_`` prefix."""
     clip.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    image = torch.cat([clip.encode_image(batch["image"]) for batch in loader])
+    device = module_device(clip)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, **loader_options(device))
+    image = torch.cat([clip.encode_image(batch["image"].to(device)) for batch in loader])
     return validation_zero_shot(clip, image, dataset)
 
 
@@ -372,8 +379,12 @@ def _optimizer(objective: PretrainObjective, config: PretrainConfig) -> torch.op
 
 
 def pretrain(config: PretrainConfig, splits: Splits | None = None) -> Path:
-    """Run (or resume) pretraining; returns the path of the best checkpoint (``OUT/best.pt``)."""
-    context = init_distributed()
+    """Run (or resume) pretraining; returns the path of the best checkpoint (``OUT/best.pt``).
+    Under ``torchrun`` on CUDA each process takes the GPU of its ``LOCAL_RANK``."""
+    device = resolve_device(config.device)
+    context = init_distributed(device)
+    device = context.device(device)
+    precision = Precision.resolve(config.precision, device)
     seed_everything(config.seed)
     out = Path(config.out)
     splits = splits or load_splits(config.data, config.validation_fraction, config.seed, config.progress,
@@ -383,8 +394,9 @@ def pretrain(config: PretrainConfig, splits: Splits | None = None) -> Path:
     clip = ClipModel(config.model)
     if config.channels_last:
         channels_last(clip.image_encoder)
-    objective = PretrainObjective(clip, config)
+    objective = PretrainObjective(clip, config).to(device)
     optimizer = _optimizer(objective, config)
+    scaler = precision.scaler()
     steps_per_epoch = max(1, len(_loader(train_set, config, 0, context, True)) // config.accumulate)
     total_steps = steps_per_epoch * config.epochs
     scheduler = cosine_with_warmup(optimizer, round(config.warmup_fraction * total_steps), total_steps)
@@ -398,19 +410,24 @@ def pretrain(config: PretrainConfig, splits: Splits | None = None) -> Path:
             module.load_state_dict(state["extra_modules"][name])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if "grad_scaler" in state:
+            scaler.load_state_dict(state["grad_scaler"])
         stopper.load_state_dict(state["early_stopping"])
         torch.set_rng_state(state["torch_rng"])
         history = MetricsHistory(out, state["history"])
         start_epoch = int(state["epoch"]) + 1
     if context.is_main:
         save_json(out / "config.json", config.to_dict())
-    model = DistributedDataParallel(objective) if context.enabled else objective
+    if context.enabled:
+        model = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
+    else:
+        model = objective
     started = time.perf_counter()
     for epoch in range(start_epoch, config.epochs):
         if stopper.should_stop:
             break
         objective.train()
-        loader = _loader(train_set, config, epoch, context, train=True)
+        loader = _loader(train_set, config, epoch, context, train=True, device=device)
         sums: dict[str, float] = {}
         samples, epoch_started = 0, time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}",
@@ -418,15 +435,17 @@ def pretrain(config: PretrainConfig, splits: Splits | None = None) -> Path:
         out_of_time = False
         jitter = epoch_generator(config.seed + 1, epoch, context.rank)
         for step, batch in enumerate(bar):
-            if config.augment:
+            if config.augment:  # on the CPU, where the epoch's generator is
                 batch["image"] = augment(batch["image"], jitter)
+            batch = to_device(batch, device)
             if config.channels_last and batch["image"].dim() == 4:  # views of multi-view batches stay 5-d
                 batch["image"] = channels_last(batch["image"])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            with precision.autocast():
                 terms = model(batch)
-            (terms["total"] / config.accumulate).backward()
+            scaler.scale(terms["total"] / config.accumulate).backward()
             if (step + 1) % config.accumulate == 0 or step + 1 == len(loader):
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             for name, value in terms.items():
@@ -451,6 +470,7 @@ def pretrain(config: PretrainConfig, splits: Splits | None = None) -> Path:
                 "pretrain_config": config.to_dict(), "epoch": epoch, "history": history.rows,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "early_stopping": stopper.state_dict(), "torch_rng": torch.get_rng_state(),
+                **({"grad_scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
                 "extra_modules": {n: m.state_dict() for n, m in objective.extra_modules().items()},
             }
             # best.pt first: a run killed between the two saves resumes from the older last.pt and

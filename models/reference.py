@@ -47,6 +47,8 @@ from models.data.default import uses_embedded
 from models.data.reading import ReadOptions, read_options_field
 from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import TEST, load_splits, preprocess_cache
+from models.device import (Precision, check_spelling, device_field, loader_options, module_device,
+                           precision_field, resolve_device)
 from models.encoders import ImageEncoder, ImageEncoderConfig
 from models.encoders.image import LogSumExpPool
 from models.io import save_json, save_torch
@@ -89,6 +91,8 @@ class ReferenceConfig:
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
     warmup_fraction: float = field(default=0.05, metadata={"help": "share of steps with linear warm-up"})
     augment: bool = field(default=True, metadata={"help": "flips, gamma and contrast jitter"})
+    device: str = device_field()
+    precision: str = precision_field()
     n_boot: int = field(default=1000, metadata={"help": "bootstrap samples for the test CIs"})
     validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
     seed: int = field(default=0, metadata={"help": "random seed"})
@@ -109,6 +113,7 @@ class ReferenceConfig:
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling {self.pooling!r} is not one of {POOLINGS}")
         check_input_size(self.image_size)
+        check_spelling(self.device, self.precision)
         if self.select_on not in (None, "mean", *self.findings):
             raise ValueError(f"select_on {self.select_on!r} must be 'mean' or one of findings {list(self.findings)}")
         if not 0 < self.positive_fraction < 1:
@@ -163,12 +168,13 @@ class _Images(Dataset):
 @torch.no_grad()
 def predict(model: FindingClassifier, data: Dataset, batch_size: int, progress: bool = False,
             desc: str = "predict") -> tuple[np.ndarray, np.ndarray]:
-    """``(scores (N, K), targets (N, K))`` over ``data`` in order."""
+    """``(scores (N, K), targets (N, K))`` over ``data`` in order (on the model's device)."""
     model.eval()
+    device = module_device(model)
     scores, targets = [], []
-    for images, target in tqdm(DataLoader(data, batch_size=batch_size), desc=desc, disable=not progress,
-                               leave=False):
-        scores.append(torch.sigmoid(model(images)))
+    for images, target in tqdm(DataLoader(data, batch_size=batch_size, **loader_options(device)), desc=desc,
+                               disable=not progress, leave=False):
+        scores.append(torch.sigmoid(model(images.to(device, non_blocking=True)).float()).cpu())
         targets.append(target)
     return torch.cat(scores).numpy(), torch.cat(targets).numpy()
 
@@ -223,6 +229,8 @@ def _summary(row: dict[str, Any], findings: tuple[str, ...]) -> str:
 
 def train_reference(config: ReferenceConfig) -> Path:
     """Train (or resume) the reference; returns ``OUT/best.pt`` (best ``select_on`` validation AUROC)."""
+    device = resolve_device(config.device)
+    precision = Precision.resolve(config.precision, device)
     seed_everything(config.seed)
     out = Path(config.out)
     splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress,
@@ -234,7 +242,8 @@ def train_reference(config: ReferenceConfig) -> Path:
                          finding_targets(splits.validation, config.findings))
     for part in (train, validation):
         part.images.fill_cache(progress=config.progress)
-    model = channels_last(build_model(config))
+    model = channels_last(build_model(config)).to(device)
+    scaler = precision.scaler()
     optimizer = torch.optim.AdamW(
         [{"params": [p for p in model.encoder.parameters() if p.requires_grad], "lr": config.encoder_lr},
          {"params": model.head.parameters(), "lr": config.lr}], weight_decay=config.weight_decay)
@@ -247,6 +256,8 @@ def train_reference(config: ReferenceConfig) -> Path:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if "grad_scaler" in state:
+            scaler.load_state_dict(state["grad_scaler"])
         torch.set_rng_state(state["torch_rng"])
         history = MetricsHistory(out, state["history"])
         start_epoch, best = int(state["epoch"]) + 1, float(state["best"])
@@ -256,18 +267,21 @@ def train_reference(config: ReferenceConfig) -> Path:
         generator = epoch_generator(config.seed, epoch)
         order = balanced_order(train_targets, config.positive_fraction, steps_per_epoch * config.batch_size,
                                generator)
-        loader = DataLoader(torch.utils.data.Subset(train, order), batch_size=config.batch_size)
+        loader = DataLoader(torch.utils.data.Subset(train, order), batch_size=config.batch_size,
+                            **loader_options(device))
         model.train()
         loss_sum, seen, epoch_started, out_of_time = 0.0, 0, time.perf_counter(), False
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress, leave=False)
         for images, targets in bar:
-            if config.augment:
+            if config.augment:  # on the CPU, where the epoch's generator is
                 images = augment(images, generator)
-            images = channels_last(images)
-            loss = F.binary_cross_entropy_with_logits(model(images), targets)
+            images = channels_last(images.to(device, non_blocking=True))
+            with precision.autocast():
+                loss = F.binary_cross_entropy_with_logits(model(images).float(), targets.to(device))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             loss_sum, seen = loss_sum + float(loss.detach()) * len(images), seen + len(images)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
@@ -287,7 +301,8 @@ def train_reference(config: ReferenceConfig) -> Path:
         improved = (not math.isnan(value) and value > best) or not (out / "best.pt").is_file()
         best = value if improved and not math.isnan(value) else best
         state = {"epoch": epoch, "best": best, "history": history.rows, "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}
+                 "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                 **({"grad_scaler": scaler.state_dict()} if scaler.is_enabled() else {})}
         if improved:  # best.pt first, as in pretraining: a crash between the saves redoes the epoch
             save_reference(out / "best.pt", model, config, **state)
         save_reference(out / "last.pt", model, config, **state)
@@ -306,7 +321,8 @@ def evaluate_reference(checkpoint: str | Path, config: ReferenceConfig) -> dict[
     test = _Images(ImageDataset(splits[TEST], cache=preprocess_cache(tuple(trained.image_size))),
                    finding_targets(splits[TEST], trained.findings))
     test.images.fill_cache(progress=config.progress)
-    scores, targets = predict(model, test, 2 * config.batch_size, config.progress, "test")
+    scores, targets = predict(model.to(resolve_device(config.device)), test, 2 * config.batch_size,
+                              config.progress, "test")
     return {f"{f} AUROC": bootstrap(auroc, targets[:, k], scores[:, k], config.n_boot, config.seed)
             for k, f in enumerate(trained.findings)}
 

@@ -121,6 +121,11 @@ class DistributedContext:
 
     rank: int = 0
     world_size: int = 1
+    local_rank: int = 0
+
+    def device(self, device: torch.device) -> torch.device:
+        """This process's device: ``cuda:LOCAL_RANK`` under torchrun on CUDA, else ``device``."""
+        return torch.device("cuda", self.local_rank) if device.type == "cuda" and self.enabled else device
 
     @property
     def is_main(self) -> bool:
@@ -131,14 +136,18 @@ class DistributedContext:
         return self.world_size > 1
 
 
-def init_distributed() -> DistributedContext:
-    """Join the ``torchrun`` process group (gloo: works on CPU) if the launcher's env vars are set."""
+def init_distributed(device: torch.device = torch.device("cpu")) -> DistributedContext:
+    """Join the ``torchrun`` process group if the launcher's env vars are set: NCCL with one GPU per
+    process (``LOCAL_RANK``) on CUDA, gloo on the CPU."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistributedContext()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    return DistributedContext(dist.get_rank(), dist.get_world_size())
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
 def gather_batches(tensors: Sequence[torch.Tensor], keys: Sequence[str]) -> tuple[list[torch.Tensor], list[str]]:
@@ -163,7 +172,9 @@ def all_reduce_mean(value: float, context: DistributedContext) -> float:
     """Average a scalar over ranks (identity without distribution)."""
     if not context.enabled:
         return value
-    tensor = torch.tensor([value], dtype=torch.float64)
+    on_gpu = dist.get_backend() == "nccl"  # NCCL reduces GPU tensors only
+    tensor = torch.tensor([value], dtype=torch.float64,
+                          device=torch.device("cuda", torch.cuda.current_device()) if on_gpu else "cpu")
     dist.all_reduce(tensor)
     return float(tensor.item()) / context.world_size
 

@@ -13,6 +13,34 @@ from models.clip import ClipConfig, ClipModel
 from models.data.synth import SynthConfig, generate_dataset
 
 
+REPO = Path(__file__).resolve().parents[1]
+COMMITTED_OUTPUTS = ("reports", "models/weights", "mammo_interp/weights")
+_OUTPUTS_BEFORE = pytest.StashKey[dict]()
+
+
+def _committed_outputs() -> dict[str, tuple[int, int]]:
+    """Size and modification time of every file in the folders commands write by default."""
+    return {str(path.relative_to(REPO)): (path.stat().st_size, path.stat().st_mtime_ns)
+            for folder in COMMITTED_OUTPUTS for path in sorted((REPO / folder).rglob("*")) if path.is_file()}
+
+
+def pytest_sessionstart(session):
+    session.config.stash[_OUTPUTS_BEFORE] = _committed_outputs()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if a test wrote into the committed reports or shipped weights (tests must pass
+    --out / --report-dir / --ship-to folders of their own)."""
+    before = session.config.stash.get(_OUTPUTS_BEFORE, None)
+    if before is None:
+        return
+    after = _committed_outputs()
+    changed = sorted(path for path in before.keys() | after.keys() if before.get(path) != after.get(path))
+    if changed:
+        print(f"\nERROR: tests wrote into committed outputs: {changed}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.fixture(scope="session")
 def tiny_masses(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_masses") / "synthetic"

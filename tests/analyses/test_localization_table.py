@@ -54,5 +54,6 @@ def test_default_names_the_default_model_and_its_folder(tiny_masses, tiny_checkp
     with pytest.raises(_Built) as built:
         localization_table.main(["--data", str(tiny_masses), "--checkpoints", "default", "--layers", "blocks.4",
                                  "--attributes", "mass", "--image-size", "128", "80", "--validation-fraction",
-                                 "0.2", "--seed", "1", "--no-progress", "--out", str(tmp_path / "runs")])
+                                 "0.2", "--seed", "1", "--no-progress", "--out", str(tmp_path / "runs"),
+                                 "--report-dir", str(tmp_path / "reports")])
     assert asked == [None] and built.value.args[0].parent == tmp_path / "runs" / "default"

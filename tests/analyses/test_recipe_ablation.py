@@ -43,7 +43,8 @@ def test_bad_recipe_files_are_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match="distinct names"):
         read_recipes(str(_recipes(tmp_path, [{"name": "a"}, {"name": "a"}])))
     with pytest.raises(ValueError, match="--only"):
-        main(["--recipes", str(_recipes(tmp_path, [{"name": "a"}])), "--only", "b"])
+        main(["--recipes", str(_recipes(tmp_path, [{"name": "a"}])), "--only", "b", "--out", str(tmp_path / "runs"),
+              "--report-dir", str(tmp_path / "reports")])
 
 
 @pytest.mark.slow

@@ -86,7 +86,7 @@ def test_reading_options_reach_the_reader(partial_download):
 def test_an_entry_point_names_the_partial_download_flag(partial_download, tmp_path):
     root, _ = partial_download
     done = subprocess.run([sys.executable, "-m", "models.reference", "--data", str(root), "--out", str(tmp_path),
-                           "--no-progress"], capture_output=True, text=True, timeout=300)
+                           "--report-dir", str(tmp_path / "reports"), "--no-progress"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 1
     *warnings, error = done.stderr.strip().splitlines()  # repaired quirks of the tiny set come first
     assert all(w.startswith("python -m models.reference: warning: ") for w in warnings)

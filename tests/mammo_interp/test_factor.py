@@ -168,7 +168,8 @@ def test_unknown_attribute_lists_the_valid_ones(capsys):
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no such file"):
-        factor.main(["--checkpoint", str(tmp_path / "nope.pt")])
+        factor.main(["--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "runs"),
+                     "--report-dir", str(tmp_path / "reports")])
 
 
 def test_attribute_without_boxes_in_a_split_names_it(tiny_masses, tiny_checkpoint, cache):
@@ -258,7 +259,8 @@ def test_a_shipped_mapper_is_used_on_the_embedded_set_which_then_generates_only_
 
 def test_ship_to_refuses_user_data(tiny_masses, tmp_path):
     with pytest.raises(SystemExit, match="--ship-to: only mappers of the embedded set"):
-        factor.main(["--data", str(tiny_masses), "--ship-to", str(tmp_path)])
+        factor.main(["--data", str(tiny_masses), "--ship-to", str(tmp_path), "--out", str(tmp_path / "runs"),
+                     "--report-dir", str(tmp_path / "reports")])
 
 
 def test_shipped_mappers_match_their_card_and_the_shipped_model():

@@ -1,0 +1,162 @@
+"""Where models run and at what precision: one ``--device`` / ``--precision`` vocabulary for every
+entry point and library call.
+
+``--device auto`` (the default) is CUDA when torch sees a GPU, else the CPU, so a command gives on a
+CPU machine exactly what it gave before devices existed. Library code follows one rule, captum's:
+the model is placed once (``model.to(device)``), data come at call time from anywhere and are moved
+to the model's device (:func:`module_device`), and results come back on the CPU, where tables,
+figures and caches are made.
+
+Mixed precision (``--precision``): ``auto`` is float32 on the CPU and autocast on CUDA, in bfloat16
+where the GPU supports it, else float16 with a gradient scaler (:class:`Precision`). For
+reproducible GPU runs, ``torch.backends.cudnn.benchmark`` stays off (its default) and training
+seeds call ``torch.use_deterministic_algorithms(True, warn_only=True)``
+(:func:`models.training.seed_everything`); set ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` in the
+environment for deterministic cuBLAS. Turning ``cudnn.benchmark`` on is faster for fixed input
+sizes and gives other rounding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISION_HELP = ("auto: float32 on CPU, mixed precision on CUDA (bf16 where supported, else fp16 with "
+                  "a gradient scaler); fp32; bf16 (autocast, CPU too); fp16 (autocast + scaler, CUDA only)")
+_SPELLING = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def device_field() -> Any:
+    """The ``--device`` option every command that runs a model shares."""
+    return field(default="auto", metadata={"help": DEVICE_HELP})
+
+
+def precision_field() -> Any:
+    """The ``--precision`` option of every command that trains or runs a model at scale."""
+    return field(default="auto", metadata={"help": PRECISION_HELP})
+
+
+def check_spelling(device: str, precision: str = "auto") -> None:
+    """Refuse a misspelt ``--device`` or ``--precision`` (a config's own check, so a config saved on a
+    GPU machine still loads on a CPU one; whether this machine has the device is
+    :func:`check_machine`'s question).
+
+    Raises:
+        ValueError: naming the flag and the valid values.
+    """
+    if not _SPELLING.fullmatch(device):
+        raise ValueError(f"--device {device!r} is not one of: {DEVICE_HELP}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision {precision!r} is not one of {PRECISIONS}")
+
+
+def check_machine(config: Any) -> None:
+    """Resolve a config's ``device`` and ``precision`` (where it has them) on this machine; the CLI
+    calls it after parsing, so ``--device cuda`` on a machine without a GPU is a usage error.
+
+    Raises:
+        ValueError: see :func:`resolve_device` and :meth:`Precision.resolve`.
+    """
+    if getattr(config, "device", None) is not None:
+        Precision.resolve(getattr(config, "precision", "auto"), resolve_device(config.device))
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """The ``torch.device`` a ``--device`` value names, checked against this machine.
+
+    Raises:
+        ValueError: a misspelt value, or CUDA (or GPU ``N``) asked for where torch has none; the
+            message names the flag and what is available.
+    """
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    if not _SPELLING.fullmatch(spec):
+        raise ValueError(f"--device {spec!r} is not one of: {DEVICE_HELP}")
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {spec}: torch {torch.__version__} sees no CUDA GPU here; "
+                             "use --device cpu (or auto)")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"--device {spec}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    return device
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of ``module``'s first parameter or buffer (CPU for a module with neither)."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def loader_options(device: torch.device, workers: int = 0) -> dict[str, Any]:
+    """DataLoader keywords for ``workers`` decoding processes feeding ``device``: pinned host memory
+    when batches go to a GPU (asynchronous copies), workers kept alive between epochs."""
+    return {"num_workers": workers, "pin_memory": device.type == "cuda", "persistent_workers": workers > 0}
+
+
+def to_device(batch: dict[str, Any], device: torch.device, keys: tuple[str, ...] = ("image", "mask")) -> dict[str, Any]:
+    """``batch`` with its tensors under ``keys`` on ``device`` (non-blocking from pinned memory);
+    other entries (ids, texts, boxes on the CPU) unchanged."""
+    if device.type == "cpu":
+        return batch
+    return {key: value.to(device, non_blocking=True) if key in keys and torch.is_tensor(value) else value
+            for key, value in batch.items()}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The autocast dtype (None: float32) and whether a gradient scaler is needed, for one device."""
+
+    device: torch.device
+    dtype: torch.dtype | None
+
+    @classmethod
+    def resolve(cls, spec: str, device: torch.device) -> Precision:
+        """``--precision`` on ``device``.
+
+        Raises:
+            ValueError: an unknown value, or fp16 on the CPU (CPU autocast is bfloat16 only).
+        """
+        if spec not in PRECISIONS:
+            raise ValueError(f"--precision {spec!r} is not one of {PRECISIONS}")
+        if spec == "fp16" and device.type != "cuda":
+            raise ValueError("--precision fp16 needs a CUDA device (on the CPU use bf16 or fp32)")
+        if spec == "auto":
+            if device.type != "cuda":
+                return cls(device, None)
+            spec = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return cls(device, {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[spec])
+
+    @property
+    def needs_scaler(self) -> bool:
+        return self.dtype == torch.float16
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast at this precision on this device (a no-op at float32)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """A gradient scaler, active only for float16 (bf16 and fp32 need none)."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.needs_scaler)
+
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued kernels (timing a GPU needs it; a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
