@@ -15,7 +15,6 @@ from models.data.synth import SynthConfig, generate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED_OUTPUTS = ("reports", "models/weights", "mammo_interp/weights")
-_OUTPUTS_BEFORE = pytest.StashKey[dict]()
 
 
 def _committed_outputs() -> dict[str, tuple[int, int]]:
@@ -24,21 +23,15 @@ def _committed_outputs() -> dict[str, tuple[int, int]]:
             for folder in COMMITTED_OUTPUTS for path in sorted((REPO / folder).rglob("*")) if path.is_file()}
 
 
-def pytest_sessionstart(session):
-    session.config.stash[_OUTPUTS_BEFORE] = _committed_outputs()
-
-
-def pytest_sessionfinish(session, exitstatus):
-    """Fail the run if a test wrote into the committed reports or shipped weights (tests must pass
-    --out / --report-dir / --ship-to folders of their own)."""
-    before = session.config.stash.get(_OUTPUTS_BEFORE, None)
-    if before is None:
-        return
+@pytest.fixture(autouse=True)
+def _no_writes_into_committed_outputs():
+    """Fail a test that writes into the committed reports or shipped weights (a command run by a
+    test must be given --out / --report-dir / --ship-to folders of its own)."""
+    before = _committed_outputs()
+    yield
     after = _committed_outputs()
     changed = sorted(path for path in before.keys() | after.keys() if before.get(path) != after.get(path))
-    if changed:
-        print(f"\nERROR: tests wrote into committed outputs: {changed}")
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    assert not changed, f"the test wrote into committed outputs: {changed}"
 
 
 @pytest.fixture(scope="session")

@@ -161,9 +161,9 @@ def test_breast_mask_excludes_air():
     assert mask[:, :8].all() and not mask[:, 8:].any()
 
 
-def test_unknown_attribute_lists_the_valid_ones(capsys):
+def test_unknown_attribute_lists_the_valid_ones(tmp_path):
     with pytest.raises(SystemExit, match="valid:.*mass"):
-        factor.main(["--attribute", "tumour"])
+        factor.main(["--attribute", "tumour", "--out", str(tmp_path / "runs"), "--report-dir", str(tmp_path / "reports")])
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
@@ -228,7 +228,8 @@ def test_a_shipped_mapper_is_used_on_the_embedded_set_which_then_generates_only_
               "--no-progress", "--validation-fraction", str(TINY_SPLIT["validation_fraction"]),
               "--seed", str(TINY_SPLIT["seed"]), "--mapper-epochs", "2"]
     monkeypatch.setenv("MAMMO_INTERP_CACHE", str(tmp_path / "cache-a"))
-    factor.main([*common, "--out", str(tmp_path / "a"), "--stage", "train", "--ship-to", str(tmp_path / "shipped")])
+    factor.main([*common, "--out", str(tmp_path / "a"), "--report-dir", str(tmp_path / "reports"), "--stage", "train",
+                 "--ship-to", str(tmp_path / "shipped")])
     shipped = tmp_path / "shipped" / "factor_mass_head.pt"
     card = json.loads((tmp_path / "shipped" / factor.MAPPER_CARD).read_text())["factor_mass_head.pt"]
     assert card["sha256"] == sha256(shipped) and card["checkpoint_sha256"] == sha256(tiny_checkpoint)
