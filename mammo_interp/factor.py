@@ -60,7 +60,7 @@ from models.data.reading import ReadOptions, read_options_field
 from models.data.sources import SPLITS, TEST, TRAIN, VALIDATION, Splits, load_splits, preprocess_cache
 from models.data.synth import GENERATOR_VERSION
 from models.device import (Precision, check_spelling, device_field, module_device, precision_field,
-                           resolve_device, synchronize)
+                           resolve_device, synchronize, workers_field)
 from models.encoders import ImageEncoder
 from models.default_model import checkpoint_field, open_checkpoint
 from models.io import atomic_write, save_json, save_torch
@@ -116,6 +116,7 @@ class FactorConfig:
     batch_size: int = field(default=32, metadata={"help": "images per forward pass"})
     device: str = device_field()
     precision: str = precision_field()
+    workers: int = workers_field()
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the CIs"})
     figure_cases: int = field(default=4, metadata={"help": "test images with the finding in the figure"})
     validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
@@ -127,7 +128,7 @@ class FactorConfig:
             raise ValueError(f"stage {self.stage!r} is not one of {STAGES}")
         check_methods(self.methods)
         check_input_size(self.image_size)
-        check_spelling(self.device, self.precision)
+        check_spelling(self.device, self.precision, self.workers)
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
 
@@ -259,12 +260,10 @@ class FactorStudy:
         if split not in self._features:
             started = time.perf_counter()
             key = {"checkpoint": file_fingerprint(self.checkpoint), "data": str(self.splits.root)}
-            if self.precision.dtype is not None:  # mixed-precision maps are other numbers
-                key["precision"] = str(self.precision.dtype)
-            with self.precision.autocast():
-                self._features[split] = cached_features(
-                    cache_dir() / "features", key, self.encoder, self.dataset(split), self.layer,
-                    self.config.batch_size, self.config.progress, desc=f"features {split}")
+            self._features[split] = cached_features(
+                cache_dir() / "features", key, self.encoder, self.dataset(split), self.layer,
+                self.config.batch_size, self.config.progress, f"features {split}", self.precision,
+                self.config.workers)
             self.seconds[f"features {split}"] = time.perf_counter() - started
             self._check_has_finding(split)
         return self._features[split]

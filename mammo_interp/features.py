@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -23,12 +24,13 @@ from tqdm.auto import tqdm
 
 from models.data.datasets import ImageDataset, collate
 from models.data.preprocess import otsu_threshold
-from models.device import loader_options, module_device
+from models.device import Precision, loader_options, module_device
 from models.encoders import ImageEncoder
-from models.io import atomic_write
+from models.io import save_torch
 from models.training import eval_mode
 
 FEATURES_FORMAT = "mammo-interp/features-1"
+T = TypeVar("T")
 
 
 def breast_mask(image: np.ndarray, fraction: float = 0.7) -> np.ndarray:
@@ -93,17 +95,22 @@ class FeatureSet:
 
 @torch.no_grad()
 def extract_features(encoder: ImageEncoder, dataset: ImageDataset, layer: str | None = None,
-                     batch_size: int = 32, progress: bool = True, desc: str = "features") -> FeatureSet:
+                     batch_size: int = 32, progress: bool = True, desc: str = "features",
+                     workers: int = 0, precision: Precision | None = None) -> FeatureSet:
     """Feature maps of every image of ``dataset`` at ``layer`` (default: the encoder's own), with
     the encoder in eval mode (its BatchNorm statistics are never updated), computed on the encoder's
-    device and kept on the CPU as float16."""
+    device under ``precision``'s autocast (default float32; ``workers`` DataLoader processes decode the
+    images) and kept on the CPU as float16."""
     device = module_device(encoder)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, **loader_options(device))
+    precision = precision or Precision(device, None)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
+                        **loader_options(device, workers))
     maps, masks, ids, boxes, labels, transforms = [], [], [], [], [], []
     with eval_mode(encoder):
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-            maps.append(encoder.feature_map(batch["image"].to(device, non_blocking=True), layer)
-                        .to("cpu", torch.float16))
+            with precision.autocast():
+                feature_map = encoder.feature_map(batch["image"].to(device, non_blocking=True), layer)
+            maps.append(feature_map.to("cpu", torch.float16))
             images = batch["image"][:, 0].numpy()
             masks.append(torch.from_numpy(np.stack([breast_mask(image) for image in images])))
             ids.extend(batch["image_id"])
@@ -131,18 +138,30 @@ def table_fingerprint(table: pd.DataFrame) -> str:
     return digest([list(table["image_id"].astype(str)), [list(map(list, b)) for b in table["boxes"]]])
 
 
-def cached_features(cache_dir: Path, key: dict[str, Any], encoder: ImageEncoder, dataset: ImageDataset,
-                    layer: str, batch_size: int = 32, progress: bool = True,
-                    desc: str = "features") -> FeatureSet:
-    """:func:`extract_features` through a file cache named by the hash of ``key`` plus the
-    dataset's images and boxes; a corrupt or foreign file is recomputed."""
-    key = {**key, "layer": layer, "table": table_fingerprint(dataset.table), "preprocess": dataset.config.to_dict()}
-    path = Path(cache_dir) / f"features-{digest(key)}.pt"
+def load_or_compute(path: Path, compute: Callable[[], T], encode: Callable[[T], dict[str, Any]],
+                    decode: Callable[[dict[str, Any]], T]) -> T:
+    """``decode`` of the payload cached at ``path``, else ``compute()`` written there atomically as
+    ``encode`` gives it: the one rule of the feature and embedding caches (a corrupt, truncated or
+    foreign file, which ``decode`` refuses with ValueError/KeyError/TypeError, is recomputed)."""
     if path.is_file():
         try:
-            return FeatureSet.from_payload(torch.load(path, map_location="cpu", weights_only=True))
-        except (OSError, RuntimeError, ValueError, KeyError, EOFError):
-            pass  # rebuilt below
-    features = extract_features(encoder, dataset, layer, batch_size, progress, desc)
-    atomic_write(path, lambda stream: torch.save(features.to_payload(), stream))
-    return features
+            return decode(torch.load(path, map_location="cpu", weights_only=True))
+        except (OSError, RuntimeError, ValueError, KeyError, TypeError, EOFError, pickle.UnpicklingError):
+            pass  # recomputed below
+    value = compute()
+    save_torch(path, encode(value))
+    return value
+
+
+def cached_features(cache_dir: Path, key: dict[str, Any], encoder: ImageEncoder, dataset: ImageDataset,
+                    layer: str, batch_size: int = 32, progress: bool = True, desc: str = "features",
+                    precision: Precision | None = None, workers: int = 0) -> FeatureSet:
+    """:func:`extract_features` through a file cache named by the hash of ``key`` plus the dataset's
+    images and boxes and the precision (default float32)."""
+    precision = precision or Precision(module_device(encoder), None)
+    key = {**key, "layer": layer, "table": table_fingerprint(dataset.table), "preprocess": dataset.config.to_dict(),
+           **precision.cache_key()}
+    return load_or_compute(Path(cache_dir) / f"features-{digest(key)}.pt",
+                           lambda: extract_features(encoder, dataset, layer, batch_size, progress, desc, workers,
+                                                    precision),
+                           FeatureSet.to_payload, FeatureSet.from_payload)

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from mammo_interp.calibration import (
     DEFAULT_BINS, ReliabilityBins, ece_estimate, plot_reliability, reliability_bins,
 )
-from mammo_interp.features import digest, file_fingerprint, table_fingerprint
+from mammo_interp.features import digest, file_fingerprint, load_or_compute, table_fingerprint
 from mammo_interp.plotting import save_figure
 from mammo_interp.prompts import TaskPrompts, load_prompt_sets, prompt_set_for
 from models.checkpoints import check_input_size, clip_from_checkpoint
@@ -56,8 +56,8 @@ from models.data.reading import ReadOptions, read_options_field
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache
 from models.default_model import checkpoint_field, checkpoint_name, open_checkpoint
 from models.device import (Precision, check_spelling, device_field, loader_options, module_device,
-                           precision_field, resolve_device)
-from models.io import atomic_write, save_json, save_torch
+                           precision_field, resolve_device, workers_field)
+from models.io import atomic_write, save_json
 from models.metrics import Estimate, classification_metrics
 from models.report_tables import ci_frame, ci_long_frame, write_table
 from models.text import FINDING_TASKS, ZERO_SHOT_TASKS, task_name
@@ -89,6 +89,7 @@ class SplitConfig:
     batch_size: int = field(default=32, metadata={"help": "images per forward pass"})
     device: str = device_field()
     precision: str = precision_field()
+    workers: int = workers_field()
     n_boot: int = field(default=1000, metadata={"help": "bootstrap samples for the CIs"})
     validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
     seed: int = field(default=0, metadata={"help": "seed of the validation split, bootstrap and sampling"})
@@ -99,7 +100,7 @@ class SplitConfig:
             if value not in valid:
                 raise ValueError(f"{name} {value!r} is not one of {valid}")
         check_input_size(self.image_size)
-        check_spelling(self.device, self.precision)
+        check_spelling(self.device, self.precision, self.workers)
 
 
 @dataclass(frozen=True)
@@ -225,14 +226,19 @@ class ZeroShotClassifier:
 
 @torch.no_grad()
 def image_features(model: ClipModel, table: pd.DataFrame, cache: PreprocessCache, batch_size: int = 32,
-                   progress: bool = True) -> torch.Tensor:
+                   progress: bool = True, workers: int = 0, precision: Precision | None = None) -> torch.Tensor:
     """Image-encoder features ``(N, F)`` of every row of ``table``, in order, computed on the
-    model's device and returned as float32 on the CPU."""
+    model's device under ``precision``'s autocast (default float32; ``workers`` DataLoader processes
+    decode the images) and returned as float32 on the CPU."""
     device = module_device(model)
+    precision = precision or Precision(device, None)
     dataset = ImageDataset(table.reset_index(drop=True), cache=cache, labels={})
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, **loader_options(device))
-    parts = [model.image_encoder(batch["image"].to(device, non_blocking=True)).float().cpu()
-             for batch in tqdm(loader, desc="images", disable=not progress, leave=False)]
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, **loader_options(device, workers))
+    parts = []
+    for batch in tqdm(loader, desc="images", disable=not progress, leave=False):
+        with precision.autocast():
+            features = model.image_encoder(batch["image"].to(device, non_blocking=True))
+        parts.append(features.float().cpu())
     return torch.cat(parts)
 
 
@@ -347,27 +353,22 @@ class EmbeddedSplit:
 
 def cached_image_features(model: ClipModel, checkpoint: str | Path, table: pd.DataFrame, cache: PreprocessCache,
                           batch_size: int = 32, progress: bool = True,
-                          precision: Precision | None = None) -> torch.Tensor:
+                          precision: Precision | None = None, workers: int = 0) -> torch.Tensor:
     """:func:`image_features` through a file cache keyed like FActOR's feature cache (checkpoint
     file, the split's rows, preprocessing, a mixed precision), so the split-level studies (zero-shot,
     prompt ablation, embeddings, reports) encode a split once between them; a corrupt file is recomputed."""
     precision = precision or Precision(module_device(model), None)
     key = {"checkpoint": file_fingerprint(checkpoint), "table": table_fingerprint(table),
-           "preprocess": cache.config.to_dict()}
-    if precision.dtype is not None:
-        key["precision"] = str(precision.dtype)
-    path = cache_dir() / "embeddings" / f"image-features-{digest(key)}.pt"
-    if path.is_file():
-        try:
-            features = torch.load(path, map_location="cpu", weights_only=True)["features"]
-            if len(features) == len(table):
-                return features
-        except (OSError, RuntimeError, EOFError, KeyError, TypeError):
-            pass  # rebuilt below
-    with precision.autocast():
-        features = image_features(model, table, cache, batch_size, progress)
-    save_torch(path, {"features": features})
-    return features
+           "preprocess": cache.config.to_dict(), **precision.cache_key()}
+
+    def decode(payload: dict[str, Any]) -> torch.Tensor:
+        if len(payload["features"]) != len(table):
+            raise ValueError("cached features of another table")
+        return payload["features"]
+
+    return load_or_compute(cache_dir() / "embeddings" / f"image-features-{digest(key)}.pt",
+                           lambda: image_features(model, table, cache, batch_size, progress, workers, precision),
+                           lambda features: {"features": features}, decode)
 
 
 def embed_split(config: SplitConfig) -> EmbeddedSplit:
@@ -381,7 +382,8 @@ def embed_split(config: SplitConfig) -> EmbeddedSplit:
                         config.reading)[config.split]
     device = resolve_device(config.device)
     features = cached_image_features(model.to(device), checkpoint, table, preprocess_cache(image_size),
-                                     config.batch_size, config.progress, Precision.resolve(config.precision, device))
+                                     config.batch_size, config.progress, Precision.resolve(config.precision, device),
+                                     config.workers)
     model.cpu()
     return EmbeddedSplit(model, checkpoint_name(checkpoint), image_size, table, features,
                          embed_level(model, table, config.level, features))

@@ -43,10 +43,16 @@ def precision_field() -> Any:
     return field(default="auto", metadata={"help": PRECISION_HELP})
 
 
-def check_spelling(device: str, precision: str = "auto") -> None:
-    """Refuse a misspelt ``--device`` or ``--precision`` (a config's own check, so a config saved on a
-    GPU machine still loads on a CPU one; whether this machine has the device is
-    :func:`check_machine`'s question).
+def workers_field() -> Any:
+    """The ``--workers`` option of every command that reads images through a DataLoader."""
+    return field(default=0, metadata={
+        "help": "DataLoader processes decoding images (0: in the main process); results do not depend on it"})
+
+
+def check_spelling(device: str, precision: str = "auto", workers: int = 0) -> None:
+    """Refuse a misspelt ``--device`` or ``--precision``, or a negative ``--workers`` (a config's own
+    check, so a config saved on a GPU machine still loads on a CPU one; whether this machine has the
+    device is :func:`check_machine`'s question).
 
     Raises:
         ValueError: naming the flag and the valid values.
@@ -55,6 +61,8 @@ def check_spelling(device: str, precision: str = "auto") -> None:
         raise ValueError(f"--device {device!r} is not one of: {DEVICE_HELP}")
     if precision not in PRECISIONS:
         raise ValueError(f"--precision {precision!r} is not one of {PRECISIONS}")
+    if workers < 0:
+        raise ValueError(f"--workers must be 0 (decode in the main process) or more, got {workers}")
 
 
 def check_machine(config: Any) -> None:
@@ -150,10 +158,14 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
+    def cache_key(self) -> dict[str, str]:
+        """What a feature cache key gains from this precision: nothing at float32 (caches made before
+        mixed precision existed stay valid), the autocast dtype otherwise (its maps are other numbers)."""
+        return {} if self.dtype is None else {"precision": str(self.dtype)}
+
     def scaler(self) -> torch.amp.GradScaler:
         """A gradient scaler, active only for float16 (bf16 and fp32 need none)."""
         return torch.amp.GradScaler(self.device.type, enabled=self.needs_scaler)
-
 
 
 def synchronize(device: torch.device) -> None:

@@ -38,7 +38,7 @@ from models.data.tables import with_validation_split
 from models.encoders import ImageEncoder, ImageEncoderConfig
 from models.io import save_json
 from models.device import (Precision, check_spelling, device_field, loader_options, module_device,
-                           precision_field, resolve_device)
+                           precision_field, resolve_device, workers_field)
 from models.metrics import Estimate, classification_metrics
 from models.report_tables import ci_frame, ci_long_frame, write_table
 from models.training import EarlyStopping, epoch_generator, seed_everything
@@ -72,6 +72,7 @@ class FinetuneConfig:
     patience: int = field(default=5, metadata={"help": "early-stopping patience (validation loss)"})
     device: str = device_field()
     precision: str = precision_field()
+    workers: int = workers_field()
     n_boot: int = field(default=1000, metadata={"help": "bootstrap samples for the CIs"})
     validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
     seed: int = field(default=0, metadata={"help": "random seed"})
@@ -85,7 +86,7 @@ class FinetuneConfig:
         if self.mode not in MODES:
             raise ValueError(f"mode {self.mode!r} is not one of {MODES}")
         check_input_size(self.image_size, allow_empty=False)
-        check_spelling(self.device, self.precision)
+        check_spelling(self.device, self.precision, self.workers)
         if self.folds == 1 or self.folds < 0:
             raise ValueError(f"folds must be 0 (fixed splits) or >= 2, got {self.folds}")
         if any(not 0 < f <= 1 for f in self.fractions):
@@ -155,18 +156,18 @@ FeatureMemo = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 @torch.no_grad()
 def extract_features(encoder: ImageEncoder, dataset: ImageDataset, task: str, batch_size: int,
-                     memo: FeatureMemo, progress: bool = True) -> TensorDataset:
+                     memo: FeatureMemo, progress: bool = True, workers: int = 0) -> TensorDataset:
     """Frozen-encoder features and targets of every image of ``dataset``. Images already in
     ``memo`` (image id -> (feature, target)) are not encoded again, so the fractions and folds of
-    a linear-probe study each cost no new forward passes. Encoded on the encoder's device; kept on the
-    CPU as float32."""
+    a linear-probe study each cost no new forward passes. Encoded on the encoder's device (``workers``
+    DataLoader processes decode the images); kept on the CPU as float32."""
     encoder.eval()
     device = module_device(encoder)
     table = dataset.table
     missing = dataset.table[~table["image_id"].astype(str).isin(memo)].reset_index(drop=True)
     if len(missing):
         subset = ImageDataset(missing, cache=dataset.cache, labels=dataset.labels)
-        loader = DataLoader(subset, batch_size=batch_size, collate_fn=collate, **loader_options(device))
+        loader = DataLoader(subset, batch_size=batch_size, collate_fn=collate, **loader_options(device, workers))
         for batch in tqdm(loader, desc="features", disable=not progress, leave=False):
             features = encoder(batch["image"].to(device, non_blocking=True)).float().cpu()
             memo.update(zip(batch["image_id"], zip(features, batch[task])))
@@ -243,7 +244,7 @@ def run_one(config: FinetuneConfig, encoder: ImageEncoder, memo: FeatureMemo, tr
     datasets = [ImageDataset(t.reset_index(drop=True), cache=cache) for t in (train, validation, evaluation)]
     num_outputs = DEFAULT_LABELS[config.task].num_classes
     if config.mode == "linear":
-        parts = [extract_features(encoder, d, config.task, config.batch_size, memo, config.progress)
+        parts = [extract_features(encoder, d, config.task, config.batch_size, memo, config.progress, config.workers)
                  for d in datasets]
         head = nn.Linear(encoder.out_dim, num_outputs).to(module_device(encoder))
         fit(head, parts[0], parts[1], kind, config, [{"params": head.parameters(), "lr": config.lr}])

@@ -43,7 +43,7 @@ from models.metrics import auroc, auroc_ovr, chance_recall_at_k, mean_reciprocal
 from models.augment import augment
 from models.data.schema import FINDING_CATEGORIES
 from models.device import (Precision, check_spelling, device_field, loader_options, module_device,
-                           precision_field, resolve_device, to_device)
+                           precision_field, resolve_device, to_device, workers_field)
 from models.sampling import balanced_order, finding_targets
 from models.text import FINDING_TASKS, class_prompts, synthesize_report
 from models.training import (
@@ -56,6 +56,8 @@ from models.training import (
     epoch_generator,
     gather_batches,
     init_distributed,
+    optimizer_state,
+    restore_optimizer_state,
     seed_everything,
 )
 
@@ -109,7 +111,7 @@ class PretrainConfig:
     max_minutes: float | None = field(default=None, metadata={
         "help": "stop after this much training time (the epoch in progress is closed)"})
     seed: int = field(default=0, metadata={"help": "random seed"})
-    workers: int = field(default=0, metadata={"help": "data-loading worker processes"})
+    workers: int = workers_field()
     resume: bool = field(default=False, metadata={"help": "continue from OUT/last.pt"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
 
@@ -124,7 +126,7 @@ class PretrainConfig:
         if self.mlm_weight > 0 and self.level != "image":
             raise ValueError("the masked-language term is implemented for level 'image' only")
         check_input_size(self.image_size, allow_empty=False)
-        check_spelling(self.device, self.precision)
+        check_spelling(self.device, self.precision, self.workers)
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
         if not 0 <= self.positive_fraction < 1:
@@ -408,12 +410,8 @@ def pretrain(config: PretrainConfig, splits: Splits | None = None) -> Path:
         restore_clip_state(clip, state["model"])
         for name, module in objective.extra_modules().items():
             module.load_state_dict(state["extra_modules"][name])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if "grad_scaler" in state:
-            scaler.load_state_dict(state["grad_scaler"])
+        restore_optimizer_state(state, optimizer, scheduler, scaler)
         stopper.load_state_dict(state["early_stopping"])
-        torch.set_rng_state(state["torch_rng"])
         history = MetricsHistory(out, state["history"])
         start_epoch = int(state["epoch"]) + 1
     if context.is_main:
@@ -468,9 +466,7 @@ def pretrain(config: PretrainConfig, splits: Splits | None = None) -> Path:
             history.append(row)
             state = {
                 "pretrain_config": config.to_dict(), "epoch": epoch, "history": history.rows,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "early_stopping": stopper.state_dict(), "torch_rng": torch.get_rng_state(),
-                **({"grad_scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
+                **optimizer_state(optimizer, scheduler, scaler), "early_stopping": stopper.state_dict(),
                 "extra_modules": {n: m.state_dict() for n, m in objective.extra_modules().items()},
             }
             # best.pt first: a run killed between the two saves resumes from the older last.pt and

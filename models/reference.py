@@ -48,14 +48,15 @@ from models.data.reading import ReadOptions, read_options_field
 from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import TEST, load_splits, preprocess_cache
 from models.device import (Precision, check_spelling, device_field, loader_options, module_device,
-                           precision_field, resolve_device)
+                           precision_field, resolve_device, workers_field)
 from models.encoders import ImageEncoder, ImageEncoderConfig
 from models.encoders.image import LogSumExpPool
 from models.io import save_json, save_torch
 from models.metrics import Estimate, auroc, bootstrap
 from models.report_tables import ci_frame, ci_long_frame, write_table
 from models.sampling import balanced_order, finding_targets
-from models.training import MetricsHistory, channels_last, cosine_with_warmup, epoch_generator, seed_everything
+from models.training import (MetricsHistory, channels_last, cosine_with_warmup, epoch_generator, optimizer_state,
+                             restore_optimizer_state, seed_everything)
 
 POOLINGS = ("avg", "max", "lse")
 DEFAULT_FINDINGS = ("Mass", "Suspicious Calcification")
@@ -93,6 +94,7 @@ class ReferenceConfig:
     augment: bool = field(default=True, metadata={"help": "flips, gamma and contrast jitter"})
     device: str = device_field()
     precision: str = precision_field()
+    workers: int = workers_field()
     n_boot: int = field(default=1000, metadata={"help": "bootstrap samples for the test CIs"})
     validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
     seed: int = field(default=0, metadata={"help": "random seed"})
@@ -113,7 +115,7 @@ class ReferenceConfig:
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling {self.pooling!r} is not one of {POOLINGS}")
         check_input_size(self.image_size)
-        check_spelling(self.device, self.precision)
+        check_spelling(self.device, self.precision, self.workers)
         if self.select_on not in (None, "mean", *self.findings):
             raise ValueError(f"select_on {self.select_on!r} must be 'mean' or one of findings {list(self.findings)}")
         if not 0 < self.positive_fraction < 1:
@@ -167,12 +169,13 @@ class _Images(Dataset):
 
 @torch.no_grad()
 def predict(model: FindingClassifier, data: Dataset, batch_size: int, progress: bool = False,
-            desc: str = "predict") -> tuple[np.ndarray, np.ndarray]:
-    """``(scores (N, K), targets (N, K))`` over ``data`` in order (on the model's device)."""
+            desc: str = "predict", workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores (N, K), targets (N, K))`` over ``data`` in order (on the model's device; ``workers``
+    DataLoader processes decode the images)."""
     model.eval()
     device = module_device(model)
     scores, targets = [], []
-    for images, target in tqdm(DataLoader(data, batch_size=batch_size, **loader_options(device)), desc=desc,
+    for images, target in tqdm(DataLoader(data, batch_size=batch_size, **loader_options(device, workers)), desc=desc,
                                disable=not progress, leave=False):
         scores.append(torch.sigmoid(model(images.to(device, non_blocking=True)).float()).cpu())
         targets.append(target)
@@ -254,11 +257,7 @@ def train_reference(config: ReferenceConfig) -> Path:
     if config.resume and (out / "last.pt").is_file():
         state = read_reference(out / "last.pt")
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if "grad_scaler" in state:
-            scaler.load_state_dict(state["grad_scaler"])
-        torch.set_rng_state(state["torch_rng"])
+        restore_optimizer_state(state, optimizer, scheduler, scaler)
         history = MetricsHistory(out, state["history"])
         start_epoch, best = int(state["epoch"]) + 1, float(state["best"])
     save_json(out / "config.json", config.to_dict())
@@ -268,7 +267,7 @@ def train_reference(config: ReferenceConfig) -> Path:
         order = balanced_order(train_targets, config.positive_fraction, steps_per_epoch * config.batch_size,
                                generator)
         loader = DataLoader(torch.utils.data.Subset(train, order), batch_size=config.batch_size,
-                            **loader_options(device))
+                            **loader_options(device, config.workers))
         model.train()
         loss_sum, seen, epoch_started, out_of_time = 0.0, 0, time.perf_counter(), False
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress, leave=False)
@@ -290,7 +289,8 @@ def train_reference(config: ReferenceConfig) -> Path:
                 break
         row: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
                                "train_images_per_s": seen / (time.perf_counter() - epoch_started)}
-        scores, targets = predict(model, validation, 2 * config.batch_size, config.progress, "validation")
+        scores, targets = predict(model, validation, 2 * config.batch_size, config.progress, "validation",
+                                  config.workers)
         aurocs = per_finding_auroc(scores, targets, config.findings)
         row.update({f"val_auroc_{f}": v for f, v in aurocs.items()})
         defined = [v for v in aurocs.values() if not math.isnan(v)]
@@ -300,9 +300,8 @@ def train_reference(config: ReferenceConfig) -> Path:
         # a validation split without positives gives NaN: keep the first epoch's weights as best.pt
         improved = (not math.isnan(value) and value > best) or not (out / "best.pt").is_file()
         best = value if improved and not math.isnan(value) else best
-        state = {"epoch": epoch, "best": best, "history": history.rows, "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-                 **({"grad_scaler": scaler.state_dict()} if scaler.is_enabled() else {})}
+        state = {"epoch": epoch, "best": best, "history": history.rows,
+                 **optimizer_state(optimizer, scheduler, scaler)}
         if improved:  # best.pt first, as in pretraining: a crash between the saves redoes the epoch
             save_reference(out / "best.pt", model, config, **state)
         save_reference(out / "last.pt", model, config, **state)
@@ -322,7 +321,7 @@ def evaluate_reference(checkpoint: str | Path, config: ReferenceConfig) -> dict[
                    finding_targets(splits[TEST], trained.findings))
     test.images.fill_cache(progress=config.progress)
     scores, targets = predict(model.to(resolve_device(config.device)), test, 2 * config.batch_size,
-                              config.progress, "test")
+                              config.progress, "test", config.workers)
     return {f"{f} AUROC": bootstrap(auroc, targets[:, k], scores[:, k], config.n_boot, config.seed)
             for k, f in enumerate(trained.findings)}
 

@@ -76,6 +76,24 @@ def cosine_with_warmup(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def optimizer_state(optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler) -> dict[str, Any]:
+    """The step state a checkpoint carries beside the weights: optimizer, learning-rate schedule,
+    torch RNG, and the gradient scaler where one is active (float16)."""
+    return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            **({"grad_scaler": scaler.state_dict()} if scaler.is_enabled() else {})}
+
+
+def restore_optimizer_state(state: dict[str, Any], optimizer: torch.optim.Optimizer, scheduler: Any,
+                            scaler: torch.amp.GradScaler) -> None:
+    """Undo :func:`optimizer_state` from a checkpoint's ``state`` (a scaler missing there starts fresh)."""
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if "grad_scaler" in state:
+        scaler.load_state_dict(state["grad_scaler"])
+    torch.set_rng_state(state["torch_rng"])
+
+
 @dataclass
 class EarlyStopping:
     """Stop when the monitored validation value has not improved for ``patience`` epochs."""

@@ -284,3 +284,15 @@ def test_the_shipped_reference_is_the_default_only_where_it_fits(monkeypatch):
     assert factor.shipped_reference_for("Mass", (256, 160), "/data/vindr") is None
     monkeypatch.setenv("MAMMO_INTERP_DATA", "/data/vindr")
     assert factor.shipped_reference_for("Mass", (256, 160), None) is None
+
+
+def test_mixed_precision_runs_and_caches_apart_from_float32(tiny_masses, tiny_checkpoint, cache, one_torch_thread):
+    """--precision bf16 (CPU autocast) runs through features and boxes, and its bfloat16 feature maps
+    get cache files of their own beside the float32 ones (the trained mapper is reused)."""
+    args = _args(tiny_masses, tiny_checkpoint, cache, "--methods", "factor", "breast_prior", "--workers", "1")
+    factor.main(args)
+    float32 = set((cache / "cache" / "features").glob("features-*.pt"))
+    factor.main([*args, "--precision", "bf16"])
+    both = set((cache / "cache" / "features").glob("features-*.pt"))
+    assert len(float32) == 3 and float32 < both and len(both - float32) >= 2  # validation and test again
+    assert list(pd.read_csv(cache / "reports" / "mass_head.csv")["method"]) == ["FActOR top-k", "breast prior"]

@@ -121,3 +121,22 @@ def test_every_model_command_takes_device_and_precision(module):
     configs = [value for value in vars(source).values()
                if dataclasses.is_dataclass(value) and isinstance(value, type) and value.__module__ == module]
     assert any({"device", "precision"} <= {f.name for f in dataclasses.fields(c)} for c in configs), module
+
+
+IMAGE_READERS = ["mammo_interp.factor", "mammo_interp.zeroshot", "mammo_interp.embeddings", "mammo_interp.report",
+                 "analyses.prompt_ablation", "models.pretrain", "models.finetune", "models.reference"]
+
+
+@pytest.mark.parametrize("module", IMAGE_READERS)
+def test_every_command_that_decodes_images_takes_workers_and_refuses_negative_ones(module, capsys):
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as stop:
+        main(["--workers", "-1"])
+    assert stop.value.code == 2
+    assert "error: --workers must be 0" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_precision_cache_key_is_empty_at_float32():
+    cpu = torch.device("cpu")
+    assert dev.Precision(cpu, None).cache_key() == {}
+    assert dev.Precision(cpu, torch.bfloat16).cache_key() == {"precision": "torch.bfloat16"}

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from models.encoders import ImageEncoder, ImageEncoderConfig
-from models.training import EarlyStopping, MetricsHistory, channels_last, cosine_with_warmup, epoch_generator
+from models.training import (EarlyStopping, MetricsHistory, channels_last, cosine_with_warmup, epoch_generator,
+                             optimizer_state, restore_optimizer_state)
 
 
 def _lrs(warmup: int, total: int, steps: int, min_ratio: float = 0.0) -> list[float]:
@@ -78,3 +79,28 @@ def test_channels_last_gives_the_same_outputs_in_the_other_layout():
         fast = channels_last(encoder)
         assert fast.backbone.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(fast(channels_last(images)), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_optimizer_state_round_trips_with_and_without_a_grad_scaler(scaled):
+    def parts():
+        model = torch.nn.Linear(3, 1)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+        scheduler = cosine_with_warmup(optimizer, 1, 10)
+        return model, optimizer, scheduler, torch.amp.GradScaler("cpu", init_scale=8.0, growth_interval=1, enabled=scaled)
+
+    model, optimizer, scheduler, scaler = parts()
+    for _ in range(3):
+        scaler.scale(model(torch.ones(2, 3)).sum()).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+    state = optimizer_state(optimizer, scheduler, scaler)
+    assert ("grad_scaler" in state) == scaled
+    expected_draw = torch.rand(1)
+    _, optimizer2, scheduler2, scaler2 = parts()
+    restore_optimizer_state(state, optimizer2, scheduler2, scaler2)
+    assert scheduler2.get_last_lr() == scheduler.get_last_lr()
+    assert optimizer2.state_dict()["state"][0]["step"] == optimizer.state_dict()["state"][0]["step"]
+    assert scaler2.get_scale() == scaler.get_scale() == (64.0 if scaled else 1.0)
+    assert torch.rand(1) == expected_draw
