@@ -73,8 +73,10 @@ MAPPER_DIR = Path(__file__).parent / "weights"  # the shipped mappers (package d
 MAPPER_CARD = "factor_mappers.json"
 METHODS = ("factor", "gradcam", "integrated_gradients", "random_channels", "mean_channels",
            "oracle_channel", "breast_prior", "supervised_reference")
+CAM_METHODS = tuple(hm.CAM_METHODS)  # opt-in: --methods ... gradcam_plus_plus layercam gscorecam
 METHOD_NAMES = {
     "factor": "FActOR top-k", "gradcam": "Grad-CAM", "integrated_gradients": "Integrated Gradients",
+    "gradcam_plus_plus": "Grad-CAM++", "layercam": "LayerCAM", "gscorecam": "gScoreCAM",
     "random_channels": "random k channels", "mean_channels": "mean of channels",
     "oracle_channel": "oracle channel (val boxes)", "breast_prior": "breast prior",
     "supervised_reference": "supervised reference (Grad-CAM)",
@@ -105,8 +107,11 @@ class FactorConfig:
     top_k: int = field(default=3, metadata={"help": "channels FActOR sums into a heatmap"})
     box: BoxRule = field(default_factory=BoxRule, metadata={"help": "heatmap -> boxes rule"})
     mapper: MapperConfig = field(default_factory=MapperConfig, metadata={"help": "channel mapper"})
-    methods: tuple[str, ...] = field(default=METHODS, metadata={"help": f"methods to compare: {METHODS}"})
+    methods: tuple[str, ...] = field(default=METHODS, metadata={
+        "help": f"methods to compare: {METHODS}, and on request {CAM_METHODS}"})
     ig_steps: int = field(default=8, metadata={"help": "Integrated Gradients steps"})
+    cam_channels: int = field(default=16, metadata={
+        "help": "gScoreCAM: channels of largest gradient it scores, each with one more forward per image"})
     stage: str = field(default="all", metadata={"help": f"run up to this stage: {STAGES}"})
     out: str = field(default="runs/factor", metadata={"help": "folder for mappers and predictions"})
     ship_to: str | None = field(default=None, metadata={
@@ -129,15 +134,15 @@ class FactorConfig:
         check_methods(self.methods)
         check_input_size(self.image_size)
         check_spelling(self.device, self.precision, self.workers)
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {self.top_k}")
+        if self.top_k < 1 or self.cam_channels < 1:
+            raise ValueError(f"top_k and cam_channels must be at least 1, got {self.top_k}, {self.cam_channels}")
 
 
 def check_methods(methods: tuple[str, ...]) -> None:
     """Refuse method names FActOR's table does not know (at parse time)."""
-    unknown = sorted(set(methods) - set(METHODS))
+    unknown = sorted(set(methods) - set(METHODS) - set(CAM_METHODS))
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; valid: {list(METHODS)}")
+        raise ValueError(f"unknown methods {unknown}; valid: {[*METHODS, *CAM_METHODS]}")
 
 
 def time_box_prediction(encoder: ImageEncoder, mapper: ChannelMapper, text_embedding: torch.Tensor,
@@ -224,7 +229,7 @@ class FactorStudy:
         embedded set named by its generator config instead of its (machine-specific) tables."""
         return {"checkpoint_sha256": self.checkpoint_sha256, "text_encoder": self.config.text_encoder,
                        "layer": self.layer, "image_size": list(self.image_size),
-                       "mapper": asdict(self.config.mapper), "attribute": self.category,
+                       "mapper": self.config.mapper.key(), "attribute": self.category,
                        "sentences": attribute_sentences(self.config.attribute), "seed": self.config.seed,
                        "validation_fraction": self.config.validation_fraction,
                        "reading": asdict(self.config.reading), "generator": GENERATOR_VERSION,
@@ -283,7 +288,7 @@ class FactorStudy:
         validation images with their boxes, and the attribute's text embedding (so the text encoder
         and the sentence bank count too)."""
         key = {"checkpoint": file_fingerprint(self.checkpoint), "layer": self.layer,
-               "image_size": list(self.image_size), "mapper": asdict(self.config.mapper),
+               "image_size": list(self.image_size), "mapper": self.config.mapper.key(),
                "attribute": self.category, "seed": self.config.seed, "data": str(self.splits.root),
                "train": table_fingerprint(self.splits.train), "validation": table_fingerprint(self.splits.validation),
                "text_embedding": self.text_embedding.tolist()}
@@ -356,32 +361,38 @@ class FactorStudy:
                                         self.config.top_k, self.config.batch_size)
         return {**speed, "image_size": list(self.image_size)}
 
-    def method_heatmaps(self, mapper: ChannelMapper) -> Iterator[tuple[str, torch.Tensor]]:
-        """Every requested method's name and ``(N, H, W)`` test-split heatmaps, one method at a time
-        (all of them at once would take N·H·W·4 bytes each: 0.3 GB for 1,920 images at 256 x 160)."""
-        test = self.features(TEST)
-        n, channels = len(test), test.maps.shape[1]
-        dataset = self.dataset(TEST)
+    def method_heatmaps(self, mapper: ChannelMapper, split: str = TEST,
+                        methods: tuple[str, ...] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        """The name and ``(N, H, W)`` heatmaps of ``split`` of each of ``methods`` (default: the
+        config's), one method at a time (all of them at once would take N·H·W·4 bytes each: 0.3 GB
+        for 1,920 images at 256 x 160)."""
+        features = self.features(split)
+        n, channels = len(features), features.maps.shape[1]
+        dataset = self.dataset(split)
 
         def images(part: slice) -> torch.Tensor:
             return torch.stack([dataset[i]["image"] for i in range(*part.indices(n))])
 
         target = hm.SimilarityTarget(self.model, self.text_embedding)
         builders: dict[str, Callable[[], torch.Tensor]] = {
-            "factor": lambda: self.factor_heatmaps(mapper, test),
-            "gradcam": lambda: hm.grad_cam(target, self.encoder.feature_module(self.layer), images, n, test.masks),
-            "integrated_gradients": lambda: hm.integrated_gradients(target, images, n, test.masks,
+            "factor": lambda: self.factor_heatmaps(mapper, features),
+            "gradcam": lambda: hm.grad_cam(target, self.encoder.feature_module(self.layer), images, n, features.masks),
+            "integrated_gradients": lambda: hm.integrated_gradients(target, images, n, features.masks,
                                                                     steps=self.config.ig_steps),
             "random_channels": lambda: hm.channel_heatmaps(
-                test.maps, hm.random_weights(n, channels, self.config.top_k, self.config.seed), test.masks),
-            "mean_channels": lambda: hm.channel_heatmaps(test.maps, hm.mean_weights(n, channels), test.masks),
+                features.maps, hm.random_weights(n, channels, self.config.top_k, self.config.seed), features.masks),
+            "mean_channels": lambda: hm.channel_heatmaps(features.maps, hm.mean_weights(n, channels), features.masks),
             "oracle_channel": lambda: hm.channel_heatmaps(
-                test.maps, hm.single_channel_weights(
-                    n, channels, oracle_channel(self.features(VALIDATION), self.category_index)), test.masks),
-            "breast_prior": lambda: hm.breast_prior(test.masks),
-            "supervised_reference": lambda: self.reference_heatmaps(images, n, test.masks),
+                features.maps, hm.single_channel_weights(
+                    n, channels, oracle_channel(self.features(VALIDATION), self.category_index)), features.masks),
+            "breast_prior": lambda: hm.breast_prior(features.masks),
+            **{method: (lambda method=method: hm.library_cam(
+                method, target, self.encoder.feature_module(self.layer), images, n, features.masks,
+                **({"top_k": self.config.cam_channels, "logit_scale": float(self.model.logit_scale())}
+                   if method == "gscorecam" else {}))) for method in CAM_METHODS},
+            "supervised_reference": lambda: self.reference_heatmaps(images, n, features.masks),
         }
-        methods = [m for m in self.config.methods if m != "supervised_reference" or self.reference]
+        methods = [m for m in methods or self.config.methods if m != "supervised_reference" or self.reference]
         for method in tqdm(methods, desc="heatmaps", disable=not self.config.progress, leave=False):
             started = time.perf_counter()
             with self.precision.autocast():
@@ -462,8 +473,10 @@ def read_mapper(path: Path, key: str, config: MapperConfig) -> ChannelMapper | N
     saved = torch.load(path, map_location="cpu", weights_only=True)
     if saved.get("key") != key:
         return None
-    mapper = ChannelMapper(saved["spatial"], saved["embed_dim"], config.hidden, config.dropout)
-    mapper.load_state_dict(saved["state"])
+    state = {"offset": torch.tensor(0.0), **saved["state"]}  # mappers saved before offsets existed have none
+    mapper = ChannelMapper(saved["spatial"], saved["embed_dim"], config.hidden, config.dropout, state["scale"],
+                           state["offset"])
+    mapper.load_state_dict(state)
     return mapper.eval()
 
 

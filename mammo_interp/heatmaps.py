@@ -6,8 +6,10 @@ normalized inside the breast mask and 0 outside it (tissue only: air and padding
 - Channel methods weight feature-map channels and upsample: FActOR's top-k aligned channels,
   ``k`` random channels, the mean of all channels, and one fixed channel (the box-supervised oracle).
 - Gradient methods go through the CLIP image tower with the cosine to the attribute's text
-  embedding as target: Grad-CAM at the feature layer (captum ``LayerGradCam``) and Integrated
-  Gradients on the pixels (captum, zero baseline, smoothed, since pixel maps are speckled).
+  embedding as target: Grad-CAM at the feature layer (captum ``LayerGradCam``), Grad-CAM++ and
+  LayerCAM (pytorch-grad-cam), gScoreCAM (Score-CAM over the channels of largest gradient, the
+  CAM designed for CLIP; pytorch-grad-cam's plumbing, our channel scoring) and Integrated Gradients
+  on the pixels (captum, zero baseline, smoothed, since pixel maps are speckled).
 - The breast prior needs no model: the distance to the tissue's edge (a centre-of-breast prior).
 
 Gradient methods run on the model's device (images are moved there batch by batch) and return
@@ -22,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from captum.attr import IntegratedGradients, LayerGradCam
+from pytorch_grad_cam import GradCAMPlusPlus, LayerCAM
+from pytorch_grad_cam.base_cam import BaseCAM
 from scipy.ndimage import distance_transform_edt, gaussian_filter
 from torch import nn
 
@@ -158,6 +162,59 @@ def grad_cam(target: nn.Module, layer: nn.Module, images: Callable[[slice], torc
         maps = _batched(target, images, n, batch_size,
                         lambda x: method.attribute(x.detach().requires_grad_(True), relu_attributions=True)[:, 0])
     return normalize_in_mask(upsample(maps, tuple(masks.shape[1:])), masks)
+
+
+def _score(output: torch.Tensor) -> torch.Tensor:
+    """pytorch-grad-cam's per-image target: the wrapped model's output already is the score."""
+    return output
+
+
+class GScoreCAM(BaseCAM):
+    """gScoreCAM (Chen et al., ACCV 2022): Score-CAM restricted to the ``top_k`` channels of
+    largest mean gradient. Each kept channel's activation, upsampled and min-max normalized, masks
+    the image; the masked images' scores times ``logit_scale`` go through a softmax over the kept
+    channels to give their weights (the others get 0). Cost: ``top_k`` extra forwards per image.
+    """
+
+    def __init__(self, model: nn.Module, target_layers: list[nn.Module], top_k: int = 16,
+                 logit_scale: float = 100.0, batch_size: int = 16) -> None:
+        super().__init__(model, target_layers, uses_gradients=True)
+        self.top_k, self.logit_scale, self.batch_size = top_k, logit_scale, batch_size
+
+    def get_cam_weights(self, input_tensor: torch.Tensor, target_layer: nn.Module, targets: list,
+                        activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
+        importance = grads.mean(axis=(2, 3))
+        weights = np.zeros_like(importance)
+        with torch.no_grad():
+            for b, target in enumerate(targets):
+                channels = np.argsort(-importance[b], kind="stable")[:self.top_k]
+                kept = torch.from_numpy(activations[b:b + 1, channels]).to(self.device)
+                masks = F.interpolate(kept, size=tuple(input_tensor.shape[-2:]), mode="bilinear",
+                                      align_corners=True)[0]  # as pytorch-grad-cam's Score-CAM
+                low, high = masks.amin(dim=(1, 2), keepdim=True), masks.amax(dim=(1, 2), keepdim=True)
+                masked = input_tensor[b:b + 1] * ((masks - low) / (high - low + 1e-8))[:, None]
+                scores = torch.cat([torch.stack([target(o) for o in self.model(masked[i:i + self.batch_size])])
+                                    for i in range(0, len(channels), self.batch_size)])
+                weights[b, channels] = torch.softmax(scores.float() * self.logit_scale, dim=0).cpu().numpy()
+        return weights
+
+
+CAM_METHODS: dict[str, Callable[..., BaseCAM]] = {
+    "gradcam_plus_plus": GradCAMPlusPlus, "layercam": LayerCAM, "gscorecam": GScoreCAM}
+
+
+def library_cam(method: str, target: nn.Module, layer: nn.Module, images: Callable[[slice], torch.Tensor], n: int,
+                masks: torch.Tensor, batch_size: int = 16, **options: object) -> torch.Tensor:
+    """A CAM of :data:`CAM_METHODS` at ``layer`` with ``target``'s ``(B,)`` output as the score
+    (pytorch-grad-cam: ReLU of the channel-weighted activations, upsampled bilinearly to the input)."""
+    with eval_mode(target), torch.enable_grad():  # gradients even where the caller turned them off
+        cam = CAM_METHODS[method](model=target, target_layers=[layer], **options)
+        try:  # not its context manager, which swallows an IndexError
+            maps = _batched(target, images, n, batch_size,
+                            lambda x: torch.from_numpy(cam(input_tensor=x, targets=[_score] * len(x))))
+        finally:
+            cam.activations_and_grads.release()
+    return normalize_in_mask(maps, masks)
 
 
 def integrated_gradients(target: nn.Module, images: Callable[[slice], torch.Tensor], n: int,

@@ -64,10 +64,13 @@ def evaluate_methods(heatmaps: Mapping[str, torch.Tensor] | Iterable[tuple[str, 
 
 
 def write_localization_table(results: Mapping[str, Mapping[str, Estimate]], stem: str | Path,
-                             caption: str, label: str) -> list[Path]:
+                             caption: str, label: str, settings: Mapping[str, str] | None = None) -> list[Path]:
     """Methods x metrics as markdown, CSV and LaTeX (cells ``value (low–high)``), plus
-    ``stem_long.csv`` with the floats."""
-    paths = write_table(ci_frame(results), stem, caption=caption, label=label)
+    ``stem_long.csv`` with the floats; ``settings`` (method -> text) adds a ``setting`` column."""
+    frame = ci_frame(results)
+    if settings is not None:
+        frame.insert(1, "setting", [settings[method] for method in frame["method"]])
+    paths = write_table(frame, stem, caption=caption, label=label)
     long_csv = ci_long_frame(results).to_csv(index=False).encode()
     return [*paths, atomic_write(Path(f"{stem}_long.csv"), lambda stream: stream.write(long_csv))]
 

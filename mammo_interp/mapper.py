@@ -5,6 +5,12 @@ channels whose vectors align with an attribute's text embedding are the ones tha
 attribute. Channels and batch stay separate axes throughout (``(B, C, h·w) -> (B, C, D)``): folding
 them together would mix channels of different images.
 
+The mapper sees each map after a fixed affine scaling made from the training maps. The published
+method divides every map by one global std (``standardize="global"``); with a few high-magnitude
+channels that leaves the rest near zero, and the max over channels is then theirs whatever the
+image (on this project's shipped model the training loss stays at chance). ``"channel"`` subtracts
+each channel's training mean and divides by its std, so every channel enters at unit scale.
+
 Training is multiple-instance contrastive: an image's score for the attribute is its best
 channel's cosine to the attribute embedding over a temperature; each image with the attribute is
 contrasted against images without it. Early stopping watches the validation split only.
@@ -13,7 +19,7 @@ contrasted against images without it. Early stopping watches the validation spli
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,21 +36,22 @@ from models.training import EarlyStopping
 class ChannelMapper(nn.Module):
     """``(B, C, h, w)`` feature maps -> ``(B, C, D)`` L2-normalized channel embeddings.
 
-    Inputs are divided by ``scale`` (the training maps' activation std) so the MLP sees unit-range
-    values whatever the backbone.
+    Inputs become ``(maps - offset) / scale`` so the MLP sees unit-range values whatever the
+    backbone: ``offset`` and ``scale`` are scalars (one for all channels) or ``(C,)`` (per channel).
     """
 
     def __init__(self, spatial: int, embed_dim: int, hidden: int = 256, dropout: float = 0.1,
-                 scale: float = 1.0) -> None:
+                 scale: float | torch.Tensor = 1.0, offset: float | torch.Tensor = 0.0) -> None:
         super().__init__()
         self.spatial = spatial
         self.mlp = nn.Sequential(nn.Linear(spatial, hidden), nn.ReLU(), nn.Dropout(dropout),
                                  nn.Linear(hidden, embed_dim))
-        self.register_buffer("scale", torch.tensor(float(scale)))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32).clone())
+        self.register_buffer("offset", torch.as_tensor(offset, dtype=torch.float32).clone())
 
     def _flat(self, maps: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w)`` -> ``(B, C, h·w)``, scaled; channels never fold into the batch."""
-        flat = maps.reshape(*maps.shape[:2], -1).float() / self.scale
+        flat = (maps.reshape(*maps.shape[:2], -1).float() - self.offset[..., None]) / self.scale[..., None]
         if flat.shape[-1] != self.spatial:
             raise ValueError(f"feature maps have {flat.shape[-1]} positions per channel; the mapper "
                              f"was built for {self.spatial} (a different image size or layer)")
@@ -84,9 +91,16 @@ def mil_contrastive_loss(scores: torch.Tensor, positive: torch.Tensor) -> torch.
     return -F.log_softmax(logits, dim=1)[:, 0].mean()
 
 
+STANDARDIZATIONS = ("global", "channel")
+
+
 @dataclass(frozen=True)
 class MapperConfig:
     """Mapper architecture and training."""
+
+    standardize: str = field(default="global", metadata={
+        "help": f"{STANDARDIZATIONS}: mapper inputs divided by one std of the training maps (published), "
+                "or each channel standardized by its own training mean and std"})
 
     hidden: int = field(default=128, metadata={"help": "mapper hidden width (h*w -> hidden -> D)"})
     dropout: float = field(default=0.1, metadata={"help": "mapper dropout"})
@@ -97,6 +111,39 @@ class MapperConfig:
     negatives_per_batch: int = field(default=48, metadata={"help": "images without it per step"})
     temperature: float = field(default=0.07, metadata={"help": "softmax temperature of the scores"})
     patience: int = field(default=5, metadata={"help": "early-stopping patience (validation loss)"})
+
+    def __post_init__(self) -> None:
+        if self.standardize not in STANDARDIZATIONS:
+            raise ValueError(f"mapper standardize {self.standardize!r} is not one of {STANDARDIZATIONS}")
+
+    def key(self) -> dict[str, Any]:
+        """The settings as cache and shipping keys see them: the published scaling is left out, so
+        keys made before the choice existed (the shipped mappers') still match."""
+        settings = asdict(self)
+        if settings["standardize"] == "global":
+            del settings["standardize"]
+        return settings
+
+
+def input_scaling(maps: torch.Tensor, standardize: str, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(offset, scale)`` of the mapper's inputs from the training maps ``(N, C, h, w)``.
+
+    ``"global"``: no offset and the std of the first 256 images' activations (published); ``"channel"``:
+    each channel's mean and std over all images and positions, ``(C,)`` each, accumulated in float64
+    batch by batch (a split's maps stay float16 in memory).
+    """
+    if standardize == "global":
+        return torch.tensor(0.0), maps[:256].float().std().clamp(min=1e-6)
+    total = torch.zeros(maps.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, len(maps), batch_size):
+        chunk = maps[start:start + batch_size].double().transpose(0, 1).reshape(maps.shape[1], -1)
+        total += chunk.sum(dim=1)
+        squares += (chunk * chunk).sum(dim=1)
+    count = len(maps) * maps[0, 0].numel()
+    mean = total / count
+    variance = (squares - count * mean * mean) / max(count - 1, 1)
+    return mean.float(), variance.clamp(min=0).sqrt().float().clamp(min=1e-6)
 
 
 def image_scores(mapper: ChannelMapper, maps: torch.Tensor, text_embedding: torch.Tensor,
@@ -142,8 +189,9 @@ def train_mapper(train_maps: torch.Tensor, train_positive: np.ndarray, val_maps:
         generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)  # dropout masks and the MLP's initialisation (global RNG restored on return)
         spatial = int(np.prod(train_maps.shape[2:]))
-        scale = float(train_maps[:256].float().std().clamp(min=1e-6))
-        mapper = ChannelMapper(spatial, int(text_embedding.shape[-1]), config.hidden, config.dropout, scale).to(device)
+        offset, scale = input_scaling(train_maps, config.standardize)
+        mapper = ChannelMapper(spatial, int(text_embedding.shape[-1]), config.hidden, config.dropout, scale,
+                               offset).to(device)
         text_embedding = text_embedding.to(device)
         optimizer = torch.optim.AdamW(mapper.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         stopper = EarlyStopping(patience=config.patience, mode="min")

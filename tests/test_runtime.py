@@ -19,11 +19,11 @@ ENTRY_MODULES = ("models", "mammo_interp", "models.pretrain", "models.finetune",
 
 
 # Dependencies that set environment variables when imported, whatever imports them: scikit-learn
-# (KMP_DUPLICATE_LIB_OK, KMP_INIT_AT_FORK) and timm, whose torchvision import reaches torch._dynamo
-# (TORCHINDUCTOR_CACHE_DIR). They are imported between two snapshots, so the test sees only what the
+# (KMP_DUPLICATE_LIB_OK, KMP_INIT_AT_FORK), timm, whose torchvision import reaches torch._dynamo
+# (TORCHINDUCTOR_CACHE_DIR), and OpenCV, which pytorch-grad-cam imports (LD_LIBRARY_PATH). They are imported between two snapshots, so the test sees only what the
 # project's own modules change, in a fresh process whatever the parent's environment holds. The
 # torchvision guard (models.runtime) goes first, as `import models` does it, so that timm imports.
-DEPENDENCIES_THAT_SET_ENVIRONMENT = ("sklearn", "timm")
+DEPENDENCIES_THAT_SET_ENVIRONMENT = ("sklearn", "timm", "cv2")
 
 
 def test_importing_every_module_leaves_the_process_as_it_was():

@@ -272,6 +272,7 @@ def test_shipped_mappers_match_their_card_and_the_shipped_model():
         path = factor.MAPPER_DIR / name
         assert sha256(path) == card["sha256"] and path.stat().st_size == card["bytes"], name
         assert card["checkpoint_sha256"] == sha256(clip) and card["data"] == embedded_data(), name
+        assert card["mapper"] == factor.MapperConfig().key(), name  # new mapper settings keep old keys
 
 
 def test_the_shipped_reference_is_the_default_only_where_it_fits(monkeypatch):

@@ -96,3 +96,61 @@ def test_integrated_gradients_completeness_on_the_target():
     maps = hm.integrated_gradients(target, lambda part: images[part], 2, torch.ones(2, 8, 8, dtype=torch.bool),
                                    steps=4, sigma=1.0)
     assert maps.shape == (2, 8, 8) and float(maps.max()) == pytest.approx(1.0)
+
+
+class _StridedTower(_Tower):
+    """The toy tower with a stride-2 feature layer, so CAMs are upsampled (4 x 4 -> 8 x 8)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU())
+
+
+def _activations_and_gradients(tower: _Tower, text: torch.Tensor, images: torch.Tensor):
+    acts = tower.features(images).detach().requires_grad_(True)
+    similarity = nn.functional.normalize(tower.head(acts.mean(dim=(2, 3))), dim=-1) @ nn.functional.normalize(text, dim=0)
+    grads, = torch.autograd.grad(similarity.sum(), acts)
+    return acts.detach(), grads
+
+
+def test_layercam_matches_a_hand_written_layercam():
+    tower, text = _StridedTower(), torch.tensor([0.5, 1.0, -0.3])
+    images, masks = torch.rand(3, 1, 8, 8), torch.ones(3, 8, 8, dtype=torch.bool)
+    ours = hm.library_cam("layercam", hm.SimilarityTarget(tower, text), tower.features, lambda part: images[part],
+                          3, masks, batch_size=2)
+    acts, grads = _activations_and_gradients(tower, text, images)
+    cam = torch.relu((torch.relu(grads) * acts).sum(dim=1))
+    expected = hm.normalize_in_mask(hm.upsample(cam, (8, 8)), masks)
+    assert torch.allclose(ours, expected, atol=1e-4)
+
+
+def test_gscorecam_over_every_channel_is_pytorch_grad_cams_score_cam():
+    from pytorch_grad_cam import ScoreCAM
+
+    tower, text = _StridedTower(), torch.tensor([0.5, 1.0, -0.3])
+    target = hm.SimilarityTarget(tower, text).eval()
+    images = torch.rand(2, 1, 8, 8)
+    score_cam = ScoreCAM(model=target, target_layers=[tower.features])
+    every_channel = hm.GScoreCAM(model=target, target_layers=[tower.features], top_k=4, logit_scale=1.0)
+    expected = score_cam(input_tensor=images, targets=[hm._score] * 2)
+    ours = every_channel(input_tensor=images, targets=[hm._score] * 2)
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+
+
+def test_gscorecam_keeps_the_channels_of_largest_gradient():
+    tower, text = _StridedTower(), torch.tensor([0.5, 1.0, -0.3])
+    target = hm.SimilarityTarget(tower, text).eval()
+    images = torch.rand(2, 1, 8, 8)
+    acts, grads = _activations_and_gradients(tower, text, images)
+    cam = hm.GScoreCAM(model=target, target_layers=[tower.features], top_k=1)
+    weights = cam.get_cam_weights(images, tower.features, [hm._score] * 2, acts.numpy(), grads.numpy())
+    best = grads.mean(dim=(2, 3)).argmax(dim=1)
+    assert (weights.argmax(axis=1) == best.numpy()).all() and np.allclose(weights.sum(axis=1), 1.0)
+    assert (np.count_nonzero(weights, axis=1) == 1).all()
+    with torch.no_grad():
+        maps = hm.library_cam("gscorecam", target, tower.features, lambda part: images[part], 2,
+                              torch.ones(2, 8, 8, dtype=torch.bool), top_k=1)
+    single = hm.normalize_in_mask(hm.upsample(torch.relu(acts[torch.arange(2), best]), (8, 8)),
+                                  torch.ones(2, 8, 8, dtype=torch.bool))
+    assert torch.allclose(maps, single, atol=1e-4)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mammo_interp.mapper import ChannelMapper, MapperConfig, image_scores, mil_contrastive_loss, train_mapper
+from mammo_interp.mapper import (ChannelMapper, MapperConfig, image_scores, input_scaling, mil_contrastive_loss,
+                                  train_mapper)
 
 
 def test_mapper_maps_each_channel_of_each_image_separately():
@@ -117,3 +118,58 @@ def test_alignment_shortcut_equals_the_plain_cosine(training):
     mapper.zero_grad()
     plain.sum().backward()
     assert torch.allclose(fast_grad, mapper.mlp[0].weight.grad, atol=1e-4)
+
+
+def test_channel_scaling_matches_numpy_and_global_scaling_is_the_published_one():
+    rng = np.random.default_rng(4)
+    maps = torch.from_numpy((rng.normal(size=(300, 4, 3, 5)) * np.array([1, 10, 100, 0.1])[None, :, None, None]
+                             + np.array([0, 5, -50, 2])[None, :, None, None]).astype(np.float16))
+    offset, scale = input_scaling(maps, "channel", batch_size=64)
+    per_channel = maps.float().numpy().transpose(1, 0, 2, 3).reshape(4, -1)
+    np.testing.assert_allclose(offset.numpy(), per_channel.mean(axis=1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scale.numpy(), per_channel.std(axis=1, ddof=1), rtol=1e-5)
+    mapper = ChannelMapper(spatial=15, embed_dim=4, dropout=0.0, scale=scale, offset=offset)
+    standardized = mapper._flat(maps).transpose(0, 1).reshape(4, -1)
+    np.testing.assert_allclose(standardized.mean(dim=1).numpy(), 0.0, atol=1e-4)
+    np.testing.assert_allclose(standardized.std(dim=1).numpy(), 1.0, atol=1e-4)
+    offset, scale = input_scaling(maps, "global")
+    assert float(offset) == 0.0 and float(scale) == pytest.approx(float(maps[:256].float().std()))
+
+
+def test_published_scaling_keeps_mapper_keys_and_other_spellings_are_refused():
+    assert "standardize" not in MapperConfig().key()
+    assert MapperConfig(standardize="channel").key()["standardize"] == "channel"
+    with pytest.raises(ValueError, match="standardize 'channels' is not one of"):
+        MapperConfig(standardize="channels")
+
+
+def _loud_channels(n: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Two loud channels of pure noise (std 1000 and 300) beside quiet ones; positives hold a blob
+    (+0.6) in the quiet channel 3: a backbone whose channels differ in magnitude by 10^4, so one
+    global std leaves the quiet channels' inputs near zero."""
+    rng = np.random.default_rng(seed)
+    maps = rng.normal(0, 0.1, size=(n, 6, 6, 6)).astype(np.float32)
+    maps[:, 0] = rng.normal(50, 1000, size=(n, 6, 6))
+    maps[:, 1] = rng.normal(-30, 300, size=(n, 6, 6))
+    positive = rng.random(n) < 0.4
+    for i in np.flatnonzero(positive):
+        y, x = rng.integers(1, 5, size=2)
+        maps[i, 3, y - 1:y + 2, x - 1:x + 2] += 0.6
+    return torch.from_numpy(maps), positive
+
+
+def test_channel_standardization_finds_a_quiet_channel_beside_loud_ones():
+    train_maps, train_positive = _loud_channels(200, 0)
+    val_maps, val_positive = _loud_channels(80, 1)
+    text = torch.nn.functional.normalize(torch.randn(16, generator=torch.Generator().manual_seed(2)), dim=0)
+    results = {}
+    for standardize in ("global", "channel"):
+        config = MapperConfig(hidden=32, epochs=25, lr=3e-3, positives_per_batch=8, negatives_per_batch=16,
+                              standardize=standardize)
+        mapper, history = train_mapper(train_maps, train_positive, val_maps, val_positive, text, config,
+                                       seed=0, progress=False)
+        best = min(history, key=lambda row: row["val_loss"])
+        chosen = mapper.alignment(val_maps, text).argmax(dim=1)[torch.from_numpy(val_positive)]
+        results[standardize] = (best["val_auroc"], float((chosen == 3).float().mean()))
+    assert results["channel"][0] > 0.9 and results["channel"][1] > 0.8, results
+    assert results["global"][0] < 0.7, results  # one global std: the quiet channel is not found
