@@ -287,6 +287,7 @@ def test_the_shipped_reference_is_the_default_only_where_it_fits(monkeypatch):
     assert factor.shipped_reference_for("Mass", (256, 160), None) is None
 
 
+@pytest.mark.slow  # two FActOR runs: 34 s on 2 cores
 def test_mixed_precision_runs_and_caches_apart_from_float32(tiny_masses, tiny_checkpoint, cache, one_torch_thread):
     """--precision bf16 (CPU autocast) runs through features and boxes, and its bfloat16 feature maps
     get cache files of their own beside the float32 ones (the trained mapper is reused)."""
