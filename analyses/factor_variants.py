@@ -36,14 +36,13 @@ from mammo_interp.boxes import BoxRule
 from mammo_interp.factor import METHOD_NAMES, FactorConfig, FactorStudy, check_methods
 from mammo_interp.features import FeatureSet
 from mammo_interp.localization import evaluate_methods, write_localization_table
-from mammo_interp.mapper import STANDARDIZATIONS, ChannelMapper, MapperConfig
+from mammo_interp.mapper import STANDARDIZATIONS, MapperConfig
 from models.checkpoints import check_input_size
 from models.cli import check_output_folders, parse_config, run_main
 from models.data.reading import ReadOptions, read_options_field
 from models.data.sources import TEST, VALIDATION
 from models.device import check_spelling, device_field, precision_field, workers_field
 from models.io import atomic_write
-from models.training import eval_mode
 
 TOP_K = (1, 3, 5, 10, 20, 50)
 TEMPERATURES = (0.01, 0.03, 0.1, 0.3, 1.0)  # 1.0: close to the mean of all channels
@@ -99,15 +98,6 @@ def study_config(config: FactorVariantsConfig, layer: str, standardize: str) -> 
                         n_boot=config.n_boot, progress=config.progress)
 
 
-@torch.no_grad()
-def alignment(mapper: ChannelMapper, features: FeatureSet, text_embedding: torch.Tensor,
-              batch_size: int = 64) -> torch.Tensor:
-    """``(N, C)`` cosine of every channel of every image with the attribute."""
-    with eval_mode(mapper):
-        return torch.cat([mapper.alignment(features.maps[i:i + batch_size], text_embedding)
-                          for i in range(0, len(features), batch_size)])
-
-
 def weightings(scores: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every channel weighting of the grid, ``(N, C)`` each, by setting name."""
     options = {f"top-{k}": hm.top_k_weights(scores, k) for k in TOP_K}
@@ -154,7 +144,7 @@ class LayerVariants:
 
     def _alignment(self, standardize: str, split: str) -> tuple[FeatureSet, torch.Tensor]:
         features = self.base.features(split)
-        return features, alignment(self.mappers[standardize], features, self.base.text_embedding)
+        return features, hm.channel_alignment(self.mappers[standardize], features.maps, self.base.text_embedding)
 
     def channel_candidates(self, standardize: str, split: str) -> Iterator[tuple[str, torch.Tensor]]:
         features, scores = self._alignment(standardize, split)

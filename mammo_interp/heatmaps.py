@@ -78,13 +78,18 @@ def top_k_weights(scores: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(scores).scatter(1, index, values.clamp(min=0) + 1e-6)
 
 
+def channel_alignment(mapper: ChannelMapper, maps: torch.Tensor, text_embedding: torch.Tensor,
+                      batch_size: int = 64) -> torch.Tensor:
+    """``(N, C)`` cosine of every channel of every image with the attribute (eval mode, no gradients)."""
+    with torch.no_grad(), eval_mode(mapper):
+        return torch.cat([mapper.alignment(maps[i:i + batch_size], text_embedding)
+                          for i in range(0, len(maps), batch_size)])
+
+
 def factor_weights(mapper: ChannelMapper, maps: torch.Tensor, text_embedding: torch.Tensor, k: int,
                    batch_size: int = 64) -> torch.Tensor:
     """FActOR: per image, the ``k`` channels best aligned with the attribute, weighted by cosine."""
-    with torch.no_grad(), eval_mode(mapper):
-        alignment = torch.cat([mapper.alignment(maps[i:i + batch_size], text_embedding)
-                               for i in range(0, len(maps), batch_size)])
-    return top_k_weights(alignment, k)
+    return top_k_weights(channel_alignment(mapper, maps, text_embedding, batch_size), k)
 
 
 def random_weights(n_images: int, n_channels: int, k: int, seed: int) -> torch.Tensor:
