@@ -6,12 +6,16 @@ The same script on a CPU and on a GPU gives the figures side by side: for the de
 initialization: speed and memory do not depend on the weights), at float32 and with bfloat16
 autocast, it measures contrastive pretraining steps per image (forward, InfoNCE, backward, AdamW),
 image embeddings per second, FActOR box prediction against a bare backbone forward, and peak memory
-(GPU: the allocator's peak; CPU: the process's peak RSS). Each (encoder, precision) case runs in a
-fresh process; timed steps follow one warm-up step and end with a device synchronization.
+(GPU: the allocator's peak; CPU: the process's peak RSS), and how far the device's outputs are from
+the same model's float32 outputs on the CPU (unit-norm image embeddings and FActOR's [0, 1] heatmaps
+of the first two images: the largest absolute difference; 0 for float32 on the CPU itself). Each
+(encoder, precision) case runs in a fresh process; timed steps follow one warm-up step and end
+with a device synchronization.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -69,6 +73,28 @@ def _timed(run: Callable[[], Any], steps: int, device: torch.device) -> float:
     return (time.perf_counter() - started) / steps
 
 
+def agreement_with_cpu(model: torch.nn.Module, mapper: torch.nn.Module, text_embedding: torch.Tensor,
+                       images: torch.Tensor, masks: torch.Tensor, amp: Precision, n: int = 2) -> dict[str, float]:
+    """Largest |difference| between the device's outputs under ``amp`` and a float32 CPU copy's, on
+    the first ``n`` images: unit-norm embeddings ``(n, D)`` and FActOR head heatmaps (top-3
+    channels, normalized to [0, 1] in the breast mask)."""
+    from mammo_interp import heatmaps as hm
+
+    def outputs(clip: torch.nn.Module, channel_mapper: torch.nn.Module, batch: torch.Tensor,
+                autocast: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad(), autocast:
+            embeddings = clip.encode_image(batch).float().cpu()
+            maps = clip.image_encoder.feature_map(batch)
+        weights = hm.factor_weights(channel_mapper, maps.float(), text_embedding.to(maps.device), 3)
+        return embeddings, hm.channel_heatmaps(maps, weights, masks[:n].to(maps.device)).cpu()
+
+    device_embeddings, device_heatmaps = outputs(model, mapper, images[:n], amp.autocast())
+    cpu_embeddings, cpu_heatmaps = outputs(copy.deepcopy(model).cpu().float(), copy.deepcopy(mapper).cpu(),
+                                           images[:n].cpu().float(), Precision(torch.device("cpu"), None).autocast())
+    return {"embedding_max_abs_diff_vs_cpu": (device_embeddings - cpu_embeddings).abs().max().item(),
+            "heatmap_max_abs_diff_vs_cpu": (device_heatmaps - cpu_heatmaps).abs().max().item()}
+
+
 def bench_case(encoder: str, precision: str, steps: int, batch_size: int, device_spec: str) -> dict[str, Any]:
     """Pretraining, embedding and FActOR figures of one (encoder, precision) on one device."""
     from mammo_interp.boxes import BoxRule
@@ -113,11 +139,13 @@ def bench_case(encoder: str, precision: str, steps: int, batch_size: int, device
         maps = image_encoder.feature_map(images[:1])
         mapper = ChannelMapper(int(np.prod(maps.shape[2:])), model.config.embed_dim, MapperConfig().hidden).eval()
         masks = torch.from_numpy(np.stack([breast_mask(image[0].float().cpu().numpy()) for image in images]))
-        speed = time_box_prediction(image_encoder, mapper, torch.randn(model.config.embed_dim), images, masks,
+        text_embedding = torch.randn(model.config.embed_dim)
+        speed = time_box_prediction(image_encoder, mapper, text_embedding, images, masks,
                                     "head", BoxRule(), top_k=3, batch_size=batch, repeats=steps)
+    agreement = agreement_with_cpu(model, mapper.to(device), text_embedding, images, masks, amp)
     result = {"encoder": name, "input": f"{height}x{width}", "precision": precision, "device": str(device),
               "batch": batch, "pretrain_images_per_s": batch / train_s, "embed_images_per_s": batch / embed_s,
-              "factor_boxes_over_forward": speed["ratio"]}
+              "factor_boxes_over_forward": speed["ratio"], **agreement}
     if device.type == "cuda":
         result["peak_gpu_train_mb"] = train_peak
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20

@@ -191,7 +191,8 @@ class FactorStudy:
         # set waits, since a shipped mapper decides which of its splits are needed
         user_splits = None if uses_embedded(config.data) else self._load_splits(SPLITS)
         self.checkpoint, payload, self.image_size = open_checkpoint(config.checkpoint, config.data,
-                                                                    config.image_size, config.progress)
+                                                                    config.image_size, config.progress,
+                                                                    config.device, config.precision, config.workers)
         self.model = clip_from_checkpoint(payload, str(self.checkpoint), config.text_encoder).eval()
         self.encoder = self.model.image_encoder
         self.layer = config.layer or self.encoder.config.feature_layer
@@ -388,7 +389,7 @@ class FactorStudy:
             "breast_prior": lambda: hm.breast_prior(features.masks),
             **{method: (lambda method=method: hm.library_cam(
                 method, target, self.encoder.feature_module(self.layer), images, n, features.masks,
-                **({"top_k": self.config.cam_channels, "logit_scale": float(self.model.logit_scale())}
+                **({"top_k": self.config.cam_channels, "logit_scale": float(self.model.logit_scale().detach())}
                    if method == "gscorecam" else {}))) for method in CAM_METHODS},
             "supervised_reference": lambda: self.reference_heatmaps(images, n, features.masks),
         }

@@ -474,7 +474,8 @@ class SaliencyStudy:
         self.splits = load_splits(config.data, config.validation_fraction, config.seed, config.progress,
                                   config.reading)
         self.checkpoint, payload, self.image_size = open_checkpoint(config.checkpoint, config.data,
-                                                                    config.image_size, config.progress)
+                                                                    config.image_size, config.progress,
+                                                                    config.device, config.precision)
         self.model = exam_model(payload, str(self.checkpoint), config.text_encoder)
         encoder = self.model.clip.image_encoder
         self.layer = config.layer or encoder.config.feature_layer

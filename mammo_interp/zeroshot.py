@@ -376,7 +376,8 @@ def embed_split(config: SplitConfig) -> EmbeddedSplit:
     (image features cached between studies). The images are encoded on ``--device``; the model then
     returns to the CPU, where the cheap rest (projections, prompts, scores) runs."""
     checkpoint, payload, image_size = open_checkpoint(config.checkpoint, config.data, config.image_size,
-                                                      config.progress)
+                                                      config.progress, config.device, config.precision,
+                                                      config.workers)
     model = clip_from_checkpoint(payload, str(checkpoint), config.text_encoder).eval()
     table = load_splits(config.data, config.validation_fraction, config.seed, config.progress,
                         config.reading)[config.split]

@@ -88,7 +88,8 @@ def default_run_dir(data: str | Path | None = None, config: PretrainConfig | Non
     """Where the recipe trained on ``data`` (None: the embedded synthetic set) is cached."""
     config = config or recipe_config()
     root = default_data_root(data, progress=False) if data is not None else None
-    key = json.dumps({"config": dataclasses.replace(config, out="", progress=True).to_dict(),
+    # where it runs (device, loader processes) does not name the run: the same recipe on the same data
+    key = json.dumps({"config": dataclasses.replace(config, out="", progress=True, device="auto", workers=0).to_dict(),
                       "data": str(Path(root).resolve()) if root is not None else "default"},
                      sort_keys=True, default=str)
     return cache_dir() / "models" / f"default-clip-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
@@ -115,10 +116,11 @@ def train_default(data: str | Path | None = None, config: PretrainConfig | None 
 
 
 def resolve_checkpoint(checkpoint: str | Path | None, data: str | Path | None = None,
-                       progress: bool = True) -> Path:
+                       progress: bool = True, device: str = "auto", precision: str = "auto",
+                       workers: int = 0) -> Path:
     """The checkpoint an analysis uses: the given file; ``"retrain"``: the recipe retrained from
     scratch on ``data``; None: the shipped weights on the embedded default set, else the recipe
-    trained on the user's data.
+    trained on the user's data (on the analysis's ``device``, ``precision`` and ``workers``).
 
     Raises:
         FileNotFoundError: ``checkpoint`` is given but is not a file.
@@ -126,18 +128,19 @@ def resolve_checkpoint(checkpoint: str | Path | None, data: str | Path | None = 
     if checkpoint is None and uses_embedded(data):
         return shipped_weights()
     if checkpoint is None or str(checkpoint) == RETRAIN:
-        return train_default(data, progress=progress)
+        return train_default(data, recipe_config(device=device, precision=precision, workers=workers), progress)
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file (or '{RETRAIN}')")
     return Path(checkpoint)
 
 
 def open_checkpoint(checkpoint: str | Path | None, data: str | Path | None, image_size: Sequence[int] = (),
-                    progress: bool = True) -> tuple[Path, dict[str, Any], tuple[int, int]]:
+                    progress: bool = True, device: str = "auto", precision: str = "auto",
+                    workers: int = 0) -> tuple[Path, dict[str, Any], tuple[int, int]]:
     """What every study (FActOR, saliency, the split-level ones) starts from: the checkpoint it
     explains (:func:`resolve_checkpoint`), its payload, and the input ``(H, W)`` (the requested
     size, else the one the checkpoint was pretrained at)."""
-    path = resolve_checkpoint(checkpoint, data, progress)
+    path = resolve_checkpoint(checkpoint, data, progress, device, precision, workers)
     payload = load_checkpoint(path)
     return path, payload, input_size(payload, image_size)
 

@@ -56,7 +56,7 @@ def clip_loss(
         )
     if not bool(positives.diagonal().all()):
         raise ValueError("positives must mark every pair (i, i) as positive (True diagonal)")
-    weights = positives.to(logits.dtype)
+    weights = positives.to(device=logits.device, dtype=logits.dtype)  # texts' positives are built on the CPU
     image_to_text = weights / weights.sum(dim=1, keepdim=True)
     text_to_image = weights.T / weights.T.sum(dim=1, keepdim=True)
     return (F.cross_entropy(logits, image_to_text) + F.cross_entropy(logits.T, text_to_image)) / 2

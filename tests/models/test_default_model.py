@@ -50,7 +50,7 @@ def test_resolve_checkpoint_prefers_a_given_file_and_names_a_missing_one(tmp_pat
     monkeypatch.delenv("MAMMO_INTERP_DATA", raising=False)
     trained = []
     monkeypatch.setattr(default_model, "train_default",
-                        lambda data, progress: trained.append(data) or tmp_path / f"trained-{data}.pt")
+                        lambda data, config, progress: trained.append(data) or tmp_path / f"trained-{data}.pt")
     assert default_model.resolve_checkpoint(str(given)) == given
     assert default_model.resolve_checkpoint(None) == default_model.shipped_weights() and not trained
     assert default_model.resolve_checkpoint("retrain") == tmp_path / "trained-None.pt"
@@ -59,3 +59,23 @@ def test_resolve_checkpoint_prefers_a_given_file_and_names_a_missing_one(tmp_pat
     assert default_model.resolve_checkpoint(None) == tmp_path / "trained-None.pt"
     with pytest.raises(FileNotFoundError, match="nope.pt: no such file"):
         default_model.resolve_checkpoint(str(tmp_path / "nope.pt"))
+
+
+def test_the_recipe_trains_on_the_analysis_device_in_the_same_run_folder(tmp_path, monkeypatch):
+    """A GPU machine's `factor --device cpu` on a user's data once trained the recipe on the GPU
+    (the recipe's device is `auto`): the analysis's device, precision and workers now reach it,
+    and the cached run is found whatever device trained it."""
+    monkeypatch.setenv("MAMMO_INTERP_CACHE", str(tmp_path))
+    monkeypatch.setattr(default_model, "default_data_root", lambda data, progress: Path(data))
+    used = []
+
+    def fake_pretrain(config):
+        used.append((config.device, config.precision, config.workers))
+        (Path(config.out) / "best.pt").write_bytes(b"weights")
+        return Path(config.out) / "best.pt"
+
+    monkeypatch.setattr(default_model, "pretrain", fake_pretrain)
+    first = default_model.resolve_checkpoint(None, data=str(tmp_path), device="cpu", precision="fp32", workers=3)
+    assert used == [("cpu", "fp32", 3)]
+    again = default_model.resolve_checkpoint(None, data=str(tmp_path), device="auto", precision="fp32", workers=0)
+    assert again == first and len(used) == 1

@@ -163,3 +163,12 @@ def test_fusion_head_shape_and_padding_invariance():
     torch.testing.assert_close(head(changed, mask, image)[0, :4], logits[0, :4])
     torch.testing.assert_close(head(changed, mask, image)[1], logits[1])
     assert head(text, mask, image[:, 0]).shape == (2, 6, 50)  # one pooled image embedding
+
+
+def test_positives_built_on_the_cpu_follow_the_embeddings_to_their_device():
+    """positives_from_texts builds its mask on the CPU; on a GPU the loss once failed mixing devices
+    (seen on a CUDA machine). The meta device stands in for a GPU: it refuses CPU operands too."""
+    embeddings = torch.randn(3, 4, device="meta")
+    positives = positives_from_texts(["No mass was observed.", "No mass was observed.", "A mass."])
+    loss = clip_loss(embeddings, embeddings, 1.0, positives)
+    assert loss.device.type == "meta" and loss.shape == ()
