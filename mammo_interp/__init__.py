@@ -21,6 +21,9 @@ _PUBLIC = {
     "PerViewSaliency": "mammo_interp.saliency",
     "BoxRule": "mammo_interp.boxes",
     "box_metrics": "mammo_interp.metrics",
+    "perturbation_curves": "mammo_interp.faithfulness",
+    "cascading_randomization": "mammo_interp.sanity",
+    "randomization_verdict": "mammo_interp.sanity",
     "MapperConfig": "mammo_interp.mapper",
     "attribute_embedding": "models.clip",
 }

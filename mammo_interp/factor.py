@@ -23,19 +23,20 @@ import copy
 import functools
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 import models  # noqa: F401 - runtime guard before torchvision/transformers
 from mammo_interp import heatmaps as hm
 from mammo_interp.channel_analysis import channel_diagnostics, oracle_channel, plot_channel_diagnostics
-from mammo_interp.features import (FeatureSet, cached_features, digest, file_fingerprint,
+from mammo_interp.features import (FeatureSet, cached_features, digest, extract_features, file_fingerprint,
                                    table_fingerprint)
 from mammo_interp.boxes import BoxRule
 from mammo_interp.localization import (
@@ -362,14 +363,20 @@ class FactorStudy:
                                         self.config.top_k, self.config.batch_size)
         return {**speed, "image_size": list(self.image_size)}
 
-    def method_heatmaps(self, mapper: ChannelMapper, split: str = TEST,
-                        methods: tuple[str, ...] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    def method_heatmaps(self, mapper: ChannelMapper, split: str = TEST, methods: tuple[str, ...] | None = None,
+                        rows: Sequence[int] | None = None, fresh: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
         """The name and ``(N, H, W)`` heatmaps of ``split`` of each of ``methods`` (default: the
         config's), one method at a time (all of them at once would take N·H·W·4 bytes each: 0.3 GB
-        for 1,920 images at 256 x 160)."""
-        features = self.features(split)
+        for 1,920 images at 256 x 160). ``rows``: only those images of the split; ``fresh``: their
+        feature maps recomputed from the encoder as it is now, never read from or written to the
+        cache (for a model changed in memory, as the randomization check does)."""
+        dataset = self.dataset(split) if rows is None else Subset(self.dataset(split), list(rows))
+        if fresh:
+            features = extract_features(self.encoder, dataset, self.layer, self.config.batch_size, False,
+                                        workers=self.config.workers, precision=self.precision)
+        else:
+            features = self.features(split) if rows is None else self.features(split).subset(rows)
         n, channels = len(features), features.maps.shape[1]
-        dataset = self.dataset(split)
 
         def images(part: slice) -> torch.Tensor:
             return torch.stack([dataset[i]["image"] for i in range(*part.indices(n))])

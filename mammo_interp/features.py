@@ -14,7 +14,8 @@ import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -77,6 +78,13 @@ class FeatureSet:
         """Per image, the ``(G, 4)`` boxes of one category (``(0, 4)`` where it is absent)."""
         return [boxes[labels == category_index].reshape(-1, 4)
                 for boxes, labels in zip(self.boxes, self.box_labels)]
+
+    def subset(self, rows: Sequence[int]) -> FeatureSet:
+        """The images at ``rows`` (positions in this set), in that order."""
+        rows = list(rows)
+        return FeatureSet(self.maps[rows], [self.image_ids[i] for i in rows], [self.boxes[i] for i in rows],
+                          [self.box_labels[i] for i in rows], self.masks[rows], [self.transforms[i] for i in rows],
+                          self.layer)
 
     def to_payload(self) -> dict[str, Any]:
         return {"format": FEATURES_FORMAT, "maps": self.maps, "image_ids": self.image_ids,

@@ -1,0 +1,96 @@
+"""One table of every localization method: boxes, faithfulness and the randomization check.
+
+``python -m analyses.localization_summary`` joins, for every attribute and layer that has both,
+the tables of ``analyses.factor_variants`` (each method with its setting chosen on validation:
+IoU-hit@0.25, AP@0.25, pointing game on the test split) and of ``analyses.method_checks``
+(insertion - deletion AUC and the randomization verdict), matched by method name (published FActOR
+is ``FActOR top-k`` in the checks). A method measured by only one of them keeps blanks in the other's
+columns. Writes ``REPORT_DIR/summary.{md,csv,tex}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from analyses.factor_variants import PUBLISHED
+from mammo_interp.factor import METHOD_NAMES
+from models.cli import check_output_folders, parse_config, run_main
+from models.errors import InputError
+from models.report_tables import write_table
+
+LOCALIZATION_COLUMNS = ("IoU-hit@0.25", "AP@0.25", "pointing game")
+CHECK_COLUMNS = ("insertion - deletion", "randomization check")
+CHECKS_NAME_OF = {PUBLISHED: METHOD_NAMES["factor"]}
+
+
+@dataclass(frozen=True)
+class LocalizationSummaryConfig:
+    """Where the two analyses wrote their tables, and where the summary goes."""
+
+    variants_dir: str = field(default="reports/localization/variants", metadata={
+        "help": "tables of python -m analyses.factor_variants"})
+    checks_dir: str = field(default="reports/localization/checks", metadata={
+        "help": "tables of python -m analyses.method_checks"})
+    report_dir: str = field(default="reports/localization", metadata={"help": "where summary.* goes"})
+
+
+def study_rows(variants: pd.DataFrame, checks: pd.DataFrame) -> pd.DataFrame:
+    """The methods of one (attribute, layer): variants' order first, then methods only the checks have."""
+    checks = checks.set_index("method")
+    rows = []
+    for _, row in variants.iterrows():
+        name = CHECKS_NAME_OF.get(row["method"], row["method"])
+        checked = checks.loc[name] if name in checks.index else None
+        rows.append({"method": row["method"], **{c: row[c] for c in LOCALIZATION_COLUMNS},
+                     **{c: "" if checked is None else checked[c] for c in CHECK_COLUMNS}})
+    covered = {CHECKS_NAME_OF.get(m, m) for m in variants["method"]}
+    rows += [{"method": name, **{c: "" for c in LOCALIZATION_COLUMNS}, **{c: checks.loc[name, c] for c in CHECK_COLUMNS}}
+             for name in checks.index if name not in covered]
+    return pd.DataFrame(rows)
+
+
+def read_cells(path: Path) -> pd.DataFrame:
+    """A table as the text of its cells (formatted values with their CIs stay as written)."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def summarize(config: LocalizationSummaryConfig) -> pd.DataFrame:
+    """Every (attribute, layer) with both tables, stacked."""
+    frames = []
+    for path in sorted(Path(config.checks_dir).glob("*.csv")):
+        if path.stem.endswith("_long"):
+            continue
+        variants = Path(config.variants_dir) / path.name
+        if not variants.is_file():
+            continue
+        attribute, _, layer = path.stem.rpartition("_")
+        frames.append(study_rows(read_cells(variants), read_cells(path))
+                      .assign(attribute=attribute.replace("_", " "), layer=layer.replace("blocks", "blocks.")))
+    if not frames:
+        raise InputError(f"no (attribute, layer) has tables in both {config.variants_dir} and {config.checks_dir}; "
+                         "run python -m analyses.factor_variants and python -m analyses.method_checks first")
+    table = pd.concat(frames, ignore_index=True)
+    return table[["attribute", "layer", "method", *LOCALIZATION_COLUMNS, *CHECK_COLUMNS]]
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    prog = "python -m analyses.localization_summary"
+    config = parse_config(LocalizationSummaryConfig, argv, prog,
+                          "One table per method of box localization (settings chosen on validation), "
+                          "faithfulness and the model-randomization check, from the tables of "
+                          "analyses.factor_variants and analyses.method_checks.")
+    check_output_folders(config, prog)
+    table = summarize(config)
+    caption = ("Localization methods on the test split: IoU-hit@0.25, AP@0.25 and pointing game with each method's "
+               "setting chosen on validation (95% bootstrap CIs over images); insertion minus deletion AUC of the "
+               "CLIP cosine to the attribute, and the model-randomization check, on the first test images with "
+               "the finding")
+    write_table(table, Path(config.report_dir) / "summary", caption, "tab:localization-summary")
+    return table
+
+
+if __name__ == "__main__":
+    run_main(main)
