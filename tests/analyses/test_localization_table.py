@@ -42,7 +42,7 @@ class _Built(Exception):
 def test_default_names_the_default_model_and_its_folder(tiny_masses, tiny_checkpoint, tmp_path, monkeypatch):
     asked = []
 
-    def resolve(checkpoint, data, progress):
+    def resolve(checkpoint, data, progress, *runtime):  # runtime: device, precision, workers
         asked.append(checkpoint)
         return tiny_checkpoint
 
