@@ -98,7 +98,7 @@ def agreement_with_cpu(model: torch.nn.Module, mapper: torch.nn.Module, text_emb
 def bench_case(encoder: str, precision: str, steps: int, batch_size: int, device_spec: str) -> dict[str, Any]:
     """Pretraining, embedding and FActOR figures of one (encoder, precision) on one device."""
     from mammo_interp.boxes import BoxRule
-    from mammo_interp.factor import time_box_prediction
+    from mammo_interp.factor import factor_method, time_box_prediction
     from mammo_interp.features import breast_mask
     from mammo_interp.mapper import ChannelMapper, MapperConfig
     from models.clip import ClipConfig, ClipModel
@@ -140,8 +140,8 @@ def bench_case(encoder: str, precision: str, steps: int, batch_size: int, device
         mapper = ChannelMapper(int(np.prod(maps.shape[2:])), model.config.embed_dim, MapperConfig().hidden).eval()
         masks = torch.from_numpy(np.stack([breast_mask(image[0].float().cpu().numpy()) for image in images]))
         text_embedding = torch.randn(model.config.embed_dim)
-        speed = time_box_prediction(image_encoder, mapper, text_embedding, images, masks,
-                                    "head", BoxRule(), top_k=3, batch_size=batch, repeats=steps)
+        speed = time_box_prediction(image_encoder, factor_method(image_encoder, "head", mapper, text_embedding, 3),
+                                    images, masks, BoxRule(), batch_size=batch, repeats=steps)
     agreement = agreement_with_cpu(model, mapper.to(device), text_embedding, images, masks, amp)
     result = {"encoder": name, "input": f"{height}x{width}", "precision": precision, "device": str(device),
               "batch": batch, "pretrain_images_per_s": batch / train_s, "embed_images_per_s": batch / embed_s,

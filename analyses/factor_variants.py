@@ -31,17 +31,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from analyses.layer_study import LayerStudyOptions
 from mammo_interp import heatmaps as hm
 from mammo_interp.boxes import BoxRule
 from mammo_interp.factor import METHOD_NAMES, FactorConfig, FactorStudy, check_methods
 from mammo_interp.features import FeatureSet
 from mammo_interp.localization import evaluate_methods, write_localization_table
 from mammo_interp.mapper import STANDARDIZATIONS, MapperConfig
-from models.checkpoints import check_input_size
 from models.cli import check_output_folders, parse_config, run_main
-from models.data.reading import ReadOptions, read_options_field
 from models.data.sources import TEST, VALIDATION
-from models.device import check_spelling, device_field, precision_field, workers_field
 from models.io import atomic_write
 
 TOP_K = (1, 3, 5, 10, 20, 50)
@@ -54,48 +52,25 @@ SELECTION_METRIC = "IoU-hit@0.25"
 
 
 @dataclass(frozen=True)
-class FactorVariantsConfig:
+class FactorVariantsConfig(LayerStudyOptions):
     """Which study the variants run on; FActOR's defaults otherwise."""
 
-    attribute: str = field(default="mass", metadata={"help": "finding category, as for mammo_interp.factor"})
-    layers: tuple[str, ...] = field(default=("head", "blocks.4"), metadata={"help": "feature layers"})
-    checkpoint: str | None = field(default=None, metadata={"help": "CLIP checkpoint; default: the shipped model"})
-    data: str | None = field(default=None, metadata={"help": "dataset folder; default: the synthetic set"})
-    reading: ReadOptions = read_options_field()
-    image_size: tuple[int, ...] = field(default=(), metadata={
-        "help": "input H W; default: the checkpoint's pretraining size"})
     baselines: tuple[str, ...] = field(default=BASELINES, metadata={
         "help": "baseline methods of mammo_interp.factor, each with its quantile chosen on validation"})
-    cam_channels: int = field(default=16, metadata={
-        "help": "gScoreCAM: channels of largest gradient it scores (one forward per image each)"})
-    validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
     out: str = field(default="runs/factor_variants", metadata={"help": "mapper and feature-study folder"})
     report_dir: str = field(default="reports/localization/variants", metadata={"help": "tables"})
-    device: str = device_field()
-    precision: str = precision_field()
-    workers: int = workers_field()
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples of the test CIs"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    progress: bool = field(default=True, metadata={"help": "progress bars"})
 
     def __post_init__(self) -> None:
-        check_input_size(self.image_size)
-        check_spelling(self.device, self.precision, self.workers)
+        super().__post_init__()
         check_methods(self.baselines)
-        if not self.layers:
-            raise ValueError("give at least one layer")
 
 
 def study_config(config: FactorVariantsConfig, layer: str, standardize: str) -> FactorConfig:
     """The FActOR study of one layer whose mapper scales its inputs by ``standardize``."""
-    return FactorConfig(attribute=config.attribute, checkpoint=config.checkpoint, data=config.data,
-                        reading=config.reading, layer=layer, image_size=config.image_size,
-                        validation_fraction=config.validation_fraction, seed=config.seed,
-                        mapper=MapperConfig(standardize=standardize), methods=config.baselines,
-                        cam_channels=config.cam_channels,
-                        out=str(Path(config.out) / standardize), report_dir=config.report_dir,
-                        device=config.device, precision=config.precision, workers=config.workers,
-                        n_boot=config.n_boot, progress=config.progress)
+    return config.factor_config(layer, mapper=MapperConfig(standardize=standardize), methods=config.baselines,
+                                out=str(Path(config.out) / standardize), report_dir=config.report_dir,
+                                n_boot=config.n_boot)
 
 
 def weightings(scores: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -23,18 +23,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from analyses.layer_study import LayerStudyOptions
 from mammo_interp import heatmaps as hm
-from mammo_interp.factor import FactorConfig, FactorStudy, check_methods
+from mammo_interp.factor import FactorStudy, check_methods
 from mammo_interp.faithfulness import BLUR_SIGMA, perturbation_curves
 from mammo_interp.mapper import ChannelMapper
 from mammo_interp.plotting import save_figure
 from mammo_interp.sanity import (FAIL_SPEARMAN, cascading_randomization, plot_randomization,
                                  randomization_stages, randomization_verdict)
-from models.checkpoints import check_input_size
 from models.cli import check_output_folders, parse_config, run_main
-from models.data.reading import ReadOptions, read_options_field
 from models.data.sources import TEST
-from models.device import check_spelling, device_field, module_device, precision_field, workers_field
+from models.device import module_device
 from models.io import atomic_write
 from models.metrics import Estimate, bootstrap
 from models.report_tables import write_table
@@ -46,36 +45,19 @@ FAITHFULNESS_COLUMNS = {"deletion_auc": "deletion AUC (lower better)", "insertio
 
 
 @dataclass(frozen=True)
-class MethodChecksConfig:
+class MethodChecksConfig(LayerStudyOptions):
     """Which study, which methods, how many images."""
 
-    attribute: str = field(default="mass", metadata={"help": "finding category, as for mammo_interp.factor"})
-    layers: tuple[str, ...] = field(default=("head", "blocks.4"), metadata={"help": "feature layers"})
     methods: tuple[str, ...] = field(default=METHODS, metadata={"help": "methods of mammo_interp.factor"})
     images: int = field(default=24, metadata={"help": "first test images with the finding that are compared"})
-    checkpoint: str | None = field(default=None, metadata={"help": "CLIP checkpoint; default: the shipped model"})
-    data: str | None = field(default=None, metadata={"help": "dataset folder; default: the synthetic set"})
-    reading: ReadOptions = read_options_field()
-    image_size: tuple[int, ...] = field(default=(), metadata={
-        "help": "input H W; default: the checkpoint's pretraining size"})
-    cam_channels: int = field(default=16, metadata={"help": "gScoreCAM: channels of largest gradient it scores"})
-    validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out (mapper, oracle)"})
     out: str = field(default="runs/factor", metadata={
         "help": "FActOR's folder, where the published mapper of each layer is found or trained"})
     report_dir: str = field(default="reports/localization/checks", metadata={"help": "tables and figures"})
-    device: str = device_field()
-    precision: str = precision_field()
-    workers: int = workers_field()
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples of the CIs"})
-    seed: int = field(default=0, metadata={"help": "seed of the re-initializations and the bootstrap"})
-    progress: bool = field(default=True, metadata={"help": "progress bars"})
 
     def __post_init__(self) -> None:
-        check_input_size(self.image_size)
-        check_spelling(self.device, self.precision, self.workers)
+        super().__post_init__()
         check_methods(self.methods)
-        if not self.layers:
-            raise ValueError("give at least one layer")
         if self.images < 1:
             raise ValueError(f"--images must be at least 1, got {self.images}")
 
@@ -108,6 +90,12 @@ def mean_with_ci(values: pd.Series, n_boot: int, seed: int) -> Estimate:
     return bootstrap(lambda _, v: float(np.mean(v)), np.zeros(len(values)), values.to_numpy(), n_boot, seed)
 
 
+def spearman_cell(median: float) -> str:
+    """The median Spearman, or ``flat maps`` where every image's map turned constant (the median
+    skips undefined Spearman values; all undefined: no map ranks any pixel, which passes the check)."""
+    return "flat maps" if np.isnan(median) else f"{median:.2f}"
+
+
 def summary_table(faithful: pd.DataFrame, verdict: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
     """One row per method: deletion, insertion and their difference (means with CIs), and the
     randomization check's median Spearman and verdict."""
@@ -116,7 +104,7 @@ def summary_table(faithful: pd.DataFrame, verdict: pd.DataFrame, n_boot: int, se
     for method, group in faithful.groupby("method", sort=False):
         rows.append({"method": method, **{label: mean_with_ci(group[column], n_boot, seed).format()
                                           for column, label in FAITHFULNESS_COLUMNS.items()},
-                     "Spearman, all randomized": f"{checks.loc[method, 'spearman']:.2f}",
+                     "Spearman, all randomized": spearman_cell(checks.loc[method, "spearman"]),
                      "SSIM, all randomized": f"{checks.loc[method, 'ssim']:.2f}",
                      "randomization check": "passes" if checks.loc[method, "passes"] else "FAILS"})
     return pd.DataFrame(rows)
@@ -125,11 +113,7 @@ def summary_table(faithful: pd.DataFrame, verdict: pd.DataFrame, n_boot: int, se
 def run_layer(config: MethodChecksConfig, layer: str) -> list[Path]:
     """Faithfulness on the trained model, then the randomization check, which re-initializes the
     study's model in place (nothing uses it after)."""
-    study = FactorStudy(FactorConfig(
-        attribute=config.attribute, checkpoint=config.checkpoint, data=config.data, reading=config.reading,
-        layer=layer, image_size=config.image_size, methods=config.methods, cam_channels=config.cam_channels,
-        validation_fraction=config.validation_fraction, out=config.out, device=config.device,
-        precision=config.precision, workers=config.workers, seed=config.seed, progress=config.progress))
+    study = FactorStudy(config.factor_config(layer, methods=config.methods, out=config.out))
     mapper = study.mapper()
     rows = checked_images(study, config.images)
     faithful = faithfulness_rows(study, mapper, rows, config.methods)

@@ -6,8 +6,9 @@ normalized inside the breast mask and 0 outside it (tissue only: air and padding
 - Channel methods weight feature-map channels and upsample: FActOR's top-k aligned channels,
   ``k`` random channels, the mean of all channels, and one fixed channel (the box-supervised oracle).
 - Gradient methods go through the CLIP image tower with the cosine to the attribute's text
-  embedding as target: Grad-CAM at the feature layer (captum ``LayerGradCam``), Grad-CAM++ and
-  LayerCAM (pytorch-grad-cam), gScoreCAM (Score-CAM over the channels of largest gradient, the
+  embedding as target: Grad-CAM at the feature layer (captum ``LayerGradCam``), Grad-CAM++
+  (pytorch-grad-cam), LayerCAM (gradients down to the layer only; equal to pytorch-grad-cam's),
+  gScoreCAM (Score-CAM over the channels of largest gradient, the
   CAM designed for CLIP; pytorch-grad-cam's plumbing, our channel scoring) and Integrated Gradients
   on the pixels (captum, zero baseline, smoothed, since pixel maps are speckled).
 - The breast prior needs no model: the distance to the tissue's edge (a centre-of-breast prior).
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from captum.attr import IntegratedGradients, LayerGradCam
-from pytorch_grad_cam import GradCAMPlusPlus, LayerCAM
+from pytorch_grad_cam import GradCAMPlusPlus
 from pytorch_grad_cam.base_cam import BaseCAM
 from scipy.ndimage import distance_transform_edt, gaussian_filter
 from torch import nn
@@ -35,17 +36,19 @@ from models.device import module_device
 from models.training import eval_mode
 
 
-def normalize_in_mask(heatmaps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Min-max each ``(H, W)`` map to [0, 1] over its mask; 0 outside. A flat map becomes 0."""
-    out = torch.zeros_like(heatmaps, dtype=torch.float32)
-    for i, (heatmap, mask) in enumerate(zip(heatmaps.float(), masks)):
-        if not bool(mask.any()):
-            continue
-        values = heatmap[mask]
-        low, high = values.min(), values.max()
-        if high > low:
-            out[i][mask] = (values - low) / (high - low)
-    return out
+def normalize_in_mask(heatmaps: torch.Tensor, masks: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """Min-max each ``(H, W)`` map to [0, 1] over its mask; 0 outside. A flat map becomes 0.
+    Batched over ``chunk`` maps at a time: no per-image loop, which on a GPU would wait on the
+    device once per image, and no split-sized temporaries."""
+    return torch.cat([_normalize_chunk(heatmaps[i:i + chunk].float(), masks[i:i + chunk].bool())
+                      for i in range(0, len(heatmaps), chunk)]) if len(heatmaps) else heatmaps.float().clone()
+
+
+def _normalize_chunk(heatmaps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    low = torch.where(masks, heatmaps, torch.inf).amin(dim=(-2, -1), keepdim=True)
+    high = torch.where(masks, heatmaps, -torch.inf).amax(dim=(-2, -1), keepdim=True)
+    spread = high - low
+    return torch.where(masks & (spread > 0), (heatmaps - low) / torch.where(spread > 0, spread, 1.0), 0.0)
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -204,8 +207,40 @@ class GScoreCAM(BaseCAM):
         return weights
 
 
-CAM_METHODS: dict[str, Callable[..., BaseCAM]] = {
-    "gradcam_plus_plus": GradCAMPlusPlus, "layercam": LayerCAM, "gscorecam": GScoreCAM}
+CAM_METHODS: dict[str, Callable[..., BaseCAM]] = {"gradcam_plus_plus": GradCAMPlusPlus, "gscorecam": GScoreCAM}
+
+
+def layer_activations_and_gradients(target: nn.Module, layer: nn.Module, *inputs: torch.Tensor
+                                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``layer``'s output and the gradient of ``target(*inputs).sum()`` with respect to it, both
+    ``(N, C, h, w)``. The gradient is taken down to the layer only (``torch.autograd.grad``), not
+    through the layers below it or into the weights, which a full ``backward()`` would also do."""
+    seen: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda module, args, output: seen.append(output))
+    try:
+        with torch.enable_grad():
+            score = target(*inputs).sum()
+            gradients, = torch.autograd.grad(score, seen[-1])
+    finally:
+        handle.remove()
+    return seen[-1].detach(), gradients.detach()
+
+
+def layer_cam_maps(target: nn.Module, layer: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
+    """LayerCAM (Jiang et al., TIP 2021) at ``layer``'s resolution, not normalized:
+    ``ReLU(sum_c ReLU(dS/dA_c) * A_c)``, ``(N, h, w)``."""
+    activations, gradients = layer_activations_and_gradients(target, layer, *inputs)
+    return (gradients.clamp(min=0) * activations).sum(dim=1).clamp(min=0).float()
+
+
+def layer_cam(target: nn.Module, layer: nn.Module, images: Callable[[slice], torch.Tensor], n: int,
+              masks: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """LayerCAM upsampled bilinearly and normalized in the mask. Equal to pytorch-grad-cam's
+    ``LayerCAM`` (tested), at the cost of one forward and a backward down to ``layer`` where
+    pytorch-grad-cam backpropagates through the whole network."""
+    with eval_mode(target):
+        maps = _batched(target, images, n, batch_size, lambda x: layer_cam_maps(target, layer, x))
+    return normalize_in_mask(upsample(maps, tuple(masks.shape[1:])), masks)
 
 
 def library_cam(method: str, target: nn.Module, layer: nn.Module, images: Callable[[slice], torch.Tensor], n: int,

@@ -9,7 +9,8 @@ Conventions: exams are ``images`` ``(B, V, 1, H, W)`` in [0, 1] in the slot orde
 :data:`models.data.datasets.EXAM_VIEWS` (R-CC, L-CC, R-MLO, L-MLO) with a bool ``mask`` ``(B, V)``
 (False = missing view: never encoded, and every attribution of it is exactly 0).
 
-- **Per-view maps** (captum): Grad-CAM at the encoder's feature layer, Integrated Gradients on the
+- **Per-view maps** (captum): Grad-CAM at the encoder's feature layer, LayerCAM there (gradients
+  down to the layer, :func:`mammo_interp.heatmaps.layer_cam_maps`), Integrated Gradients on the
   pixels (black baseline, ``|attribution|`` smoothed), occlusion (coarse windows, zero fill). Maps of
   one exam are normalized **jointly** (one min-max over the breast masks of all present views, so a
   hot view stays hotter than a cold one) or per view (every view reaches 1: the view is arbitrary).
@@ -53,7 +54,7 @@ from tqdm.auto import tqdm
 
 from mammo_interp.boxes import BoxRule
 from mammo_interp.features import FeatureSet, breast_mask
-from mammo_interp.heatmaps import normalize_in_mask, upsample
+from mammo_interp.heatmaps import layer_cam_maps, normalize_in_mask, upsample
 from mammo_interp.localization import evaluate_methods, write_localization_table
 from mammo_interp.plotting import draw_boxes, heat_colorbar, heat_overlay, save_figure, styled
 from models.checkpoints import check_input_size, clip_from_checkpoint
@@ -74,8 +75,9 @@ from models.text import SIDE_WORDS, attribute_category, attribute_sentences, fin
 
 SLOTS = tuple(f"{side}-{view}" for side, view in EXAM_VIEWS)
 SIDES = ("R", "L")
-MAP_METHODS = ("gradcam", "integrated_gradients", "occlusion")
-MAP_NAMES = {"gradcam": "Grad-CAM", "integrated_gradients": "Integrated Gradients", "occlusion": "occlusion"}
+MAP_METHODS = ("gradcam", "layercam", "integrated_gradients", "occlusion")
+MAP_NAMES = {"gradcam": "Grad-CAM", "layercam": "LayerCAM", "integrated_gradients": "Integrated Gradients",
+             "occlusion": "occlusion"}
 ATTRIBUTION_NAMES = {"gradient_x_input": "gradient x input", "leave_one_out": "leave-one-view-out",
                      "shapley": "Shapley", "pooling_weight": "pooling weight"}
 EMPTY_VALUES = ("blank", "zero")
@@ -125,6 +127,16 @@ def view_grad_cam(target: ExamTarget, images: torch.Tensor, mask: torch.Tensor,
         maps = method.attribute(_grad_input(images), additional_forward_args=(mask,),
                                 relu_attributions=False)
     return _scatter(maps[:, 0].detach(), mask).float().cpu()
+
+
+def view_layer_cam(target: ExamTarget, images: torch.Tensor, mask: torch.Tensor,
+                   layer: nn.Module) -> torch.Tensor:
+    """LayerCAM ``(B, V, h, w)`` of the exam target at ``layer`` for each present view, unnormalized
+    (so that one exam's views can be normalized jointly; pytorch-grad-cam's LayerCAM normalizes
+    each map on its own); zeros where missing."""
+    with eval_mode(target):
+        maps = layer_cam_maps(target, layer, images, mask)
+    return _scatter(maps, mask).float().cpu()
 
 
 def view_averaged_cam(cams: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -290,8 +302,9 @@ class PerViewSaliency:
         device = module_device(self.model)
         exam = ExamTarget(self.model, target.to(device))
         images, mask = images.to(device), mask.to(device)
-        if self.method == "gradcam":
-            cams = view_grad_cam(exam, images, mask, self.layer).clamp(min=0)
+        if self.method in ("gradcam", "layercam"):
+            cam = view_grad_cam if self.method == "gradcam" else view_layer_cam
+            cams = cam(exam, images, mask, self.layer).clamp(min=0)
             raw = upsample(cams.flatten(0, 1), tuple(images.shape[-2:])).view(*mask.shape, *images.shape[-2:])
         elif self.method == "integrated_gradients":
             raw = view_integrated_gradients(exam, images, mask, self.steps)
@@ -515,6 +528,8 @@ class SaliencyStudy:
         size = tuple(masks.shape[1:])
         cams = view_grad_cam(self.target, images, mask, self.layer_module)[0]
         raw = {"gradcam": upsample(cams.clamp(min=0), size)}
+        if "layercam" in config.methods:
+            raw["layercam"] = upsample(view_layer_cam(self.target, images, mask, self.layer_module)[0], size)
         if "integrated_gradients" in config.methods:
             raw["integrated_gradients"] = view_integrated_gradients(
                 self.target, images, mask, config.ig_steps, config.ig_batch)[0]

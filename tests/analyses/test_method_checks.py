@@ -42,3 +42,14 @@ def test_images_and_methods_are_checked_while_parsing(capsys):
         with pytest.raises(SystemExit) as stop:
             method_checks.main(argv)
         assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_summary_table_names_flat_maps_instead_of_printing_nan():
+    faithful = pd.DataFrame({"method": ["A", "A", "B", "B"], "deletion_auc": [0.2, 0.4, 0.3, 0.3],
+                             "insertion_auc": [0.5, 0.7, 0.3, 0.4], "difference": [0.3, 0.3, 0.0, 0.1]})
+    verdict = pd.DataFrame({"method": ["A", "B"], "spearman": [float("nan"), 0.61], "ssim": [0.4, 0.9],
+                            "passes": [True, False]})
+    table = method_checks.summary_table(faithful, verdict, n_boot=20, seed=0).set_index("method")
+    assert table.loc["A", "Spearman, all randomized"] == "flat maps" and table.loc["A", "randomization check"] == "passes"
+    assert table.loc["B", "Spearman, all randomized"] == "0.61" and table.loc["B", "randomization check"] == "FAILS"
+    assert table.loc["A", "insertion - deletion"].startswith("0.300")

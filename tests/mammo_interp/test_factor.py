@@ -154,6 +154,47 @@ def test_features_and_mapper_leave_the_encoder_untouched(tiny_masses, tiny_check
     assert torch.equal(restored.maps, features.maps) and restored.image_ids == features.image_ids
 
 
+def test_box_methods_from_raw_images_match_the_study_heatmaps(tiny_masses, tiny_checkpoint, cache):
+    """What box_speed times (methods from raw images) is what the tables score (cached features)."""
+    config = factor.FactorConfig(data=str(tiny_masses), checkpoint=str(tiny_checkpoint), image_size=(128, 80),
+                                 out=str(cache / "runs"), progress=False,
+                                 mapper=factor.MapperConfig(epochs=1), **TINY_SPLIT)
+    study = factor.FactorStudy(config)
+    mapper = study.mapper()
+    methods = ("factor", "mean_channels", "random_channels", "gradcam", "layercam", "breast_prior")
+    expected = dict(study.method_heatmaps(mapper, "test", methods, rows=range(4)))
+    images = torch.stack([study.dataset("test")[i]["image"] for i in range(4)])
+    masks = study.features("test").masks[:4]
+    for method, heatmaps in study.box_methods(mapper, methods).items():
+        torch.testing.assert_close(heatmaps(images, masks).cpu(), expected[factor.METHOD_NAMES[method]],
+                                   atol=2e-3, rtol=0, msg=method)
+    with pytest.raises(ValueError, match="'supervised_reference' is not timed"):
+        study.box_methods(mapper, ("supervised_reference",))
+    speed = study.time_prediction(mapper, "layercam", max_images=4, repeats=1)
+    assert (speed["method"], speed["layer"], speed["images"]) == ("layercam", "head", 4) and speed["ratio"] > 0
+
+
+def test_time_box_prediction_charges_the_method_and_draws_every_box(monkeypatch):
+    drawn, batches = [], []
+
+    def slow_heatmaps(images, masks):
+        batches.append(len(images))
+        time.sleep(0.05)
+        return torch.rand(len(images), *masks.shape[1:])
+
+    monkeypatch.setattr(factor.BoxRule, "boxes", lambda self, heatmap, mask: drawn.append(heatmap.shape))
+    encoder = torch.nn.Conv2d(1, 2, 3)
+    speed = factor.time_box_prediction(encoder, slow_heatmaps, torch.rand(10, 1, 16, 8),
+                                       torch.ones(10, 16, 8, dtype=torch.bool), factor.BoxRule(), batch_size=4,
+                                       repeats=2)
+    assert batches == [4] + [4, 4, 2] * 4  # one warm-up batch, then per repeat: heatmaps alone, with boxes
+    assert drawn == [(16, 8)] * 20
+    assert speed["boxes_s"] >= 3 * 0.05 and speed["ratio"] == pytest.approx(speed["boxes_s"] / speed["bare_forward_s"])
+    assert speed["heatmaps_s"] >= 3 * 0.05
+    assert speed["heatmaps_ratio"] == pytest.approx(speed["heatmaps_s"] / speed["bare_forward_s"])
+    assert speed["boxes_images_per_s"] == pytest.approx(10 / speed["boxes_s"])
+
+
 def test_breast_mask_excludes_air():
     image = torch.zeros(20, 20)
     image[:, :8] = 0.6

@@ -19,6 +19,20 @@ def test_normalize_in_mask_scales_inside_and_zeroes_outside():
     assert float(flat.abs().sum()) == 0.0
 
 
+def test_normalize_in_mask_matches_a_per_image_numpy_loop_across_chunks():
+    generator = torch.Generator().manual_seed(0)
+    heat = torch.randn(7, 5, 6, generator=generator)
+    masks = torch.rand(7, 5, 6, generator=generator) > 0.4
+    masks[2] = False            # no tissue: all 0
+    heat[3] = 2.0               # flat map: all 0
+    expected = np.zeros((7, 5, 6), np.float32)
+    for i, (h, m) in enumerate(zip(heat.numpy(), masks.numpy())):
+        if m.any() and np.ptp(h[m]) > 0:
+            expected[i][m] = (h[m] - h[m].min()) / np.ptp(h[m])
+    np.testing.assert_allclose(hm.normalize_in_mask(heat, masks, chunk=3).numpy(), expected, atol=1e-6)
+    assert hm.normalize_in_mask(heat[:0], masks[:0]).shape == (0, 5, 6)
+
+
 def test_channel_heatmaps_is_the_weighted_sum_upsampled():
     maps = torch.zeros(1, 3, 2, 2)
     maps[0, 0, 0, 0] = 1.0  # top-left
@@ -114,15 +128,21 @@ def _activations_and_gradients(tower: _Tower, text: torch.Tensor, images: torch.
     return acts.detach(), grads
 
 
-def test_layercam_matches_a_hand_written_layercam():
+def test_layercam_is_pytorch_grad_cams_layercam_and_the_formula():
+    from pytorch_grad_cam import LayerCAM
+
     tower, text = _StridedTower(), torch.tensor([0.5, 1.0, -0.3])
     images, masks = torch.rand(3, 1, 8, 8), torch.ones(3, 8, 8, dtype=torch.bool)
-    ours = hm.library_cam("layercam", hm.SimilarityTarget(tower, text), tower.features, lambda part: images[part],
-                          3, masks, batch_size=2)
-    acts, grads = _activations_and_gradients(tower, text, images)
-    cam = torch.relu((torch.relu(grads) * acts).sum(dim=1))
-    expected = hm.normalize_in_mask(hm.upsample(cam, (8, 8)), masks)
+    target = hm.SimilarityTarget(tower, text)
+    ours = hm.layer_cam(target, tower.features, lambda part: images[part], 3, masks, batch_size=2)
+    assert all(p.grad is None for p in tower.parameters())  # no backward into the weights
+    library = LayerCAM(model=target, target_layers=[tower.features])
+    expected = hm.normalize_in_mask(torch.from_numpy(library(input_tensor=images, targets=[hm._score] * 3)), masks)
+    library.activations_and_grads.release()
     assert torch.allclose(ours, expected, atol=1e-4)
+    acts, grads = _activations_and_gradients(tower, text, images)
+    by_hand = hm.normalize_in_mask(hm.upsample(torch.relu((torch.relu(grads) * acts).sum(dim=1)), (8, 8)), masks)
+    assert torch.allclose(ours, by_hand, atol=1e-5)
 
 
 def test_gscorecam_over_every_channel_is_pytorch_grad_cams_score_cam():

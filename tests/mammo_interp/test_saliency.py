@@ -141,6 +141,8 @@ def test_missing_view_gets_exactly_zero_from_every_method(pooling):
     missing = ~mask
     cams = saliency.view_grad_cam(target, images, mask, target.model.clip.image_encoder.feature_module())
     assert (cams[missing] == 0).all() and cams[mask].abs().sum() > 0
+    layer_cams = saliency.view_layer_cam(target, images, mask, target.model.clip.image_encoder.feature_module())
+    assert (layer_cams[missing] == 0).all() and layer_cams.shape == cams.shape
     ig = saliency.view_integrated_gradients(target, images, mask, steps=3)
     occlusion = saliency.view_occlusion(target, images, mask, window=16, stride=16)
     for maps in (ig, occlusion):
@@ -183,6 +185,34 @@ def test_planted_view_gets_the_largest_attribution(toy):
     assert averaged.shape == (len(images), SIZE, SIZE)
 
 
+def test_layercam_of_a_one_view_exam_is_pytorch_grad_cams_layercam_of_that_image(toy):
+    """With one present view, mean pooling is that view's features, so the exam target is an image
+    model and the per-view LayerCAM must equal the library's LayerCAM of the image."""
+    from pytorch_grad_cam import LayerCAM
+
+    from mammo_interp.heatmaps import normalize_in_mask, upsample
+
+    class ImageTarget(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.clip = toy.model.clip
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return self.clip.project_image_features(self.clip.image_encoder(images)) @ toy.text_embedding
+
+    images = _exams(6, torch.Generator().manual_seed(5))[0]
+    mask = torch.zeros(6, 4, dtype=torch.bool)
+    mask[:, 1] = True
+    layer = toy.model.clip.image_encoder.feature_module()
+    per_view = saliency.view_layer_cam(toy, images, mask, layer)[:, 1]
+    whole = torch.ones(6, SIZE, SIZE, dtype=torch.bool)
+    library = LayerCAM(model=ImageTarget().eval(), target_layers=[layer])
+    expected = library(input_tensor=images[:, 1], targets=[lambda output: output] * 6)
+    library.activations_and_grads.release()
+    assert torch.allclose(normalize_in_mask(upsample(per_view, (SIZE, SIZE)), whole),
+                          normalize_in_mask(torch.from_numpy(expected), whole), atol=1e-4)
+
+
 def test_top_index_breaks_ties_at_random_and_skips_nan():
     rng = np.random.default_rng(0)
     assert saliency.top_index(np.array([0.1, math.nan, 0.3, 0.2]), rng) == 2
@@ -203,7 +233,7 @@ def test_cli_exam_figure_and_evaluation_on_a_tiny_dataset(tiny_masses, tiny_chec
     table = pd.read_csv(tiny_masses / "finding_annotations.csv")
     with_mass = table["finding_categories"].str.contains("Mass") & (table["split"] == "test")
     study = str(table.loc[with_mass, "study_id"].iloc[0])
-    result = saliency.main(["--exam", study, "--evaluate", *args])
+    result = saliency.main(["--exam", study, "--evaluate", "--methods", "gradcam", "layercam", *args])
     exam = result["exam"]
     assert list(exam["views"]["slot"]) == list(saliency.SLOTS)
     for suffix in (".png", ".pdf", "_views.csv"):
@@ -214,7 +244,7 @@ def test_cli_exam_figure_and_evaluation_on_a_tiny_dataset(tiny_masses, tiny_chec
         for suffix in (".md", ".csv", ".tex"):
             assert (cache / "reports" / f"mass_{name}{suffix}").is_file()
     localization = pd.read_csv(cache / "reports" / "mass_localization.csv")
-    assert saliency.AVERAGED in set(localization["method"])
+    assert {saliency.AVERAGED, "LayerCAM per view, joint norm"} <= set(localization["method"])
     assert {"IoU-hit@0.25", "AP@0.25", "AP@0.5", "pointing game"} <= set(localization.columns)
     views = pd.read_csv(cache / "reports" / "mass_views.csv")
     assert (views.loc[~views["present"], "Shapley"].isna()).all()
@@ -239,12 +269,13 @@ def test_exam_model_restores_trained_attention_pooling_and_refuses_untrained(tmp
         saliency.exam_model(load_checkpoint(bare), str(bare))
 
 
-def test_per_view_saliency_class_finds_the_planted_view_and_spot(toy):
+@pytest.mark.parametrize("method", ["gradcam", "layercam"])
+def test_per_view_saliency_class_finds_the_planted_view_and_spot(toy, method):
     """The public class on a user's exam model: maps peak in the blob's view and inside the blob,
     Shapley picks that view, a missing view is 0 everywhere."""
     images, label, view = _exams(16, torch.Generator().manual_seed(4))
     images, view = images[label.bool()], view[label.bool()]
-    explain = saliency.PerViewSaliency(toy.model, toy.model.clip.image_encoder.feature_module())
+    explain = saliency.PerViewSaliency(toy.model, toy.model.clip.image_encoder.feature_module(), method)
     masks = torch.ones(len(images), 4, SIZE, SIZE, dtype=torch.bool)
     maps = explain.attribute(images, toy.text_embedding, masks=masks)
     assert maps.shape == (len(images), 4, SIZE, SIZE) and maps.min() >= 0 and maps.max() <= 1

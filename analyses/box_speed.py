@@ -1,0 +1,95 @@
+"""What boxes cost: ``python -m analyses.box_speed [--layers head blocks.4] [--device cuda]``.
+
+For each localization method of ``mammo_interp.factor`` at each feature layer it times box
+prediction from raw images (the method's heatmaps, then the heatmap→box rule on the CPU, as in use)
+and its heatmaps alone, against a bare forward of the full image backbone on the same first
+``--images`` test images (:func:`mammo_interp.factor.time_box_prediction`, best of ``--repeats``,
+the three interleaved).
+Issue 19's budget for FActOR is at most 1.2 bare forwards. FActOR's channel weightings (top-k,
+soft weights) and mapper scalings cost the same (one dense weighted sum over all channels), so one
+FActOR row per layer stands for every variant. Writes ``REPORT_DIR/speed_<device type>``
+(.md/.csv/.tex).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import models  # noqa: F401  (runtime set-up first)
+import pandas as pd
+
+from analyses.bench import machine
+from analyses.layer_study import LayerStudyOptions
+from mammo_interp.factor import METHOD_NAMES, FactorStudy, check_methods
+from models.cli import check_output_folders, parse_config, run_main
+from models.device import resolve_device
+from models.report_tables import write_table
+
+METHODS = ("factor", "mean_channels", "gradcam", "gradcam_plus_plus", "layercam", "gscorecam",
+           "integrated_gradients")
+BUDGET = 1.2
+
+
+@dataclass(frozen=True)
+class BoxSpeedConfig(LayerStudyOptions):
+    """Which methods are timed, on how many images."""
+
+    methods: tuple[str, ...] = field(default=METHODS, metadata={
+        "help": "methods of mammo_interp.factor (not the supervised reference)"})
+    images: int = field(default=64, metadata={"help": "first test images, timed"})
+    batch_size: int = field(default=32, metadata={"help": "images per forward pass"})
+    repeats: int = field(default=2, metadata={"help": "timings per method; the best is kept"})
+    out: str = field(default="runs/factor", metadata={
+        "help": "FActOR's folder, where the mapper of each layer is found or trained"})
+    report_dir: str = field(default="reports/localization", metadata={"help": "where the table goes"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_methods(self.methods)
+        if "supervised_reference" in self.methods:
+            raise ValueError("--methods: the supervised reference is a ceiling row, not timed")
+        if min(self.images, self.batch_size, self.repeats) < 1:
+            raise ValueError(f"--images, --batch-size and --repeats must be at least 1, got "
+                             f"{self.images}, {self.batch_size}, {self.repeats}")
+
+
+def time_layer(config: BoxSpeedConfig, layer: str) -> list[dict]:
+    """One row per method at ``layer``: its boxes and the bare forward, both in images per second."""
+    study = FactorStudy(config.factor_config(layer, out=config.out, batch_size=config.batch_size))
+    mapper = study.mapper()
+    rows = []
+    for method in config.methods:
+        speed = study.time_prediction(mapper, method, config.images, config.repeats)
+        rows.append({"layer": layer, "method": METHOD_NAMES[method], "images": speed["images"],
+                     "boxes, images/s": speed["boxes_images_per_s"],
+                     "bare forward, images/s": speed["bare_images_per_s"],
+                     "heatmaps / bare forward": speed["heatmaps_ratio"],
+                     "boxes / bare forward": speed["ratio"],
+                     f"within {BUDGET}x": "yes" if speed["ratio"] <= BUDGET else "no"})
+        print(f"{layer} {METHOD_NAMES[method]}: {speed['boxes_images_per_s']:.1f} images/s, "
+              f"{speed['ratio']:.2f}x a bare forward", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    prog = "python -m analyses.box_speed"
+    config = parse_config(BoxSpeedConfig, argv, prog,
+                          "Seconds for boxes from raw images by each localization method, against a bare "
+                          "backbone forward of the same images (issue 19's budget for FActOR: 1.2x).")
+    check_output_folders(config, prog)
+    device = resolve_device(config.device)
+    frame = pd.DataFrame([row for layer in config.layers for row in time_layer(config, layer)])
+    shown = frame.assign(**{column: frame[column].map(lambda v: f"{v:.2f}" if v < 10 else f"{v:,.0f}")
+                            for column in ("boxes, images/s", "bare forward, images/s", "heatmaps / bare forward",
+                                           "boxes / bare forward")})
+    caption = (f"Box prediction from raw images ({config.attribute}; heatmaps, then boxes on the CPU), and the "
+               f"heatmaps alone, against a bare forward of the image backbone, best of {config.repeats} timings on the first {config.images} "
+               f"test images, batches of {config.batch_size}; {machine()}, device {device}, precision "
+               f"{config.precision}. FActOR's channel weightings and mapper scalings cost the same.")
+    return write_table(shown, Path(config.report_dir) / f"speed_{device.type}", caption,
+                       f"tab:box-speed-{device.type}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,53 @@
+"""The options every per-layer localization analysis shares: which FActOR study it runs on.
+
+``analyses.factor_variants``, ``analyses.method_checks`` and ``analyses.box_speed`` each run one
+:class:`mammo_interp.factor.FactorStudy` per feature layer; their configs extend
+:class:`LayerStudyOptions` with what is their own and build each layer's study with
+:meth:`LayerStudyOptions.factor_config`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mammo_interp.factor import FactorConfig
+from models.checkpoints import check_input_size
+from models.data.reading import ReadOptions, read_options_field
+from models.device import check_spelling, device_field, precision_field, workers_field
+
+
+@dataclass(frozen=True)
+class LayerStudyOptions:
+    """Model, data and layers of the studies; FActOR's defaults for everything else."""
+
+    attribute: str = field(default="mass", metadata={"help": "finding category, as for mammo_interp.factor"})
+    layers: tuple[str, ...] = field(default=("head", "blocks.4"), metadata={"help": "feature layers"})
+    checkpoint: str | None = field(default=None, metadata={"help": "CLIP checkpoint; default: the shipped model"})
+    data: str | None = field(default=None, metadata={"help": "dataset folder; default: the synthetic set"})
+    reading: ReadOptions = read_options_field()
+    image_size: tuple[int, ...] = field(default=(), metadata={
+        "help": "input H W; default: the checkpoint's pretraining size"})
+    cam_channels: int = field(default=16, metadata={
+        "help": "gScoreCAM: channels of largest gradient it scores (one forward per image each)"})
+    validation_fraction: float = field(default=0.1, metadata={
+        "help": "training studies held out (mapper, oracle channel, choices)"})
+    device: str = device_field()
+    precision: str = precision_field()
+    workers: int = workers_field()
+    seed: int = field(default=0, metadata={"help": "random seed (splits, random channels, bootstrap)"})
+    progress: bool = field(default=True, metadata={"help": "progress bars"})
+
+    def __post_init__(self) -> None:
+        check_input_size(self.image_size)
+        check_spelling(self.device, self.precision, self.workers)
+        if not self.layers:
+            raise ValueError("give at least one layer")
+
+    def factor_config(self, layer: str, **changes: Any) -> FactorConfig:
+        """The FActOR study of ``layer`` with these options and ``changes`` (its other settings)."""
+        return FactorConfig(attribute=self.attribute, checkpoint=self.checkpoint, data=self.data,
+                            reading=self.reading, layer=layer, image_size=self.image_size,
+                            cam_channels=self.cam_channels, validation_fraction=self.validation_fraction,
+                            device=self.device, precision=self.precision, workers=self.workers, seed=self.seed,
+                            progress=self.progress, **changes)
