@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -663,7 +664,8 @@ def identification_results(explained: Sequence[ExamExplanation], category_index:
                            seed: int = 0) -> tuple[dict[str, dict[str, Estimate]], list[int]]:
     """Per method: share of exams (finding in exactly one breast) whose top view carries a box of the
     category, and whose top breast (the top view's side; per-breast prediction: its own argmax) is
-    the lesion side. Ties are broken at random (seeded), so one map for all views scores chance.
+    the lesion side. Ties are broken at random, seeded by ``seed`` and the method's name (so a
+    method's share does not depend on which others ran), so one map for all views scores chance.
     Also the chance row: a uniformly random present view."""
     sides = np.array([side for side, _ in EXAM_VIEWS])
     eligible = [i for i, e in enumerate(explained)
@@ -672,8 +674,8 @@ def identification_results(explained: Sequence[ExamExplanation], category_index:
         return {}, eligible
     names = [*explained[eligible[0]].views, "per-breast prediction"]
     results: dict[str, dict[str, Estimate]] = {}
-    for k, name in enumerate(names):
-        rng = np.random.default_rng([seed, k])
+    for name in names:
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])  # a method's ties: whatever else ran
         views_ok, breasts_ok = [], []
         for i in eligible:
             e = explained[i]

@@ -91,14 +91,25 @@ def checkpoints(config: Any) -> dict[str, Any]:
 
 def written_summary(paths: list[Path]) -> list[str]:
     """One line per folder a command wrote into: its files, those sharing a stem grouped as
-    ``stem.{csv,md,tex}``; cache folders only counted."""
+    ``stem.{csv,md,tex}``; the cache only counted, one line per cache kind (``<cache>/preprocessed``
+    spreads its files over hundreds of hashed subfolders)."""
     folders: dict[str, list[Path]] = {}
+    cached: dict[str, set[str]] = {}
     for path in dict.fromkeys(Path(p).absolute() for p in paths):
-        folders.setdefault(portable(str(path.parent)), []).append(path)
+        parent = portable(str(path.parent))
+        if parent.startswith("<cache>/"):
+            kind = "/".join(parent.split("/")[:2])
+            cached.setdefault(kind, set())
+            folders.setdefault(kind, []).append(path)
+            if parent != kind:
+                cached[kind].add(parent)
+        else:
+            folders.setdefault(parent, []).append(path)
     lines = []
     for folder, files in folders.items():
-        if folder.startswith("<cache>"):
-            lines.append(f"{folder}/: {len(files)} cached file{'s' * (len(files) != 1)}")
+        if folder in cached:
+            inside = f" in {len(cached[folder])} subfolders" if cached[folder] else ""
+            lines.append(f"{folder}/: {len(files)} cached file{'s' * (len(files) != 1)}{inside}")
             continue
         stems: dict[str, list[str]] = {}
         for path in files:

@@ -263,11 +263,14 @@ def test_run_main_says_where_it_wrote(capsys, tmp_path, monkeypatch):
         save_json(tmp_path / "reports" / "summary.json", {})
         save_json(tmp_path / "cache" / "features" / "a1.json", {})
         save_json(tmp_path / "cache" / "features" / "b2.json", {})
+        for name in ("3b/a.json", "c4/a.json", "c4/b.json"):  # hashed subfolders of one cache kind
+            save_json(tmp_path / "cache" / "preprocessed" / name, {})
 
     assert _exit_of(writes).code == 0
     lines = capsys.readouterr().err.strip().splitlines()
     assert [line.split(": wrote ", 1)[1] for line in lines] == [
-        "reports/: mass_head.{csv,md,tex}, summary.json", "<cache>/features/: 2 cached files"]
+        "reports/: mass_head.{csv,md,tex}, summary.json", "<cache>/features/: 2 cached files",
+        "<cache>/preprocessed/: 3 cached files in 2 subfolders"]
     atomic_write(tmp_path / "after.txt", lambda s: s.write(b"x"))  # outside an entry point: not recorded
     assert _exit_of(lambda: 0).code == 0 and capsys.readouterr().err == ""
 

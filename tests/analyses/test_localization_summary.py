@@ -25,14 +25,18 @@ def test_methods_are_joined_by_name_and_only_studies_with_both_tables_count(tmp_
     _write(tmp_path / "checks", "mass_blocks4.csv", checks)
     _write(tmp_path / "checks", "mass_blocks4_faithfulness_long.csv", pd.DataFrame({"x": [1]}))
     _write(tmp_path / "checks", "mass_head.csv", checks)  # no variants table for head: left out
+    speed = pd.DataFrame({"layer": ["blocks.4", "blocks.4", "head"], "method": ["FActOR top-k", "LayerCAM", "LayerCAM"],
+                          "boxes / bare forward": ["0.96", "1.61", "1.23"]})
+    _write(tmp_path, "speed_cpu.csv", speed)
     table = summary.main(["--variants-dir", str(tmp_path / "variants"), "--checks-dir", str(tmp_path / "checks"),
-                          "--report-dir", str(tmp_path / "out")])
+                          "--report-dir", str(tmp_path / "out"), "--speed-table", str(tmp_path / "speed_cpu.csv")])
     assert list(table["method"]) == [PUBLISHED, "LayerCAM", "Integrated Gradients"]
     assert set(table["layer"]) == {"blocks.4"} and set(table["attribute"]) == {"mass"}
     rows = table.set_index("method")
     assert rows.loc[PUBLISHED, "insertion - deletion"] == "0.01" and rows.loc["LayerCAM", "IoU-hit@0.25"] == "0.6"
     assert rows.loc["Integrated Gradients", "IoU-hit@0.25"] == "" and rows.loc["Integrated Gradients",
                                                                                 "randomization check"] == "FAILS"
+    assert list(rows[summary.COST_COLUMN]) == ["0.96", "1.61", ""]  # FActOR variants cost FActOR top-k's
     assert (tmp_path / "out" / "summary.md").is_file() and (tmp_path / "out" / "summary.tex").is_file()
 
 

@@ -139,3 +139,18 @@ def test_embedding_figures_order_their_legends():
                                    "t-SNE dimension 1 against zero-shot P(malignant)")
     _assert_no_overlaps(probability)
     plt.close("all")
+
+
+def test_randomization_figure_with_every_method_and_stage():
+    from mammo_interp.sanity import plot_randomization
+
+    methods = ["FActOR top-k", "mean of channels", "random k channels", "oracle channel (val boxes)", "Grad-CAM",
+               "Grad-CAM++", "LayerCAM", "gScoreCAM", "Integrated Gradients", "breast prior"]
+    stages = ["image_projection", "bn2", "conv_head", *[f"blocks.{b}" for b in range(6, -1, -1)], "bn1", "conv_stem"]
+    rng = np.random.default_rng(0)
+    long = pd.DataFrame([{"method": m, "depth": d, "image": i, "spearman": rng.uniform(-0.2, 1.0), "ssim": 0.5}
+                         for m in methods for d in range(1, len(stages) + 1) for i in range(3)])
+    examples = {m: [rng.random((64, 40)) for _ in range(len(stages) + 1)] for m in methods}
+    fig = plot_randomization(long, examples, _breast(), stages, "mass maps as the image side is randomized")
+    _assert_no_overlaps(fig)
+    plt.close(fig)
