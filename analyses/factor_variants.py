@@ -31,14 +31,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from analyses.layer_study import LayerStudyOptions
+from analyses.layer_study import LayerStudyOptions, per_layer_main
 from mammo_interp import heatmaps as hm
 from mammo_interp.boxes import BoxRule
 from mammo_interp.factor import METHOD_NAMES, FactorConfig, FactorStudy, check_methods
 from mammo_interp.features import FeatureSet
 from mammo_interp.localization import evaluate_methods, write_localization_table
 from mammo_interp.mapper import STANDARDIZATIONS, MapperConfig
-from models.cli import check_output_folders, parse_config, run_main
+from models.cli import run_main
 from models.data.sources import TEST, VALIDATION
 from models.io import atomic_write
 
@@ -178,12 +178,10 @@ def run_layer(config: FactorVariantsConfig, layer: str) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    prog = "python -m analyses.factor_variants"
-    config = parse_config(FactorVariantsConfig, argv, prog,
+    return per_layer_main(FactorVariantsConfig, argv, "python -m analyses.factor_variants",
                           "Published FActOR beside its variants (mapper input scaling, channel weighting, "
-                          "box quantile) and the baselines, every setting chosen on the validation split.")
-    check_output_folders(config, prog)
-    return [path for layer in config.layers for path in run_layer(config, layer)]
+                          "box quantile) and the baselines, every setting chosen on the validation split.",
+                          run_layer)
 
 
 if __name__ == "__main__":

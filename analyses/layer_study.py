@@ -3,16 +3,20 @@
 ``analyses.factor_variants``, ``analyses.method_checks`` and ``analyses.box_speed`` each run one
 :class:`mammo_interp.factor.FactorStudy` per feature layer; their configs extend
 :class:`LayerStudyOptions` with what is their own and build each layer's study with
-:meth:`LayerStudyOptions.factor_config`.
+:meth:`LayerStudyOptions.factor_config`; :func:`per_layer_main` is the command line of those whose
+layers each write their own files.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from mammo_interp.factor import FactorConfig
 from models.checkpoints import check_input_size
+from models.cli import check_output_folders, parse_config
 from models.data.reading import ReadOptions, read_options_field
 from models.device import check_spelling, device_field, precision_field, workers_field
 
@@ -51,3 +55,15 @@ class LayerStudyOptions:
                             cam_channels=self.cam_channels, validation_fraction=self.validation_fraction,
                             device=self.device, precision=self.precision, workers=self.workers, seed=self.seed,
                             progress=self.progress, **changes)
+
+
+Options = TypeVar("Options", bound=LayerStudyOptions)
+
+
+def per_layer_main(cls: type[Options], argv: list[str] | None, prog: str, description: str,
+                   run_layer: Callable[[Options, str], list[Path]]) -> list[Path]:
+    """Parse ``cls`` from ``argv``, check its output folders, then ``run_layer`` each of its layers
+    in turn; returns every file written."""
+    config = parse_config(cls, argv, prog, description)
+    check_output_folders(config, prog)
+    return [path for layer in config.layers for path in run_layer(config, layer)]

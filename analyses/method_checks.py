@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analyses.layer_study import LayerStudyOptions
+from analyses.layer_study import LayerStudyOptions, per_layer_main
 from mammo_interp import heatmaps as hm
 from mammo_interp.factor import FactorStudy, check_methods
 from mammo_interp.faithfulness import BLUR_SIGMA, perturbation_curves
@@ -31,7 +31,7 @@ from mammo_interp.mapper import ChannelMapper
 from mammo_interp.plotting import save_figure
 from mammo_interp.sanity import (FAIL_SPEARMAN, cascading_randomization, plot_randomization,
                                  randomization_stages, randomization_verdict)
-from models.cli import check_output_folders, parse_config, run_main
+from models.cli import run_main
 from models.data.sources import TEST
 from models.device import module_device
 from models.io import atomic_write
@@ -145,12 +145,10 @@ def run_layer(config: MethodChecksConfig, layer: str) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    prog = "python -m analyses.method_checks"
-    config = parse_config(MethodChecksConfig, argv, prog,
+    return per_layer_main(MethodChecksConfig, argv, "python -m analyses.method_checks",
                           "Faithfulness (deletion/insertion) and the model-randomization sanity check (Adebayo et "
-                          "al. 2018) of every localization method, on the first test images with the finding.")
-    check_output_folders(config, prog)
-    return [path for layer in config.layers for path in run_layer(config, layer)]
+                          "al. 2018) of every localization method, on the first test images with the finding.",
+                          run_layer)
 
 
 if __name__ == "__main__":
