@@ -28,6 +28,7 @@ from models.allocator import peak_rss_mb
 from models.cli import check_output_folders, parse_config, run_main
 from models.io import save_json
 from models.report_tables import write_table
+from models.run_record import portable
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     stem = Path(config.report_dir) / "bench"
     caption = f"Benchmarks on {machine()}; each case in a fresh process; ratios measured back to back."
     write_table(shown, stem, caption=caption, label="tab:bench")
-    save_json(stem.with_suffix(".json"), {"machine": machine(), "config": asdict(config),
+    save_json(stem.with_suffix(".json"), {"machine": machine(), "config": portable(asdict(config)),
                                           "rows": frame.to_dict(orient="records")})
     print(shown.to_string(index=False))
     return frame

@@ -32,6 +32,7 @@ from models.cli import check_output_folders, parse_config, run_main
 from models.device import Precision, device_field, resolve_device, synchronize
 from models.io import save_json
 from models.report_tables import write_table
+from models.run_record import portable
 
 # name -> (timm encoder, input H, W, images per step on a GPU, on a CPU)
 ENCODERS: dict[str, tuple[str, int, int, int, int]] = {
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     stem = Path(config.report_dir) / device.type
     write_table(shown, stem, caption=f"Scale benchmark on {where}; each case in a fresh process; "
                                      f"{config.steps} timed steps after a warm-up.", label=f"tab:device-bench-{device.type}")
-    save_json(stem.with_suffix(".json"), {"machine": where, "config": asdict(config),
+    save_json(stem.with_suffix(".json"), {"machine": where, "config": portable(asdict(config)),
                                           "rows": frame.to_dict(orient="records")})
     print(shown.to_string(index=False))
     return frame

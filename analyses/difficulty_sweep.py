@@ -27,6 +27,7 @@ from models.io import save_json
 from models.metrics import Estimate
 from models.reference import ReferenceConfig, evaluate_reference, selection_column, train_reference
 from models.report_tables import write_table
+from models.run_record import portable
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def sweep(config: DifficultySweepConfig) -> pd.DataFrame:
         f"validation mass AUROC >= {config.target:g}: {chosen if chosen is not None else 'none'}"),
         label="tab:difficulty-sweep")
     plot(rows, findings, config.target, stem)
-    save_json(stem.with_suffix(".json"), {"config": dataclasses.asdict(config), "chosen_difficulty": chosen,
+    save_json(stem.with_suffix(".json"), {"config": portable(dataclasses.asdict(config)), "chosen_difficulty": chosen,
                                           "rows": frame.to_dict(orient="records")})
     return frame
 

@@ -54,6 +54,7 @@ from models.encoders.image import LogSumExpPool
 from models.io import save_json, save_torch
 from models.metrics import Estimate, auroc, bootstrap
 from models.report_tables import ci_frame, ci_long_frame, write_table
+from models.run_record import portable
 from models.sampling import balanced_order, finding_targets
 from models.training import (MetricsHistory, channels_last, cosine_with_warmup, epoch_generator, optimizer_state,
                              restore_optimizer_state, seed_everything)
@@ -359,9 +360,9 @@ def reference_card(shipped: Path, config: ReferenceConfig, results: dict[str, Es
         data = embedded_data()
         check = {"check": {"synthetic": CHECK_SET.to_dict(), "auroc": finding_aurocs(shipped, check_set_table())}}
     else:
-        data, check = {"folder": str(config.data)}, {}
+        data, check = {"folder": portable(str(config.data))}, {}
     return {"model": "supervised reference (EfficientNet-Lite0, 1x1-conv finding head; image-level labels, no boxes)",
-            "reference_config": config.to_dict(), "data": data, "kept_epoch": int(kept["epoch"]) + 1,
+            "reference_config": portable(config.to_dict()), "data": data, "kept_epoch": int(kept["epoch"]) + 1,
             "epochs_trained": len(history),
             "validation": {k: float(v) for k, v in kept.items() if k.startswith("val_")},
             "test_auroc": {name: asdict(estimate) for name, estimate in results.items()}, **check,

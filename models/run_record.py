@@ -5,7 +5,7 @@ reads, so a committed report says where it came from without naming anyone's mac
 ``FOLDER/runs.json`` maps each command line that wrote into ``FOLDER`` to its record (two commands
 sharing a report folder, e.g. FActOR for masses and for calcifications, keep one entry each; running
 a command again replaces its entry). Paths are written relative to the working directory, or as
-``<cache>/...`` and ``~/...``.
+``<cache>/...``, ``~/...``, ``<tmp>/...`` and ``<outside>/parent/name`` (see ``portable``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import dataclasses
 import datetime
 import json
 import shlex
+import tempfile
 import typing
 from pathlib import Path
 from typing import Any
@@ -27,20 +28,26 @@ SHIPPED_CARD = Path(__file__).parent / "weights" / "default_clip.json"
 CHECKPOINT_FIELDS = ("checkpoint", "reference", "init_checkpoint")
 
 
-def portable(value: Any) -> Any:
-    """``value`` with absolute paths made machine-free (recursively through lists and dicts)."""
+def portable(value: Any, hide_outside: bool = True) -> Any:
+    """``value`` with absolute paths made machine-free (recursively through lists and dicts): under the
+    cache, the working directory, the home folder or the temp folder they become ``<cache>/...``,
+    relative, ``~/...`` or ``<tmp>/...``; anywhere else ``<outside>/`` and their last two parts
+    (``hide_outside=False`` keeps temp and outside paths as they are: messages to the user on their machine)."""
     if isinstance(value, dict):
-        return {key: portable(item) for key, item in value.items()}
+        return {key: portable(item, hide_outside) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [portable(item) for item in value]
+        return [portable(item, hide_outside) for item in value]
     if not isinstance(value, str) or not value.startswith("/"):
         return value
     path = Path(value)
-    for root, name in ((cache_dir(), "<cache>"), (Path.cwd(), None), (Path.home(), "~")):
+    roots = [(cache_dir(), "<cache>"), (Path.cwd(), None), (Path.home(), "~")]
+    if hide_outside:
+        roots.append((Path(tempfile.gettempdir()), "<tmp>"))
+    for root, name in roots:
         if path.is_relative_to(root):
             rest = path.relative_to(root)
             return str(rest) if name is None else f"{name}/{rest}"
-    return value
+    return str(Path("<outside>", *path.parts[-2:])) if hide_outside else value
 
 
 def command_line(config: Any, prog: str) -> str:
@@ -96,7 +103,7 @@ def written_summary(paths: list[Path]) -> list[str]:
     folders: dict[str, list[Path]] = {}
     cached: dict[str, set[str]] = {}
     for path in dict.fromkeys(Path(p).absolute() for p in paths):
-        parent = portable(str(path.parent))
+        parent = portable(str(path.parent), hide_outside=False)
         if parent.startswith("<cache>/"):
             kind = "/".join(parent.split("/")[:2])
             cached.setdefault(kind, set())

@@ -18,6 +18,7 @@ from models.augment import augment
 from models.cards import sha256
 from models.reference import (FindingClassifier, ReferenceConfig, evaluate_reference, load_reference, main,
                               read_reference, selection_column, train_reference)
+from models.run_record import portable
 from models.sampling import balanced_order, finding_targets
 
 
@@ -195,7 +196,7 @@ def test_ship_to_writes_an_fp16_reference_whose_card_matches_the_file(tiny_masse
     weights = shipped / reference_module.WEIGHTS_FILE
     card = json.loads((shipped / reference_module.CARD_FILE).read_text())
     assert card["sha256"] == sha256(weights) and card["bytes"] == weights.stat().st_size
-    assert card["data"] == {"folder": str(tiny_masses)} and card["kept_epoch"] == 1
+    assert card["data"] == {"folder": portable(str(tiny_masses))} and card["kept_epoch"] == 1
     assert weights.stat().st_size < 0.6 * (out / "best.pt").stat().st_size  # fp16, no optimizer state
     floats = [v for v in read_reference(weights)["model"].values() if v.is_floating_point()]
     assert floats and all(v.dtype == torch.float16 for v in floats)

@@ -4,7 +4,9 @@ commands sharing a folder keep one entry each, checkpoints are fingerprinted."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +41,29 @@ def test_paths_are_written_without_the_machine(tmp_path, monkeypatch):
     assert portable(str(tmp_path / "runs" / "x")) == "runs/x"
     assert portable({"a": [str(tmp_path / "cache" / "features")]}) == {"a": ["<cache>/features"]}
     assert portable("relative/path") == "relative/path" and portable(3) == 3
+    elsewhere = "/srv/data/runs/factor_variants/global"  # under no root: only its last two parts say what it was
+    assert portable(elsewhere) == "<outside>/factor_variants/global"
+    assert portable(elsewhere, hide_outside=False) == elsewhere
+
+
+def test_temp_paths_are_named_by_the_temp_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAMMO_INTERP_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "temp"))
+    assert portable(str(tmp_path / "temp" / "speed_syn")) == "<tmp>/speed_syn"
+    assert portable(str(tmp_path / "temp" / "speed_syn"), hide_outside=False) == str(tmp_path / "temp" / "speed_syn")
+    assert portable(str(tmp_path / "work" / "runs")) == "runs"  # the working directory first
+
+
+def test_no_committed_report_names_a_machine_path():
+    """Every file under reports/ and the shipped cards: a path of the author's machine tells a reader nothing."""
+    root = Path(__file__).resolve().parents[2]
+    files = [p for folder in ("reports", "models/weights", "mammo_interp/weights") for p in (root / folder).rglob("*")
+             if p.suffix in {".json", ".md", ".csv", ".tex"}]
+    machine = re.compile(r"(?<![\w.<>~-])/(tmp|root|home|work|Users|private|var|srv|mnt)/")
+    found = [f"{p.relative_to(root)}: {m.group(0)}" for p in files for m in machine.finditer(p.read_text(errors="ignore"))]
+    assert len(files) > 50 and found == []
 
 
 def test_commands_sharing_a_folder_keep_one_entry_each(tmp_path, monkeypatch):
