@@ -19,7 +19,9 @@ from pathlib import Path
 import models  # noqa: F401  (runtime set-up first)
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
 
+from mammo_interp.plotting import QUALITATIVE, save_figure, styled
 from models.cli import check_output_folders, parse_config, run_main
 from models.data.default import default_data_root
 from models.data.synth import SynthConfig
@@ -41,6 +43,8 @@ class DifficultySweepConfig:
         "help": "supervised-reference training (its data/out/report_dir are set per difficulty)"})
     out: str = field(default="runs/difficulty_sweep", metadata={"help": "run folders, one per difficulty"})
     report_dir: str = field(default="reports/reference", metadata={"help": "where the table and figure go"})
+    replot: bool = field(default=False, metadata={
+        "help": "only redraw the figure from REPORT_DIR/difficulty_sweep.csv (no data, no training)"})
 
     def __post_init__(self) -> None:
         if not self.difficulties or any(not 0 <= d <= 1 for d in self.difficulties):
@@ -83,23 +87,23 @@ def chosen_difficulty(rows: list[dict[str, object]], target: float) -> float | N
     return max(reached) if reached else None
 
 
-def plot(rows: list[dict[str, object]], findings: tuple[str, ...], target: float, stem: Path) -> list[Path]:
-    fig, ax = plt.subplots(figsize=(4.2, 3.6), layout="constrained")
+@styled
+def plot_sweep(rows: list[dict[str, object]], findings: tuple[str, ...], target: float) -> Figure:
+    """Test AUROC (95 % CI) per finding against generator difficulty, with the target and chance."""
+    fig, ax = plt.subplots(figsize=(3.5, 3.0))
     x = [float(r["difficulty"]) for r in rows]
-    for finding, marker in zip(findings, "os^v"):
+    handles = []
+    for finding, marker, color in zip(findings, "os^v", QUALITATIVE):
         estimates: list[Estimate] = [r[f"test {finding} AUROC"] for r in rows]
         values = [e.value for e in estimates]
         errors = [[e.value - e.low for e in estimates], [e.high - e.value for e in estimates]]
-        ax.errorbar(x, values, yerr=errors, marker=marker, capsize=3, label=finding.lower())
-    ax.axhline(target, color="0.5", linestyle="--", linewidth=1, label=f"target {target:g}")
-    ax.axhline(0.5, color="0.75", linestyle=":", linewidth=1, label="chance")
+        handles.append(ax.errorbar(x, values, yerr=errors, marker=marker, color=color, capsize=3,
+                                   label=finding.lower()))
+    handles.append(ax.axhline(target, color="0.5", linestyle="--", linewidth=1, label=f"target {target:g}"))
+    handles.append(ax.axhline(0.5, color="0.75", linestyle=":", linewidth=1, label="chance"))
     ax.set(xlabel="generator difficulty (0 easy, 1 hard)", ylabel="test AUROC (95% CI)", ylim=(0.4, 1.01))
-    fig.legend(fontsize=8, loc="outside lower center", ncols=2, frameon=False)  # never over the data
-    paths = [stem.with_suffix(suffix) for suffix in (".png", ".pdf")]
-    for path in paths:
-        fig.savefig(path, dpi=200)
-    plt.close(fig)
-    return paths
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)  # findings first; never over the data
+    return fig
 
 
 def sweep(config: DifficultySweepConfig) -> pd.DataFrame:
@@ -115,9 +119,23 @@ def sweep(config: DifficultySweepConfig) -> pd.DataFrame:
         f"difficulty): best validation AUROC and test AUROC (95% bootstrap CI). Hardest difficulty with "
         f"validation mass AUROC >= {config.target:g}: {chosen if chosen is not None else 'none'}"),
         label="tab:difficulty-sweep")
-    plot(rows, findings, config.target, stem)
+    save_figure(plot_sweep(rows, findings, config.target), stem)
     save_json(stem.with_suffix(".json"), {"config": portable(dataclasses.asdict(config)), "chosen_difficulty": chosen,
                                           "rows": frame.to_dict(orient="records")})
+    return frame
+
+
+def replot(config: DifficultySweepConfig) -> pd.DataFrame:
+    """The figure of an earlier sweep, redrawn from its table (``test FINDING AUROC`` cells)."""
+    stem = Path(config.report_dir) / "difficulty_sweep"
+    try:
+        frame = pd.read_csv(stem.with_suffix(".csv"))
+    except FileNotFoundError:
+        raise SystemExit(f"--replot: no {stem.with_suffix('.csv')} (run the sweep into --report-dir first)") from None
+    findings = tuple(c[len("test "):-len(" AUROC")] for c in frame.columns if c.startswith("test ") and c.endswith(" AUROC"))
+    rows = [{**row, **{f"test {f} AUROC": Estimate.parse(row[f"test {f} AUROC"]) for f in findings}}
+            for row in frame.to_dict(orient="records")]
+    save_figure(plot_sweep(rows, findings, config.target), stem)
     return frame
 
 
@@ -125,7 +143,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     config = parse_config(DifficultySweepConfig, argv, "python -m analyses.difficulty_sweep",
                           "Train the supervised reference at several generator difficulties; table + figure.")
     check_output_folders(config, "python -m analyses.difficulty_sweep")
-    frame = sweep(config)
+    frame = replot(config) if config.replot else sweep(config)
     print(frame.to_string(index=False))
     return frame
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import models  # noqa: F401  (runtime set-up first)
 import matplotlib.pyplot as plt
-from matplotlib.lines import Line2D
+from matplotlib.figure import Figure
 
-from mammo_interp.plotting import CATEGORY_COLORS, DEFAULT_COLOR, draw_boxes, save_figure
+from mammo_interp.plotting import (CATEGORY_COLORS, DEFAULT_COLOR, draw_boxes, legend_handles, save_figure, styled,
+                                   view_label)
 from models.cli import check_output_folders, parse_config, run_main
 from models.data.default import default_data_root
 from models.data.dicom import read_dicom
@@ -30,32 +31,33 @@ def pick_study(table) -> str:
     return str(categories.idxmax())
 
 
-def plot_exam(table, study_id: str):
+@styled
+def plot_exam(table, study_id: str) -> Figure:
+    """The exam's four views in the radiologists' hanging, its ground-truth boxes coloured by finding,
+    and its synthetic report below."""
     exam = table[table["study_id"] == study_id]
     if exam.empty:
         raise SystemExit(f"study {study_id!r} is not in the dataset")
-    fig, axes = plt.subplots(2, 2, figsize=(7.2, 8.4))
+    fig, axes = plt.subplots(2, 2, figsize=(6.0, 7.4))
     seen = set()
     for ax, (side, view) in zip(axes.ravel(), HANGING):
         ax.axis("off")
         rows = exam[(exam["laterality"] == side) & (exam["view"] == view)]
         if rows.empty:
-            ax.set_title(f"{side}-{view}: missing", fontsize=9)
+            ax.set_title(f"{view_label(side, view)}: missing")
             continue
         row = rows.iloc[0]
         ax.imshow(read_dicom(row["path"]).pixels, cmap="gray", vmin=0, vmax=1)
         draw_boxes(ax, row["boxes"], [b.category for b in row["boxes"]], linewidth=1.5)
         seen.update(b.category for b in row["boxes"])
-        ax.set_title(f"{side}-{view}  BI-RADS {row['breast_birads']}, density {row['density']}", fontsize=9)
-    handles = [Line2D([], [], color=CATEGORY_COLORS.get(c, DEFAULT_COLOR), lw=2, label=c) for c in sorted(seen)]
-    if handles:
-        fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.055), ncol=min(3, len(handles)),
-                   fontsize=8, frameon=False)
+        ax.set_title(f"{view_label(side, view)}: BI-RADS {row['breast_birads']}, density {row['density']}")
+    colors = {c: CATEGORY_COLORS.get(c, DEFAULT_COLOR) for c in sorted(seen)}
+    if colors:
+        fig.legend(handles=legend_handles(colors), loc="outside upper center", ncols=min(3, len(colors)),
+                   frameon=False)
     report = exam.iloc[0]["report"]
-    fig.suptitle(f"Synthetic exam {study_id[:8]}…", fontsize=10)
-    if isinstance(report, str):
-        fig.text(0.5, 0.045, textwrap.fill(report, 120), ha="center", va="top", fontsize=6.5)
-    fig.tight_layout(rect=(0, 0.09, 1, 0.97))
+    caption = f"Synthetic exam {study_id[:8]}…" + (f" Report: {report}" if isinstance(report, str) else "")
+    fig.supxlabel(textwrap.fill(caption, 130), fontsize=5.5)  # in the layout: never over the views
     return fig
 
 

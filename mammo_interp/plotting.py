@@ -41,6 +41,11 @@ CATEGORY_COLORS = {
     "Architectural Distortion": "#CC79A7",
     "Focal Asymmetry": "#009E73",
     "Asymmetry": "#F0E442",
+    "Suspicious Lymph Node": "#0072B2",
+    "Skin Retraction": "#882255",
+    "Skin Thickening": "#999999",
+    "Nipple Retraction": "#332288",
+    "Global Asymmetry": "#117733",
 }
 DEFAULT_COLOR = "#D55E00"
 QUALITATIVE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")

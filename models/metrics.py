@@ -20,6 +20,7 @@ The fine-tuning and zero-shot tables of the MMG-CLIP / MAM-CLIP / Mammo-CLIP pap
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ KINDS = ("binary", "multiclass", "multilabel")
 
 # Resampled index arrays are built this many elements at a time, bounding memory for large N.
 _CHUNK_ELEMENTS = 4_000_000
+_FORMATTED = re.compile(r"n/a|(-?[\d.]+)(?: \((-?[\d.]+)\u2013(-?[\d.]+)\))?")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,15 @@ class Estimate:
         if math.isnan(self.low) or math.isnan(self.high):
             return text
         return f"{text} ({self.low:.{digits}f}\u2013{self.high:.{digits}f})"
+
+    @classmethod
+    def parse(cls, text: str) -> Estimate:
+        """The estimate a table cell written by ``format`` shows (``n_boot`` is not in the cell: 0)."""
+        match = _FORMATTED.fullmatch(str(text).strip())
+        if match is None:
+            raise ValueError(f"not an estimate cell (expected '0.812 (0.790\u20130.834)' or 'n/a'): {text!r}")
+        value, low, high = (float(group) if group else math.nan for group in match.groups())
+        return cls(value, low, high, 0)
 
 
 def auroc(y_true: np.ndarray, scores: np.ndarray) -> float:

@@ -4,7 +4,10 @@ its selection rule on validation AUROC only."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
@@ -50,3 +53,23 @@ def test_difficulties_out_of_range_are_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         difficulty_sweep.main(["--difficulties", "1.5"])
     assert "difficulties must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_replot_redraws_the_committed_sweep_without_training(tmp_path, monkeypatch):
+    committed = Path(__file__).resolve().parents[2] / "reports" / "reference" / "difficulty_sweep.csv"
+    shutil.copy(committed, tmp_path / "difficulty_sweep.csv")
+    drawn = []
+    monkeypatch.setattr(difficulty_sweep, "plot_sweep", lambda rows, findings, target: drawn.append(
+        (rows, findings, target)) or plt.figure())
+    monkeypatch.setattr(difficulty_sweep, "train_reference", lambda *_: pytest.fail("--replot trained"))
+    difficulty_sweep.main(["--replot", "--report-dir", str(tmp_path), "--target", "0.9"])
+    (rows, findings, target), = drawn
+    assert findings == ("Mass", "Suspicious Calcification") and target == 0.9
+    first = rows[0]["test Mass AUROC"]
+    assert (first.value, first.low, first.high) == (0.967, 0.950, 0.981)  # the cell "0.967 (0.950–0.981)"
+    assert (tmp_path / "difficulty_sweep.png").is_file() and (tmp_path / "difficulty_sweep.pdf").is_file()
+
+
+def test_replot_without_a_table_names_it(tmp_path):
+    with pytest.raises(SystemExit, match="--replot: no .*difficulty_sweep.csv"):
+        difficulty_sweep.main(["--replot", "--report-dir", str(tmp_path)])

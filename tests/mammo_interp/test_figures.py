@@ -154,3 +154,21 @@ def test_randomization_figure_with_every_method_and_stage():
     fig = plot_randomization(long, examples, _breast(), stages, "mass maps as the image side is randomized")
     _assert_no_overlaps(fig)
     plt.close(fig)
+
+
+def test_difficulty_sweep_and_synthetic_exam_figures(tiny_masses):
+    from analyses.difficulty_sweep import plot_sweep
+    from analyses.synthetic_dataset_figure import pick_study, plot_exam
+    from models.data.vindr import read_vindr
+    rows = [{"difficulty": d, "test Mass AUROC": Estimate(v, v - 0.05, min(v + 0.05, 1.0), 1000),
+             "test Suspicious Calcification AUROC": Estimate(v - 0.1, v - 0.15, v - 0.05, 1000)}
+            for d, v in ((0.0, 0.95), (0.5, 0.8), (1.0, 0.6))]
+    sweep = plot_sweep(rows, ("Mass", "Suspicious Calcification"), 0.9)
+    _assert_no_overlaps(sweep)
+    assert [t.get_text() for t in sweep.legends[0].get_texts()][:2] == ["mass", "suspicious calcification"]
+    table = read_vindr(tiny_masses)
+    exam = plot_exam(table, pick_study(table))
+    _assert_no_overlaps(exam)
+    titles = [ax.get_title() for ax in exam.axes]
+    assert titles[0].startswith("R CC") and titles[3].startswith("L MLO")
+    plt.close("all")

@@ -97,6 +97,17 @@ def test_estimate_format():
     assert Estimate(0.5, math.nan, math.nan, 0).format() == "0.500"
 
 
+@pytest.mark.parametrize("estimate", [Estimate(0.8123, 0.79, 0.8344, 1000), Estimate(-0.25, -0.5, 0.125, 9),
+                                      Estimate(0.5, math.nan, math.nan, 0)])
+def test_a_formatted_cell_parses_back_to_its_rounded_estimate(estimate):
+    parsed = Estimate.parse(estimate.format())
+    expected = [round(v, 3) for v in (estimate.value, estimate.low, estimate.high)]
+    assert [parsed.value, parsed.low, parsed.high] == pytest.approx(expected, nan_ok=True)
+    assert math.isnan(Estimate.parse("n/a").value)
+    with pytest.raises(ValueError, match="not an estimate cell"):
+        Estimate.parse("0.5 [0.4, 0.6]")
+
+
 # --- bootstrap ----------------------------------------------------------------------------------
 
 
