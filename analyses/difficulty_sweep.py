@@ -43,8 +43,9 @@ class DifficultySweepConfig:
         "help": "supervised-reference training (its data/out/report_dir are set per difficulty)"})
     out: str = field(default="runs/difficulty_sweep", metadata={"help": "run folders, one per difficulty"})
     report_dir: str = field(default="reports/reference", metadata={"help": "where the table and figure go"})
-    replot: bool = field(default=False, metadata={
-        "help": "only redraw the figure from REPORT_DIR/difficulty_sweep.csv (no data, no training)"})
+    replot: str | None = field(default=None, metadata={
+        "help": "only redraw the figure of an earlier sweep from its table (e.g. "
+                "reports/reference/difficulty_sweep.csv) into REPORT_DIR: no data, no training"})
 
     def __post_init__(self) -> None:
         if not self.difficulties or any(not 0 <= d <= 1 for d in self.difficulties):
@@ -127,15 +128,14 @@ def sweep(config: DifficultySweepConfig) -> pd.DataFrame:
 
 def replot(config: DifficultySweepConfig) -> pd.DataFrame:
     """The figure of an earlier sweep, redrawn from its table (``test FINDING AUROC`` cells)."""
-    stem = Path(config.report_dir) / "difficulty_sweep"
     try:
-        frame = pd.read_csv(stem.with_suffix(".csv"))
+        frame = pd.read_csv(config.replot)
     except FileNotFoundError:
-        raise SystemExit(f"--replot: no {stem.with_suffix('.csv')} (run the sweep into --report-dir first)") from None
+        raise SystemExit(f"--replot: no such table {config.replot} (a difficulty_sweep.csv the sweep wrote)") from None
     findings = tuple(c[len("test "):-len(" AUROC")] for c in frame.columns if c.startswith("test ") and c.endswith(" AUROC"))
     rows = [{**row, **{f"test {f} AUROC": Estimate.parse(row[f"test {f} AUROC"]) for f in findings}}
             for row in frame.to_dict(orient="records")]
-    save_figure(plot_sweep(rows, findings, config.target), stem)
+    save_figure(plot_sweep(rows, findings, config.target), Path(config.report_dir) / "difficulty_sweep")
     return frame
 
 
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     config = parse_config(DifficultySweepConfig, argv, "python -m analyses.difficulty_sweep",
                           "Train the supervised reference at several generator difficulties; table + figure.")
     check_output_folders(config, "python -m analyses.difficulty_sweep")
-    frame = replot(config) if config.replot else sweep(config)
+    frame = replot(config) if config.replot is not None else sweep(config)
     print(frame.to_string(index=False))
     return frame
 

@@ -276,16 +276,18 @@ def plot_probability(coords: Mapping[str, np.ndarray], probability: np.ndarray, 
     for ax, (space, xy) in zip(axes[0], coords.items()):
         _scatter(ax, np.column_stack([xy[:, 0], probability]), labels, colors)
         found = stats_by_space[space]
-        ax.text(0.03, 0.97, f"Pearson r = {found['pearson_r'].format(2)}\n"
-                            f"Spearman \u03c1 = {found['spearman_rho'].format(2)}",
-                transform=ax.transAxes, va="top",
-                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
-        ax.set_title(f"{space} space")
+        ax.set_title(f"{space} space\nPearson r = {_interval(found['pearson_r'])}\n"
+                     f"Spearman \u03c1 = {_interval(found['spearman_rho'])}")  # above the data, never over it
         ax.set_xlabel("t-SNE dimension 1")
     axes[0, 0].set_ylabel("zero-shot P(malignant)")
     _legend(axes[0, -1], colors, labels, "malignancy")
     fig.suptitle(title)
     return fig
+
+
+def _interval(estimate: Estimate) -> str:
+    """``"-0.24 [-0.27, -0.21]"``: brackets read unambiguously where the bounds are negative."""
+    return f"{estimate.value:.2f} [{estimate.low:.2f}, {estimate.high:.2f}]"
 
 
 # --- the study -------------------------------------------------------------------------------

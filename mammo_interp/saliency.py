@@ -57,7 +57,8 @@ from mammo_interp.boxes import BoxRule
 from mammo_interp.features import FeatureSet, breast_mask
 from mammo_interp.heatmaps import layer_cam_maps, normalize_in_mask, upsample
 from mammo_interp.localization import evaluate_methods, write_localization_table
-from mammo_interp.plotting import draw_boxes, heat_colorbar, heat_overlay, save_figure, styled
+from mammo_interp.plotting import (CATEGORY_COLORS, DEFAULT_COLOR, draw_boxes, heat_colorbar, heat_overlay, legend_handles,
+                                   save_figure, styled)
 from models.checkpoints import check_input_size, clip_from_checkpoint
 from models.cli import check_output_folders, parse_config, run_main
 from models.clip import ClipModel, MultiViewClipModel, attribute_embedding
@@ -573,7 +574,7 @@ class SaliencyStudy:
         shapley = np.nan_to_num(explanation.views["Shapley"])
         total = np.abs(shapley).sum() or 1.0
         fig, axes = plt.subplots(2, 2, figsize=(4.6, 6.4))
-        mappable = None
+        mappable, shown = None, set()
         for slot, ax in enumerate(axes.ravel()):
             ax.set_xticks([])
             ax.set_yticks([])
@@ -584,11 +585,16 @@ class SaliencyStudy:
             mappable = heat_overlay(ax, explanation.images[slot], heat[slot])
             labels = [FINDING_CATEGORIES[i] for i in explanation.box_labels[slot]]
             draw_boxes(ax, explanation.boxes[slot], labels, linewidth=1.2)
+            shown.update(labels)
             ax.set_title(f"{SLOTS[slot]}  Shapley {shapley[slot]:+.4f} ({shapley[slot] / total:+.0%})\n"
                          f"LOO {explanation.views['leave-one-view-out'][slot]:+.4f}  "
                          f"view score {explanation.views['per-view prediction'][slot]:.3f}", fontsize=6)
         if mappable is not None:
             heat_colorbar(fig, axes, mappable, f"{key} (0–1)")
+        if shown:  # which finding each box colour is
+            colors = {c: CATEGORY_COLORS.get(c, DEFAULT_COLOR) for c in sorted(shown)}
+            fig.legend(handles=legend_handles(colors), loc="outside lower center", ncols=min(3, len(colors)),
+                       frameon=False, title="ground-truth boxes")
         right, left = explanation.breasts
         fig.suptitle(f"exam {explanation.study_id[:12]}: cos(exam, {self.category}) = "
                      f"{explanation.exam_score:.3f}; breast R {right:.3f} / L {left:.3f}; ground-truth boxes")
@@ -790,7 +796,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = run(config)
     if "exam" in result:
         exam = result["exam"]
-        print(f"study {exam['study_id']}: exam score {exam['exam_score']:.4f}, breasts {exam['breasts']}")
+        breasts = ", ".join(f"{side} {score:.3f}" for side, score in exam["breasts"].items())
+        print(f"study {exam['study_id']}: exam score {exam['exam_score']:.3f}; breast scores {breasts}")
         print(exam["views"].to_string(index=False))
     if "evaluation" in result:
         evaluation = result["evaluation"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
+import subprocess
 import sys
 import types
 import typing
@@ -200,6 +202,16 @@ def check_output_folders(config: Any, prog: str) -> None:
 
 
 USER_ERRORS = (InputError, FileNotFoundError, PermissionError)
+
+
+def run_command(command: list[str]) -> str | None:
+    """Run ``python -m MODULE ARGS`` in a child process of this interpreter, its output captured: None
+    when it succeeds, else one line naming its status, how to rerun it and its last error line."""
+    done = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True)
+    if done.returncode == 0:
+        return None
+    last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+    return f"status {done.returncode} (rerun: {shlex.join(command)}): {last}"
 
 
 def run_main(main: Callable[[], object]) -> None:

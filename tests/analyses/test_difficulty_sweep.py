@@ -4,7 +4,6 @@ its selection rule on validation AUROC only."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -57,12 +56,11 @@ def test_difficulties_out_of_range_are_a_usage_error(capsys):
 
 def test_replot_redraws_the_committed_sweep_without_training(tmp_path, monkeypatch):
     committed = Path(__file__).resolve().parents[2] / "reports" / "reference" / "difficulty_sweep.csv"
-    shutil.copy(committed, tmp_path / "difficulty_sweep.csv")
     drawn = []
     monkeypatch.setattr(difficulty_sweep, "plot_sweep", lambda rows, findings, target: drawn.append(
         (rows, findings, target)) or plt.figure())
     monkeypatch.setattr(difficulty_sweep, "train_reference", lambda *_: pytest.fail("--replot trained"))
-    difficulty_sweep.main(["--replot", "--report-dir", str(tmp_path), "--target", "0.9"])
+    difficulty_sweep.main(["--replot", str(committed), "--report-dir", str(tmp_path), "--target", "0.9"])
     (rows, findings, target), = drawn
     assert findings == ("Mass", "Suspicious Calcification") and target == 0.9
     first = rows[0]["test Mass AUROC"]
@@ -71,5 +69,5 @@ def test_replot_redraws_the_committed_sweep_without_training(tmp_path, monkeypat
 
 
 def test_replot_without_a_table_names_it(tmp_path):
-    with pytest.raises(SystemExit, match="--replot: no .*difficulty_sweep.csv"):
-        difficulty_sweep.main(["--replot", "--report-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--replot: no such table .*sweep.csv"):
+        difficulty_sweep.main(["--replot", str(tmp_path / "sweep.csv"), "--report-dir", str(tmp_path)])

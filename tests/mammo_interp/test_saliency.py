@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -226,7 +227,7 @@ def cache(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_cli_exam_figure_and_evaluation_on_a_tiny_dataset(tiny_masses, tiny_checkpoint, cache):
+def test_cli_exam_figure_and_evaluation_on_a_tiny_dataset(tiny_masses, tiny_checkpoint, cache, capsys):
     args = ["--data", str(tiny_masses), "--checkpoint", str(tiny_checkpoint), "--image-size", "128", "80",
             "--report-dir", str(cache / "reports"), "--no-progress", "--n-boot", "20",
             "--validation-fraction", "0.2", "--seed", "1", "--max-exams", "3", "--figure-cases", "1"]
@@ -236,6 +237,9 @@ def test_cli_exam_figure_and_evaluation_on_a_tiny_dataset(tiny_masses, tiny_chec
     result = saliency.main(["--exam", study, "--evaluate", "--methods", "gradcam", "layercam", *args])
     exam = result["exam"]
     assert list(exam["views"]["slot"]) == list(saliency.SLOTS)
+    printed = capsys.readouterr().out  # scores as a reader reads them, not a dict of long floats
+    assert re.search(rf"study {study}: exam score -?\d\.\d{{3}}; breast scores R -?\d\.\d{{3}}, L -?\d\.\d{{3}}\n",
+                     printed)
     for suffix in (".png", ".pdf", "_views.csv"):
         assert (cache / "reports" / f"exam_{study}_mass{suffix}").is_file()
     evaluation = result["evaluation"]
