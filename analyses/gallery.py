@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from models.cli import check_output_folders, parse_config, run_command, run_main
 from models.io import atomic_write
-from models.run_record import RECORD_FILE
+from models.run_record import RECORD_FILE, portable
 
 MODEL_FLAGS = ("data", "checkpoint")  # passed on to every panel that reads the model and data
 KEPT = {".png", ".pdf"}  # a panel keeps its figures and runs.json: its small-scale tables would read as results
@@ -129,11 +129,12 @@ def draw(panels: tuple[Panel, ...], config: GalleryConfig) -> list[str]:
     return failures
 
 
-def page(report_dir: Path) -> str:
+def page(report_dir: Path, data: str | None = None) -> str:
     """The gallery page: each panel's figures (PNG) with what they show and the command that drew them;
     a panel not drawn yet says so."""
+    where = "the embedded default data" if data is None else f"`{portable(data)}`"
     lines = ["# Figure gallery", "",
-             "Every figure type of mammo-interp, drawn on the embedded default data at a small scale by "
+             f"Every figure type of mammo-interp, drawn on {where} at a small scale by "
              "`python -m analyses.gallery` (each panel's runs.json records its command's config and commit). "
              "Full-scale versions are linked under each panel.", ""]
     for panel in PANELS:
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     panels = tuple(p for p in PANELS if not config.only or p.name in config.only)
     failures = draw(panels, config)
     index = Path(config.report_dir) / "README.md"
-    atomic_write(index, lambda stream: stream.write(page(Path(config.report_dir)).encode()))
+    atomic_write(index, lambda stream: stream.write(page(Path(config.report_dir), config.data).encode()))
     for failure in failures:
         print(f"{prog}: error: {failure}", file=sys.stderr)
     return 1 if failures else 0

@@ -337,9 +337,11 @@ def shipped_reference_card() -> dict[str, Any]:
 
 
 def export_reference(checkpoint: str | Path, folder: str | Path) -> Path:
-    """``checkpoint``'s weights in fp16 with its config, no training state: ``FOLDER/reference.pt``."""
+    """``checkpoint``'s weights in fp16 with its config (paths machine-free), no training state:
+    ``FOLDER/reference.pt``."""
     model, config = load_reference(checkpoint)
-    return save_reference(Path(folder) / WEIGHTS_FILE, model.half(), config)
+    return save_torch(Path(folder) / WEIGHTS_FILE, {"reference_config": portable(config.to_dict()),
+                                                    "model": model.half().state_dict()})
 
 
 def finding_aurocs(checkpoint: str | Path, table: pd.DataFrame) -> dict[str, float]:

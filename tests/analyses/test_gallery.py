@@ -37,7 +37,8 @@ def test_a_failed_panel_is_one_line_and_the_others_draw(tiny_masses, tmp_path, m
     assert len(errors) == 1 and "panel broken failed with status 2" in errors[0]
     assert sorted(p.name for p in (tmp_path / "synthetic_exam").iterdir()) == [
         "runs.json", "synthetic_dataset.pdf", "synthetic_dataset.png"]
-    assert "![A synthetic exam" in (tmp_path / "README.md").read_text()
+    text = (tmp_path / "README.md").read_text()
+    assert "![A synthetic exam" in text and "drawn on `<tmp>/" in text and "embedded default" not in text
 
 
 def test_unknown_panel_is_a_usage_error(capsys):
