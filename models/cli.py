@@ -185,8 +185,9 @@ def check_output_folders(config: Any, prog: str) -> None:
     """Create every output folder a config names (``--out``, ``--report-dir``, ``--ship-to``) and
     check it can be written, before any data or model is read; else exit with one line naming the
     flag. Entry points call it right after parsing. ``--out`` and ``--report-dir`` then get this
-    command's record (:mod:`models.run_record`: command line, config, commit, checkpoints); shipped
-    weights carry cards instead."""
+    command's record (:mod:`models.run_record`: command line, config, commit, checkpoints): under
+    :func:`run_main` once the command has finished (a command that fails wrote nothing to reproduce),
+    called directly at once; shipped weights carry cards instead."""
     from models.run_record import write_run_record  # reads the package's cards; not needed to parse
 
     folders = [getattr(config, name) for name in ("out", "report_dir") if getattr(config, name, None) is not None]
@@ -198,7 +199,13 @@ def check_output_folders(config: Any, prog: str) -> None:
             writable_dir(path, _flag(name))
         except OSError as exc:
             raise SystemExit(f"{prog}: error: {exc}") from None
-    write_run_record(config, prog, folders)
+    if _deferred_records is not None:
+        _deferred_records.append((config, prog, folders))
+    else:
+        write_run_record(config, prog, folders)
+
+
+_deferred_records: list[tuple[Any, str, list[str]]] | None = None  # run_main's, written when main returns
 
 
 USER_ERRORS = (InputError, FileNotFoundError, PermissionError)
@@ -216,7 +223,8 @@ def run_command(command: list[str]) -> str | None:
 
 def run_main(main: Callable[[], object]) -> None:
     """Run an entry point's ``main()`` and exit: with its return value if that is an int, else 0;
-    with one ``python -m MODULE: error: ...`` line and status 1 on input the user can fix. Repaired
+    with one ``python -m MODULE: error: ...`` line and status 1 on input the user can fix (and no run
+    record: those are written only when ``main`` returns). Repaired
     real-data quirks (:class:`DataQuirkWarning`) print as one ``... : warning: ...`` line each; at the
     end one ``... : wrote FOLDER/: files`` line per folder written into goes to stderr. The process
     keeps freed memory for reuse (:mod:`models.allocator`)."""
@@ -233,11 +241,18 @@ def run_main(main: Callable[[], object]) -> None:
                 default(message, category, *args, **kwargs)
 
         warnings.showwarning = show
+        global _deferred_records
+        _deferred_records = []
         try:
             with recording_writes() as written:
                 result = main()
+                from models.run_record import write_run_record
+                for record in _deferred_records:
+                    write_run_record(*record)
         except USER_ERRORS as exc:
             raise SystemExit(f"{prog}: error: {exc}") from None
+        finally:
+            _deferred_records = None
     from models.run_record import written_summary
 
     for line in written_summary(written):

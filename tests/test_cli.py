@@ -13,7 +13,7 @@ import pytest
 
 from models.checkpoints import load_checkpoint
 from models.cli import (
-    OUTPUT_FOLDERS, add_config_file_argument, add_dataclass_arguments, build_dataclass, parse_config,
+    OUTPUT_FOLDERS, add_config_file_argument, add_dataclass_arguments, build_dataclass, check_output_folders, parse_config,
     parse_with_config_file, run_main,
 )
 from models.data.errors import DataError
@@ -293,3 +293,24 @@ def test_findings_are_named_alike_by_attribute_and_task():
     assert parse_config(ZeroShotConfig, ["--task", "mass_shape"], "prog", "").task == "mass_shape"
     with pytest.raises(SystemExit):
         parse_config(ZeroShotConfig, ["--task", "suspicious"], "prog", "")
+
+
+def test_a_command_that_fails_leaves_no_run_record(tmp_path, monkeypatch):
+    """Under run_main the record is written once main returns: a failed command wrote nothing to reproduce."""
+    monkeypatch.chdir(tmp_path)
+
+    def command(attribute):
+        def main():
+            config = parse_config(FactorConfig, ["--attribute", attribute, "--out", "runs", "--report-dir", "reports"],
+                                  "prog", "")
+            check_output_folders(config, "python -m mammo_interp.factor")
+            assert not (tmp_path / "reports" / "runs.json").exists()  # not yet: the command has not finished
+            if attribute == "tumour":
+                raise DataError("--attribute", "tumour", "a finding category")
+        return main
+
+    assert isinstance(_exit_of(command("tumour")).code, str)
+    assert not (tmp_path / "reports" / "runs.json").exists() and not (tmp_path / "runs" / "runs.json").exists()
+    assert _exit_of(command("mass")).code == 0
+    records = json.loads((tmp_path / "reports" / "runs.json").read_text())
+    assert list(records) == ["python -m mammo_interp.factor --out runs --report-dir reports"] and (tmp_path / "runs" / "runs.json").is_file()
