@@ -3,6 +3,7 @@ writes its checkpoints, resumes to the uninterrupted result and learns a planted
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -201,7 +202,8 @@ def test_ship_to_writes_an_fp16_reference_whose_card_matches_the_file(tiny_masse
     floats = [v for v in read_reference(weights)["model"].values() if v.is_floating_point()]
     assert floats and all(v.dtype == torch.float16 for v in floats)
     model, config = load_reference(weights)
-    rescored = evaluate_reference(weights, config)["Mass AUROC"].value
+    assert config.data == portable(str(tiny_masses))  # the shipped file names no machine path
+    rescored = evaluate_reference(weights, dataclasses.replace(config, data=str(tiny_masses)))["Mass AUROC"].value
     assert card["test_auroc"]["Mass AUROC"]["value"] == pytest.approx(rescored)
     full, _ = load_reference(out / "best.pt")
     images = torch.rand(2, 1, 128, 80, generator=torch.Generator().manual_seed(0))
