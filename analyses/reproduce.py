@@ -2,12 +2,13 @@
 
 ``python -m analyses.reproduce`` runs each check's documented command (each in its own process, its
 run folders and reports under ``OUT/CHECK/``, so nothing committed is touched and no mapper or
-prediction of an earlier run is reused; the feature and embedding caches are shared) and compares every table it names, cell by cell, with the committed table the
-README quotes: the numbers in a cell must agree to the precision the committed cell shows (one unit
-in its last digit: a value on a rounding boundary may round either way; counts exactly), the rest
-of the cell must read the same. Writes ``OUT/reproduce.{md,csv,tex}`` (one row per table: same, or how many cells
-differ and the first of them) and exits 1 when any table differs or a command fails. The default
-checks take ~10 minutes on 2 CPU cores once the embedded set and its features are cached; ``--all`` adds the
+prediction of an earlier run is reused; the feature and embedding caches are shared) and compares
+every table it names, cell by cell, with the committed table the README quotes: the numbers in a
+cell must agree to the precision the committed cell shows (one unit in its last digit: a value on a
+rounding boundary may round either way; counts exactly), the rest of the cell must read the same.
+Writes ``OUT/reproduce.{md,csv,tex}`` (one row per table: same, or how many cells differ and the
+first of them) and exits 1 when any table differs or a command fails. The default checks take ~10
+minutes on 2 CPU cores once the embedded set and its features are cached; ``--all`` adds the
 hour-long studies. Timings (bench, box_speed) are not checks: they measure the machine.
 """
 
