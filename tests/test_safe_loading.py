@@ -1,13 +1,17 @@
 """No code path can unpickle arbitrary objects: every ``torch.load`` in the packages passes
-``weights_only=True``, and nothing calls ``pickle.load(s)`` or ``numpy.load(allow_pickle=True)``."""
+``weights_only=True``, and nothing calls ``pickle.load(s)`` or ``numpy.load(allow_pickle=True)``; the one
+exception is the trusted conversion command, which refuses to run without ``--trust-code``."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("models", "mammo_interp", "analyses")
+TRUSTED_CONVERSION = "models/convert_checkpoint.py"
 
 
 def _keyword_constant(call: ast.Call, name: str) -> object:
@@ -40,4 +44,12 @@ def test_no_package_module_loads_unsafely():
     sources = [p for package in PACKAGES for p in sorted((ROOT / package).rglob("*.py"))]
     assert len(sources) > 40
     found = {str(p.relative_to(ROOT)): _unsafe_loads(p.read_text()) for p in sources}
+    assert len(found.pop(TRUSTED_CONVERSION)) == 1
     assert {path: problems for path, problems in found.items() if problems} == {}
+
+
+def test_the_trusted_conversion_refuses_to_run_without_trust_code():
+    from models.convert_checkpoint import ConvertConfig
+
+    with pytest.raises(ValueError, match="--trust-code"):
+        ConvertConfig(checkpoint="in.tar", plain="out.pt")

@@ -20,6 +20,8 @@ from timm.models import adapt_input_conv
 from torch import nn
 
 from models.encoders.efficientnet_keys import is_efficientnet_pytorch, map_efficientnet_pytorch
+from models.encoders.static_padding import fix_same_padding
+from models.safe_load import load_weights_only
 
 DEFAULT_IMAGE_ENCODER = "tf_efficientnet_lite0"
 HEAD_LAYER = "head"  # the backbone's last conv output (after conv_head for EfficientNets)
@@ -46,6 +48,10 @@ class ImageEncoderConfig:
     frozen_through: str = field(default="", metadata={
         "help": "freeze the backbone from its input through this timm stage (e.g. 'blocks.1', stride 4: "
                 "generic ImageNet edges and blobs, most of the compute); '' trains every layer"})
+    static_same_padding: int = field(default=0, metadata={
+        "help": "pad strided convolutions for this nominal input side at every input size, as "
+                "EfficientNet-PyTorch does (Mammo-CLIP's B2: 260, B5: 456); 0: timm's padding for the actual "
+                "input"})
     mean: float = field(default=0.3089, metadata={"help": "intensity normalization mean"})
     std: float = field(default=0.2505, metadata={"help": "intensity normalization std"})
 
@@ -54,6 +60,8 @@ class ImageEncoderConfig:
             raise ValueError(f"pooling {self.pooling!r} is not one of {POOLINGS}")
         if self.frozen_through == HEAD_LAYER:
             raise ValueError("frozen_through names a stage before the head (e.g. 'blocks.1'), not 'head'")
+        if self.static_same_padding < 0:
+            raise ValueError(f"static_same_padding is a nominal input side in pixels or 0, got {self.static_same_padding}")
         if not timm.is_model(self.name):
             close = difflib.get_close_matches(self.name, timm.list_models(), n=5)
             raise ValueError(f"unknown timm image encoder {self.name!r}; close names: {close}")
@@ -67,10 +75,7 @@ def _offline_default_weights() -> Path:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a local weights file (never unpickles arbitrary objects)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image encoder weights not found: {path}")
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    loaded = load_weights_only(path)
     for key in ("state_dict", "model"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
@@ -119,6 +124,8 @@ class ImageEncoder(nn.Module):
         self.backbone = timm.create_model(
             config.name, pretrained=False, num_classes=0, global_pool="", in_chans=config.in_chans
         )
+        if config.static_same_padding:
+            fix_same_padding(self.backbone, config.static_same_padding)
         if config.weights != "none":
             self.load_backbone_weights(self._weights_path())
         self.out_dim = int(self.backbone.num_features)
