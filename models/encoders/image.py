@@ -61,7 +61,8 @@ class ImageEncoderConfig:
         if self.frozen_through == HEAD_LAYER:
             raise ValueError("frozen_through names a stage before the head (e.g. 'blocks.1'), not 'head'")
         if self.static_same_padding < 0:
-            raise ValueError(f"static_same_padding is a nominal input side in pixels or 0, got {self.static_same_padding}")
+            raise ValueError("static_same_padding is a nominal input side in pixels or 0, "
+                             f"got {self.static_same_padding}")
         if not timm.is_model(self.name):
             close = difflib.get_close_matches(self.name, timm.list_models(), n=5)
             raise ValueError(f"unknown timm image encoder {self.name!r}; close names: {close}")

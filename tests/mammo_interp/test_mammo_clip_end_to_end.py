@@ -1,4 +1,5 @@
-"""A Mammo-CLIP-format B2 checkpoint (as their training code saves it) through FActOR, CAMs, zero-shot and per-view saliency."""
+"""A Mammo-CLIP-format B2 checkpoint (as their training code saves it) through FActOR, CAMs, zero-shot and
+per-view saliency."""
 
 from __future__ import annotations
 
