@@ -1,12 +1,17 @@
 """mammo-interp: feature attribution and interpretability for mammography CLIP models.
 
 The public Python API (:data:`__all__`) is imported on first use, so ``import mammo_interp`` stays
-light and changes nothing in the process (the torchvision guard aside, which ``models`` installs).
+light and changes nothing in the process (the torchvision guard aside, which ``models`` installs); it
+fails at once, naming the folder, when another ``models`` or ``analyses`` package shadows this one's.
 """
 
 import importlib
 
-import models as _models  # noqa: F401  (torchvision guard before timm; nothing else is changed)
+from mammo_interp.shadowing import check_sibling_packages
+
+check_sibling_packages()  # a user's own models/ or analyses/ folder would otherwise fail deep inside
+
+import models as _models  # noqa: E402, F401  (torchvision guard before timm; nothing else is changed)
 
 __version__ = "0.1.0"
 
