@@ -22,7 +22,7 @@ import torch
 
 from models.clip import ClipConfig, ClipModel
 from models.encoders import ImageEncoderConfig, TextEncoderConfig
-from models.encoders.static_padding import nominal_size
+from models.encoders.static_padding import NOMINAL_SIZES
 from models.io import save_torch
 from models.safe_load import CheckpointError, load_weights_only
 
@@ -45,8 +45,8 @@ class MammoClipEncoder:
 
 
 MAMMO_CLIP_ENCODERS: dict[str, MammoClipEncoder] = {
-    "tf_efficientnet_b5_ns-detect": MammoClipEncoder("tf_efficientnet_b5", "avg", nominal_size("efficientnet-b5")),
-    "tf_efficientnetv2-detect": MammoClipEncoder("tf_efficientnet_b2", "avg", nominal_size("efficientnet-b2")),
+    "tf_efficientnet_b5_ns-detect": MammoClipEncoder("tf_efficientnet_b5", "avg", NOMINAL_SIZES["b5"]),
+    "tf_efficientnetv2-detect": MammoClipEncoder("tf_efficientnet_b2", "avg", NOMINAL_SIZES["b2"]),
     "tf_efficientnet_b5_ns": MammoClipEncoder("tf_efficientnet_b5", "gem"),
     "tf_efficientnetv2_s": MammoClipEncoder("tf_efficientnetv2_s", "gem"),
 }

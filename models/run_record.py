@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from models.cards import code_commit, sha256
-from models.checkpoints import checkpoint_input
 from models.data.default import cache_dir
 from models.io import save_json
 
@@ -86,6 +85,8 @@ def checkpoints(config: Any) -> dict[str, Any]:
     """Name and sha256 of each checkpoint file the config names, and what the explained checkpoint is
     fed (input size and where it came from, normalization: :func:`models.checkpoints.checkpoint_input`);
     the shipped default model's card facts when the command reads it (no checkpoint on the embedded set)."""
+    from models.checkpoints import checkpoint_input  # builds on timm and transformers: only when recording
+
     found: dict[str, Any] = {}
     for name in CHECKPOINT_FIELDS:
         value = getattr(config, name, None)

@@ -43,9 +43,6 @@ class CheckpointError(InputError):
 class OmegaConfRecord:
     """Stand-in for an OmegaConf container, node or metadata object: holds the pickled state, runs nothing."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> OmegaConfRecord:
-        return super().__new__(cls)
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.state: dict[str, Any] = {}
 

@@ -72,14 +72,3 @@ def fix_same_padding(model: nn.Module, nominal_size: int) -> int:
         model.set_submodule(name, replacement)
     return len(replacements)
 
-
-def nominal_size(architecture: str) -> int:
-    """EfficientNet-PyTorch's nominal input side of ``architecture`` (e.g. 'efficientnet-b5', 'tf_efficientnet_b5').
-
-    Raises:
-        ValueError: not an EfficientNet B0-B7 name.
-    """
-    variant = architecture.replace("-", "_").split("_")[-1]
-    if variant not in NOMINAL_SIZES:
-        raise ValueError(f"no EfficientNet-PyTorch nominal size for {architecture!r}; known: {sorted(NOMINAL_SIZES)}")
-    return NOMINAL_SIZES[variant]
