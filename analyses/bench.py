@@ -97,7 +97,9 @@ def bench_embeddings(height: int, images: int) -> dict[str, Any]:
 
 def bench_factor(height: int, images: int, repeats: int = 3) -> dict[str, Any]:
     """FActOR box prediction vs a bare backbone forward (untrained mapper: same cost)."""
-    from mammo_interp.factor import factor_method, time_box_prediction
+    from mammo_interp.factor import channel_method, time_box_prediction
+    from mammo_interp.methods import MethodContext
+    from mammo_interp.methods.channels import FACTOR
     from mammo_interp.features import breast_mask
     from mammo_interp.boxes import BoxRule
     from mammo_interp.mapper import ChannelMapper, MapperConfig
@@ -110,8 +112,8 @@ def bench_factor(height: int, images: int, repeats: int = 3) -> dict[str, Any]:
         maps = encoder.feature_map(batch[:1])
     mapper = ChannelMapper(int(np.prod(maps.shape[2:])), 512, MapperConfig().hidden).eval()
     masks = torch.from_numpy(np.stack([breast_mask(image[0].numpy()) for image in batch]))
-    result = time_box_prediction(encoder, factor_method(encoder, "head", mapper, torch.randn(512), 3), batch, masks,
-                                 BoxRule(), batch_size=16, repeats=repeats)
+    factor = channel_method(encoder, "head", FACTOR, MethodContext(text_embedding=torch.randn(512), mapper=mapper))
+    result = time_box_prediction(encoder, factor, batch, masks, BoxRule(), batch_size=16, repeats=repeats)
     return {"height": height, "ratio": result["ratio"], "factor_images_per_s": result["boxes_images_per_s"],
             "bare_images_per_s": result["bare_images_per_s"]}
 
@@ -120,7 +122,7 @@ def bench_shapley(height: int, exams: int, repeats: int = 3) -> dict[str, Any]:
     """Exact per-view Shapley values (15 view subsets scored on features encoded once) and the
     naive alternative (re-encoding every subset) against one forward of the 4-view exam model."""
     from mammo_interp.factor import best_times
-    from mammo_interp.saliency import ExamTarget, shapley_values, subset_values
+    from mammo_interp.per_view import ExamTarget, shapley_values, subset_values
     from models.clip import ClipConfig, ClipModel, MultiViewClipModel
 
     target = ExamTarget(MultiViewClipModel(ClipModel(ClipConfig())), torch.randn(512)).eval()

@@ -21,7 +21,8 @@ import pandas as pd
 
 from analyses.bench import machine
 from analyses.layer_study import LayerStudyOptions
-from mammo_interp.factor import METHOD_NAMES, FactorStudy, check_methods
+from mammo_interp import methods as registry
+from mammo_interp.factor import FactorStudy
 from models.cli import check_output_folders, parse_config, run_main
 from models.device import resolve_device
 from models.report_tables import write_table
@@ -36,7 +37,7 @@ class BoxSpeedConfig(LayerStudyOptions):
     """Which methods are timed, on how many images."""
 
     methods: tuple[str, ...] = field(default=METHODS, metadata={
-        "help": "methods of mammo_interp.factor (not the supervised reference)"})
+        "help": lambda: f"registered methods to time (not the supervised reference): {', '.join(registry.available())}"})
     images: int = field(default=64, metadata={"help": "first test images, timed"})
     batch_size: int = field(default=32, metadata={"help": "images per forward pass"})
     repeats: int = field(default=2, metadata={"help": "timings per method; the best is kept"})
@@ -46,9 +47,9 @@ class BoxSpeedConfig(LayerStudyOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_methods(self.methods)
-        if "supervised_reference" in self.methods:
-            raise ValueError("--methods: the supervised reference is a ceiling row, not timed")
+        registry.check(self.methods)
+        if untimed := [m for m in self.methods if not registry.get(m).timed]:
+            raise ValueError(f"--methods: {' '.join(untimed)} is a ceiling row, not timed")
         if min(self.images, self.batch_size, self.repeats) < 1:
             raise ValueError(f"--images, --batch-size and --repeats must be at least 1, got "
                              f"{self.images}, {self.batch_size}, {self.repeats}")
@@ -61,13 +62,14 @@ def time_layer(config: BoxSpeedConfig, layer: str) -> list[dict]:
     rows = []
     for method in config.methods:
         speed = study.time_prediction(mapper, method, config.images, config.repeats)
-        rows.append({"layer": layer, "method": METHOD_NAMES[method], "images": speed["images"],
+        label = registry.get(method).label
+        rows.append({"layer": layer, "method": label, "images": speed["images"],
                      "boxes, images/s": speed["boxes_images_per_s"],
                      "bare forward, images/s": speed["bare_images_per_s"],
                      "heatmaps / bare forward": speed["heatmaps_ratio"],
                      "boxes / bare forward": speed["ratio"],
                      f"within {BUDGET}x": "yes" if speed["ratio"] <= BUDGET else "no"})
-        print(f"{layer} {METHOD_NAMES[method]}: {speed['boxes_images_per_s']:.1f} images/s, "
+        print(f"{layer} {label}: {speed['boxes_images_per_s']:.1f} images/s, "
               f"{speed['ratio']:.2f}x a bare forward", flush=True)
     return rows
 

@@ -80,13 +80,14 @@ def agreement_with_cpu(model: torch.nn.Module, mapper: torch.nn.Module, text_emb
     the first ``n`` images: unit-norm embeddings ``(n, D)`` and FActOR head heatmaps (top-3
     channels, normalized to [0, 1] in the breast mask)."""
     from mammo_interp import heatmaps as hm
+    from mammo_interp.methods.channels import factor_weights
 
     def outputs(clip: torch.nn.Module, channel_mapper: torch.nn.Module, batch: torch.Tensor,
                 autocast: Any) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad(), autocast:
             embeddings = clip.encode_image(batch).float().cpu()
             maps = clip.image_encoder.feature_map(batch)
-        weights = hm.factor_weights(channel_mapper, maps.float(), text_embedding.to(maps.device), 3)
+        weights = factor_weights(channel_mapper, maps.float(), text_embedding.to(maps.device), 3)
         return embeddings, hm.channel_heatmaps(maps, weights, masks[:n].to(maps.device)).cpu()
 
     device_embeddings, device_heatmaps = outputs(model, mapper, images[:n], amp.autocast())
@@ -99,7 +100,9 @@ def agreement_with_cpu(model: torch.nn.Module, mapper: torch.nn.Module, text_emb
 def bench_case(encoder: str, precision: str, steps: int, batch_size: int, device_spec: str) -> dict[str, Any]:
     """Pretraining, embedding and FActOR figures of one (encoder, precision) on one device."""
     from mammo_interp.boxes import BoxRule
-    from mammo_interp.factor import factor_method, time_box_prediction
+    from mammo_interp.factor import channel_method, time_box_prediction
+    from mammo_interp.methods import MethodContext
+    from mammo_interp.methods.channels import FACTOR
     from mammo_interp.features import breast_mask
     from mammo_interp.mapper import ChannelMapper, MapperConfig
     from models.clip import ClipConfig, ClipModel
@@ -141,7 +144,7 @@ def bench_case(encoder: str, precision: str, steps: int, batch_size: int, device
         mapper = ChannelMapper(int(np.prod(maps.shape[2:])), model.config.embed_dim, MapperConfig().hidden).eval()
         masks = torch.from_numpy(np.stack([breast_mask(image[0].float().cpu().numpy()) for image in images]))
         text_embedding = torch.randn(model.config.embed_dim)
-        speed = time_box_prediction(image_encoder, factor_method(image_encoder, "head", mapper, text_embedding, 3),
+        speed = time_box_prediction(image_encoder, channel_method(image_encoder, "head", FACTOR, MethodContext(text_embedding=text_embedding, mapper=mapper)),
                                     images, masks, BoxRule(), batch_size=batch, repeats=steps)
     agreement = agreement_with_cpu(model, mapper.to(device), text_embedding, images, masks, amp)
     result = {"encoder": name, "input": f"{height}x{width}", "precision": precision, "device": str(device),

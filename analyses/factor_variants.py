@@ -34,10 +34,12 @@ from tqdm.auto import tqdm
 from analyses.layer_study import LayerStudyOptions, per_layer_main
 from mammo_interp import heatmaps as hm
 from mammo_interp.boxes import BoxRule
-from mammo_interp.factor import METHOD_NAMES, FactorConfig, FactorStudy, check_methods
+from mammo_interp import methods as registry
+from mammo_interp.factor import FactorConfig, FactorStudy
 from mammo_interp.features import FeatureSet
 from mammo_interp.localization import evaluate_methods, write_localization_table
 from mammo_interp.mapper import STANDARDIZATIONS, MapperConfig
+from mammo_interp.methods import channels as weighting
 from models.cli import run_main
 from models.data.sources import TEST, VALIDATION
 from models.io import atomic_write
@@ -63,7 +65,7 @@ class FactorVariantsConfig(LayerStudyOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_methods(self.baselines)
+        registry.check(self.baselines, "--baselines")
 
 
 def study_config(config: FactorVariantsConfig, layer: str, standardize: str) -> FactorConfig:
@@ -75,7 +77,7 @@ def study_config(config: FactorVariantsConfig, layer: str, standardize: str) -> 
 
 def weightings(scores: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every channel weighting of the grid, ``(N, C)`` each, by setting name."""
-    options = {f"top-{k}": hm.top_k_weights(scores, k) for k in TOP_K}
+    options = {f"top-{k}": weighting.top_k_weights(scores, k) for k in TOP_K}
     options.update({f"soft T={t}": torch.softmax(scores / t, dim=1) for t in TEMPERATURES})
     return options
 
@@ -119,7 +121,7 @@ class LayerVariants:
 
     def _alignment(self, standardize: str, split: str) -> tuple[FeatureSet, torch.Tensor]:
         features = self.base.features(split)
-        return features, hm.channel_alignment(self.mappers[standardize], features.maps, self.base.text_embedding)
+        return features, weighting.channel_alignment(self.mappers[standardize], features.maps, self.base.text_embedding)
 
     def channel_candidates(self, standardize: str, split: str) -> Iterator[tuple[str, torch.Tensor]]:
         features, scores = self._alignment(standardize, split)
@@ -128,7 +130,7 @@ class LayerVariants:
 
     def published(self, split: str) -> torch.Tensor:
         features, scores = self._alignment("global", split)
-        return hm.channel_heatmaps(features.maps, hm.top_k_weights(scores, self.base.config.top_k), features.masks)
+        return hm.channel_heatmaps(features.maps, weighting.top_k_weights(scores, self.base.config.top_k), features.masks)
 
     def baseline(self, method: str, split: str) -> Iterator[tuple[str, torch.Tensor]]:
         for _, maps in self.base.method_heatmaps(self.mappers["global"], split, (method,)):
@@ -138,8 +140,8 @@ class LayerVariants:
         """Method name -> its settings' heatmaps on ``split``, made lazily, one setting at a time."""
         methods: dict[str, Callable[[], Iterator[tuple[str, torch.Tensor]]]] = {
             f"FActOR, {s} scaling": (lambda s=s: self.channel_candidates(s, split)) for s in STANDARDIZATIONS}
-        methods.update({METHOD_NAMES[m]: (lambda m=m: self.baseline(m, split)) for m in self.base.config.methods
-                        if m != "supervised_reference" or self.base.reference})
+        methods.update({registry.get(m).label: (lambda m=m: self.baseline(m, split)) for m in self.base.config.methods
+                        if "reference" not in registry.get(m).needs or self.base.reference})
         return methods
 
 

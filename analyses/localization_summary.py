@@ -18,14 +18,14 @@ from pathlib import Path
 import pandas as pd
 
 from analyses.factor_variants import PUBLISHED
-from mammo_interp.factor import METHOD_NAMES
+from mammo_interp.methods.channels import FACTOR
 from models.cli import check_output_folders, parse_config, run_main
 from models.errors import InputError
 from models.report_tables import write_table
 
 LOCALIZATION_COLUMNS = ("IoU-hit@0.25", "AP@0.25", "pointing game")
 CHECK_COLUMNS = ("insertion - deletion", "randomization check")
-CHECKS_NAME_OF = {PUBLISHED: METHOD_NAMES["factor"]}
+CHECKS_NAME_OF = {PUBLISHED: FACTOR.label}
 SPEED_COLUMN = "boxes / bare forward"
 COST_COLUMN = "boxes, bare forwards"
 
@@ -45,7 +45,7 @@ class LocalizationSummaryConfig:
 
 def cost_name(method: str) -> str:
     """The row of ``analyses.box_speed`` that times ``method`` (every FActOR variant: FActOR top-k)."""
-    return METHOD_NAMES["factor"] if method.startswith("FActOR") else method
+    return FACTOR.label if method.startswith("FActOR") else method
 
 
 def study_rows(variants: pd.DataFrame, checks: pd.DataFrame, costs: dict[str, str] | None = None) -> pd.DataFrame:

@@ -19,7 +19,8 @@ from typing import Any
 import models  # noqa: F401  (runtime set-up first)
 import pandas as pd
 
-from mammo_interp.factor import METHODS, FactorConfig, FactorStudy, check_methods
+from mammo_interp import methods as registry
+from mammo_interp.factor import METHODS, FactorConfig, FactorStudy
 from models.checkpoints import check_input_size
 from models.cli import check_output_folders, parse_config, run_main
 from models.data.reading import ReadOptions, read_options_field
@@ -42,7 +43,8 @@ class LocalizationTableConfig:
         "help": "finding categories"})
     data: str | None = field(default=None, metadata={"help": "dataset folder; default: the synthetic set"})
     reading: ReadOptions = read_options_field()
-    methods: tuple[str, ...] = field(default=METHODS, metadata={"help": f"methods: {METHODS}"})
+    methods: tuple[str, ...] = field(default=METHODS, metadata={
+        "help": lambda: f"methods (default: {' '.join(METHODS)}); registered: {', '.join(registry.available())}"})
     image_size: tuple[int, ...] = field(default=(), metadata={
         "help": "input H W; default: each checkpoint's pretraining size"})
     validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
@@ -56,7 +58,7 @@ class LocalizationTableConfig:
 
     def __post_init__(self) -> None:  # refused while parsing, before the first study starts
         check_input_size(self.image_size)
-        check_methods(self.methods)
+        registry.check(self.methods)
 
 
 def _tag(checkpoint: str | None) -> str:

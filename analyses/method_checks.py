@@ -25,7 +25,8 @@ import torch
 
 from analyses.layer_study import LayerStudyOptions, per_layer_main
 from mammo_interp import heatmaps as hm
-from mammo_interp.factor import FactorStudy, check_methods
+from mammo_interp import methods as registry
+from mammo_interp.factor import FactorStudy
 from mammo_interp.faithfulness import BLUR_SIGMA, perturbation_curves
 from mammo_interp.mapper import ChannelMapper
 from mammo_interp.plotting import save_figure
@@ -48,7 +49,8 @@ FAITHFULNESS_COLUMNS = {"deletion_auc": "deletion AUC (lower better)", "insertio
 class MethodChecksConfig(LayerStudyOptions):
     """Which study, which methods, how many images."""
 
-    methods: tuple[str, ...] = field(default=METHODS, metadata={"help": "methods of mammo_interp.factor"})
+    methods: tuple[str, ...] = field(default=METHODS, metadata={
+        "help": lambda: f"registered methods to check: {', '.join(registry.available())}"})
     images: int = field(default=24, metadata={"help": "first test images with the finding that are compared"})
     out: str = field(default="runs/factor", metadata={
         "help": "FActOR's folder, where the published mapper of each layer is found or trained"})
@@ -57,7 +59,7 @@ class MethodChecksConfig(LayerStudyOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_methods(self.methods)
+        registry.check(self.methods)
         if self.images < 1:
             raise ValueError(f"--images must be at least 1, got {self.images}")
 

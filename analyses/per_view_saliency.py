@@ -20,7 +20,8 @@ from typing import Any
 import models  # noqa: F401  (runtime set-up first)
 import pandas as pd
 
-from mammo_interp.saliency import MAP_METHODS, SaliencyConfig, SaliencyStudy
+from mammo_interp import methods as registry
+from mammo_interp.saliency import SaliencyConfig, SaliencyStudy
 from models.cli import check_output_folders, parse_config, run_main
 from models.data.reading import ReadOptions, read_options_field
 from models.device import device_field, precision_field
@@ -38,7 +39,8 @@ class PerViewSaliencyConfig:
     reading: ReadOptions = read_options_field()
     checkpoint: str | None = field(default=None, metadata={"help": "CLIP checkpoint; default: the default model"})
     methods: tuple[str, ...] = field(default=("gradcam",), metadata={
-        "help": f"map methods {MAP_METHODS} (IG and occlusion are slow on CPU: pair with --max-exams)"})
+        "help": lambda: f"per-view map methods, gradcam among them: {', '.join(registry.available(per_view=True))} "
+                        "(integrated_gradients and occlusion are slow on CPU: pair with --max-exams)"})
     max_exams: int = field(default=0, metadata={"help": "exams per attribute (0: the whole split)"})
     device: str = device_field()
     precision: str = precision_field()

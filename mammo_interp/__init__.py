@@ -16,6 +16,7 @@ import models as _models  # noqa: E402, F401  (torchvision guard before timm; no
 __version__ = "0.1.0"
 
 _PUBLIC = {
+    "Attribution": "mammo_interp.attribution",
     "Factor": "mammo_interp.attribution",
     "GradCam": "mammo_interp.attribution",
     "IntegratedGradients": "mammo_interp.attribution",
@@ -23,7 +24,7 @@ _PUBLIC = {
     "BreastPrior": "mammo_interp.attribution",
     "LayerFeatures": "mammo_interp.attribution",
     "breast_masks": "mammo_interp.attribution",
-    "PerViewSaliency": "mammo_interp.saliency",
+    "PerViewSaliency": "mammo_interp.per_view",
     "BoxRule": "mammo_interp.boxes",
     "box_metrics": "mammo_interp.metrics",
     "perturbation_curves": "mammo_interp.faithfulness",

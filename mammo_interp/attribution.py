@@ -20,6 +20,7 @@ and are scored with :func:`~mammo_interp.metrics.box_metrics`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,9 @@ from torch import nn
 from mammo_interp import heatmaps as hm
 from mammo_interp.features import breast_mask
 from mammo_interp.mapper import ChannelMapper, MapperConfig, train_mapper
+from mammo_interp import methods as registry
+from mammo_interp.methods import MethodContext
+from mammo_interp.methods import channels as weighting
 from models.device import module_device
 from models.training import eval_mode
 
@@ -145,7 +149,7 @@ class Factor(_ChannelMethod):
             raise RuntimeError("Factor has no channel mapper: call fit(...) or pass mapper=")
         if not isinstance(target, torch.Tensor):
             raise ValueError("FActOR's target is the attribute's (D,) text embedding")
-        return hm.factor_weights(self.mapper, maps, target, self.top_k)
+        return weighting.factor_weights(self.mapper, maps, target, self.top_k)
 
 
 class ChannelBaseline(_ChannelMethod):
@@ -163,43 +167,56 @@ class ChannelBaseline(_ChannelMethod):
     def weights(self, maps: torch.Tensor, target: Target | None) -> torch.Tensor:
         n, channels = maps.shape[:2]
         if self.channels == "mean":
-            return hm.mean_weights(n, channels)
+            return weighting.mean_weights(n, channels)
         if self.channels == "random":
-            return hm.random_weights(n, channels, self.k, self.seed)
+            return weighting.random_weights(n, channels, self.k, self.seed)
         if not 0 <= self.channels < channels:
             raise ValueError(f"channel {self.channels} is not in the layer's {channels} channels")
-        return hm.single_channel_weights(n, channels, self.channels)
+        return weighting.single_channel_weights(n, channels, self.channels)
 
 
-class GradCam:
+class Attribution:
+    """Any registered method (:mod:`mammo_interp.methods`: ``"layercam"``, ``"gscorecam"``, a
+    method of your own, ...) by name. ``options`` are :class:`~mammo_interp.methods.MethodContext`
+    fields (``ig_steps``, ``cam_channels``, ``top_k``, ``mapper`` for FActOR, ...); ``batch_size``
+    images go through the model at once (default: the method's). The target is passed at call."""
+
+    def __init__(self, model: nn.Module | None, layer: nn.Module | None, method: str,
+                 batch_size: int | None = None, **options: Any) -> None:
+        chosen = registry.get(method)
+        self.method = chosen if batch_size is None else replace(chosen, batch_size=batch_size)
+        self.model, self.layer, self.context = model, layer, MethodContext(**options)
+
+    def attribute(self, images: torch.Tensor, target: Target | None = None,
+                  masks: torch.Tensor | None = None) -> torch.Tensor:
+        masks, method = _masks(images, masks), self.method
+        if method.kind == "mask":
+            return hm.mask_heatmaps(method, masks)
+        context = replace(self.context, text_embedding=target) if isinstance(target, torch.Tensor) else self.context
+        if method.kind == "channel":
+            return hm.feature_heatmaps(method, context, LayerFeatures(self.model, self.layer)(images), masks)
+        return hm.model_heatmaps(method, context, target_module(self.model, target), self.layer,
+                                 lambda part: images[part], len(images), masks)
+
+
+class GradCam(Attribution):
     """Grad-CAM (captum ``LayerGradCam``: ReLU of the gradient-weighted channel sum) at ``layer``."""
 
     def __init__(self, model: nn.Module, layer: nn.Module, batch_size: int = 16) -> None:
-        self.model, self.layer, self.batch_size = model, layer, batch_size
-
-    def attribute(self, images: torch.Tensor, target: Target, masks: torch.Tensor | None = None) -> torch.Tensor:
-        masks = _masks(images, masks)
-        return hm.grad_cam(target_module(self.model, target), self.layer, lambda part: images[part],
-                           len(images), masks, self.batch_size)
+        super().__init__(model, layer, "gradcam", batch_size)
 
 
-class IntegratedGradients:
+class IntegratedGradients(Attribution):
     """Integrated Gradients (captum) from a black image, ``|attribution|`` smoothed by a Gaussian of
     ``sigma`` pixels, ``steps`` interpolation points."""
 
     def __init__(self, model: nn.Module, steps: int = 8, sigma: float = 4.0, batch_size: int = 2) -> None:
-        self.model, self.steps, self.sigma, self.batch_size = model, steps, sigma, batch_size
-
-    def attribute(self, images: torch.Tensor, target: Target, masks: torch.Tensor | None = None) -> torch.Tensor:
-        masks = _masks(images, masks)
-        return hm.integrated_gradients(target_module(self.model, target), lambda part: images[part],
-                                       len(images), masks, self.steps, self.sigma, self.batch_size)
+        super().__init__(model, None, "integrated_gradients", batch_size, ig_steps=steps, ig_sigma=sigma)
 
 
-class BreastPrior:
+class BreastPrior(Attribution):
     """No model: the distance to the tissue's edge, a centre-of-breast prior that knows no lesion;
     every localization table's floor. Needs ``masks``."""
 
-    def attribute(self, images: torch.Tensor, target: Target | None = None,
-                  masks: torch.Tensor | None = None) -> torch.Tensor:
-        return hm.breast_prior(_masks(images, masks))
+    def __init__(self) -> None:
+        super().__init__(None, None, "breast_prior")

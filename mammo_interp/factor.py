@@ -19,7 +19,6 @@ left on disk:
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import time
@@ -46,7 +45,10 @@ from mammo_interp.localization import (
     predictions_frame,
     write_localization_table,
 )
+from mammo_interp import methods as registry
 from mammo_interp.mapper import ChannelMapper, MapperConfig, train_mapper
+from mammo_interp.methods import Method, MethodContext
+from mammo_interp.methods.channels import FACTOR
 from mammo_interp.plotting import view_label
 from models.allocator import peak_rss_mb
 from models.cards import embedded_data, provenance, sha256
@@ -73,15 +75,7 @@ STAGES = ("extract", "train", "predict", "evaluate", "all")
 MAPPER_DIR = Path(__file__).parent / "weights"  # the shipped mappers (package data)
 MAPPER_CARD = "factor_mappers.json"
 METHODS = ("factor", "gradcam", "integrated_gradients", "random_channels", "mean_channels",
-           "oracle_channel", "breast_prior", "supervised_reference")
-CAM_METHODS = ("gradcam_plus_plus", "layercam", "gscorecam")  # opt-in: --methods ... gradcam_plus_plus layercam gscorecam
-METHOD_NAMES = {
-    "factor": "FActOR top-k", "gradcam": "Grad-CAM", "integrated_gradients": "Integrated Gradients",
-    "gradcam_plus_plus": "Grad-CAM++", "layercam": "LayerCAM", "gscorecam": "gScoreCAM",
-    "random_channels": "random k channels", "mean_channels": "mean of channels",
-    "oracle_channel": "oracle channel (val boxes)", "breast_prior": "breast prior",
-    "supervised_reference": "supervised reference (Grad-CAM)",
-}
+           "oracle_channel", "breast_prior", "supervised_reference")  # the table's rows unless --methods says
 
 @dataclass(frozen=True)
 class FactorConfig:
@@ -109,7 +103,8 @@ class FactorConfig:
     box: BoxRule = field(default_factory=BoxRule, metadata={"help": "heatmap -> boxes rule"})
     mapper: MapperConfig = field(default_factory=MapperConfig, metadata={"help": "channel mapper"})
     methods: tuple[str, ...] = field(default=METHODS, metadata={
-        "help": f"methods to compare: {METHODS}, and on request {CAM_METHODS}"})
+        "help": lambda: f"methods to compare, one table row each, in this order (default: {' '.join(METHODS)}); "
+                        f"registered: {registry.help_text()}"})
     ig_steps: int = field(default=8, metadata={"help": "Integrated Gradients steps"})
     cam_channels: int = field(default=16, metadata={
         "help": "gScoreCAM: channels of largest gradient it scores, each with one more forward per image"})
@@ -132,18 +127,11 @@ class FactorConfig:
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"stage {self.stage!r} is not one of {STAGES}")
-        check_methods(self.methods)
+        registry.check(self.methods)
         check_input_size(self.image_size)
         check_spelling(self.device, self.precision, self.workers)
         if self.top_k < 1 or self.cam_channels < 1:
             raise ValueError(f"top_k and cam_channels must be at least 1, got {self.top_k}, {self.cam_channels}")
-
-
-def check_methods(methods: tuple[str, ...]) -> None:
-    """Refuse method names FActOR's table does not know (at parse time)."""
-    unknown = sorted(set(methods) - set(METHODS) - set(CAM_METHODS))
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; valid: {[*METHODS, *CAM_METHODS]}")
 
 
 HeatmapFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -191,30 +179,14 @@ def time_box_prediction(encoder: ImageEncoder, heatmaps: HeatmapFunction, images
             "threads": torch.get_num_threads(), "device": str(device)}
 
 
-def channel_method(encoder: ImageEncoder, layer: str,
-                   weights: Callable[[torch.Tensor], torch.Tensor]) -> HeatmapFunction:
-    """A channel method from raw images: the ``layer`` feature maps ``(B, C, h, w)``, ``weights``
-    of them ``(B, C)``, their weighted sum upsampled and normalized in the breast mask (no gradients)."""
+def channel_method(encoder: ImageEncoder, layer: str, method: Method, context: MethodContext) -> HeatmapFunction:
+    """A channel method from raw images: the ``layer`` feature maps ``(B, C, h, w)`` on the encoder's
+    device, weighted by ``method`` (:func:`~mammo_interp.heatmaps.feature_heatmaps`; no gradients)."""
     def heatmaps(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             maps = encoder.feature_map(images, layer)
-            return hm.channel_heatmaps(maps, weights(maps).to(maps.device), masks.to(maps.device))
+            return hm.feature_heatmaps(method, context, maps, masks.to(maps.device))
     return heatmaps
-
-
-def factor_method(encoder: ImageEncoder, layer: str, mapper: ChannelMapper, text_embedding: torch.Tensor,
-                  top_k: int) -> HeatmapFunction:
-    """FActOR from raw images: the ``top_k`` channels best aligned with ``text_embedding``
-    (the mapper copied to the encoder's device)."""
-    device = module_device(encoder)
-    mapper, text_embedding = copy.deepcopy(mapper).to(device), text_embedding.to(device)
-    return channel_method(encoder, layer, lambda maps: hm.factor_weights(mapper, maps, text_embedding, top_k))
-
-
-def _from_batch(attribute: Callable[[Callable[[slice], torch.Tensor], int, torch.Tensor], torch.Tensor],
-                images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """A gradient method of :meth:`FactorStudy._gradient_methods` on one batch of images."""
-    return attribute(lambda part: images[part], len(images), masks)
 
 
 class FactorStudy:
@@ -373,9 +345,22 @@ class FactorStudy:
             **provenance(shipped, "mammo_interp.factor")}
         save_json(card_path, cards)
 
+    def method_context(self, mapper: ChannelMapper) -> MethodContext:
+        """What this study's methods read: its options, ``mapper``, the oracle channel (on first
+        use) and the supervised reference's finding logit and layer when there is a reference."""
+        config = self.config
+        reference = None
+        if self.reference is not None:
+            model, trained = self.reference
+            reference = (hm.LogitTarget(model, trained.findings.index(self.category)),
+                         model.encoder.feature_module(model.feature_layer))
+        return MethodContext(text_embedding=self.text_embedding, top_k=config.top_k, seed=config.seed,
+                             ig_steps=config.ig_steps, cam_channels=config.cam_channels,
+                             logit_scale=float(self.model.logit_scale().detach()), mapper=mapper,
+                             oracle=lambda: self.oracle, reference=reference)
+
     def factor_heatmaps(self, mapper: ChannelMapper, features: FeatureSet) -> torch.Tensor:
-        weights = hm.factor_weights(mapper, features.maps, self.text_embedding, self.config.top_k)
-        return hm.channel_heatmaps(features.maps, weights, features.masks)
+        return hm.feature_heatmaps(FACTOR, self.method_context(mapper), features.maps, features.masks)
 
     def predict(self) -> dict[str, Any]:
         """FActOR boxes on the test split (CSV) and the speed of box prediction from raw images
@@ -383,7 +368,7 @@ class FactorStudy:
         mapper = self.mapper()
         test = self.features(TEST)
         localized = localize(self.factor_heatmaps(mapper, test), test, self.category_index, self.config.box)
-        frame = predictions_frame(localized, test, METHOD_NAMES["factor"])
+        frame = predictions_frame(localized, test, FACTOR.label)
         atomic_write(self.out / "predictions.csv", lambda s: s.write(frame.to_csv(index=False).encode()))
         speed = self.time_prediction(mapper)
         save_json(self.out / "speed.json", speed)
@@ -401,58 +386,46 @@ class FactorStudy:
                                         self.config.box, self.config.batch_size, repeats)
         return {**speed, "method": method, "layer": self.layer, "image_size": list(self.image_size)}
 
-    def _channel_weights(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-        """The channel baselines: ``(B, C, h, w)`` feature maps -> ``(B, C)`` weights (on the CPU)."""
-        k, seed = self.config.top_k, self.config.seed
-        return {"random_channels": lambda maps: hm.random_weights(len(maps), maps.shape[1], k, seed),
-                "mean_channels": lambda maps: hm.mean_weights(len(maps), maps.shape[1]),
-                "oracle_channel": lambda maps: hm.single_channel_weights(len(maps), maps.shape[1], self.oracle)}
-
     @functools.cached_property
     def oracle(self) -> int:
         """The channel whose activation best covers the validation boxes (:func:`oracle_channel`)."""
         return oracle_channel(self.features(VALIDATION), self.category_index)
 
-    def _gradient_methods(self) -> dict[str, Callable[[Callable[[slice], torch.Tensor], int, torch.Tensor],
-                                                       torch.Tensor]]:
-        """The methods that run the image tower, target the CLIP cosine to the attribute:
-        ``(images of a slice, image count, (N, H, W) masks) -> (N, H, W)`` heatmaps."""
+    def _heatmap_function(self, method: Method, context: MethodContext) -> Callable[..., torch.Tensor]:
+        """``heatmaps(images, n, masks, maps)`` of a registered method in this study: channel
+        methods read ``maps`` (``(N, C, h, w)`` features), model methods the images
+        (``images(slice) -> (B, 1, H, W)``) through the CLIP cosine to the attribute."""
+        if method.kind == "channel":
+            return lambda images, n, masks, maps: hm.feature_heatmaps(method, context, maps, masks)
+        if method.kind == "mask":
+            return lambda images, n, masks, maps: hm.mask_heatmaps(method, masks)
         target = hm.SimilarityTarget(self.model, self.text_embedding)
-        module = self.encoder.feature_module(self.layer)
-        options = {"gscorecam": {"top_k": self.config.cam_channels,
-                                 "logit_scale": float(self.model.logit_scale().detach())}}
-        return {
-            "gradcam": lambda images, n, masks: hm.grad_cam(target, module, images, n, masks),
-            "layercam": lambda images, n, masks: hm.layer_cam(target, module, images, n, masks),
-            "integrated_gradients": lambda images, n, masks: hm.integrated_gradients(
-                target, images, n, masks, steps=self.config.ig_steps),
-            **{method: (lambda images, n, masks, method=method: hm.library_cam(
-                method, target, module, images, n, masks, **options.get(method, {}))) for method in hm.CAM_METHODS}}
+        layer = self.encoder.feature_module(self.layer)
+        return lambda images, n, masks, maps: hm.model_heatmaps(method, context, target, layer, images, n, masks)
 
     def box_methods(self, mapper: ChannelMapper, methods: Sequence[str]) -> dict[str, HeatmapFunction]:
         """Each of ``methods`` as a function of raw images (what box prediction costs in use); the
         supervised reference is not among them (it is a ceiling, not a method to deploy)."""
-        weights, gradient = self._channel_weights(), self._gradient_methods()
+        context = self.method_context(mapper)
         made: dict[str, HeatmapFunction] = {}
-        for method in methods:
-            if method == "factor":
-                made[method] = factor_method(self.encoder, self.layer, mapper, self.text_embedding, self.config.top_k)
-            elif method in weights:
-                made[method] = channel_method(self.encoder, self.layer, weights[method])
-            elif method in gradient:
-                made[method] = functools.partial(_from_batch, gradient[method])
-            elif method == "breast_prior":
-                made[method] = lambda images, masks: hm.breast_prior(masks)
+        for name in methods:
+            method = registry.get(name)
+            if not method.timed:
+                raise ValueError(f"box prediction of {name!r} is not timed: {method.summary}")
+            if method.kind == "channel":
+                made[name] = channel_method(self.encoder, self.layer, method, context)
             else:
-                raise ValueError(f"box prediction of {method!r} is not timed; methods: "
-                                 f"{['factor', *weights, *gradient, 'breast_prior']}")
+                heatmaps = self._heatmap_function(method, context)
+                made[name] = lambda images, masks, heatmaps=heatmaps: heatmaps(
+                    lambda part: images[part], len(images), masks, None)
         return made
 
     def method_heatmaps(self, mapper: ChannelMapper, split: str = TEST, methods: tuple[str, ...] | None = None,
                         rows: Sequence[int] | None = None, fresh: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
-        """The name and ``(N, H, W)`` heatmaps of ``split`` of each of ``methods`` (default: the
-        config's), one method at a time (all of them at once would take N·H·W·4 bytes each: 0.3 GB
-        for 1,920 images at 256 x 160). ``rows``: only those images of the split; ``fresh``: their
+        """The table row name and ``(N, H, W)`` heatmaps of ``split`` of each of ``methods`` (default:
+        the config's), one method at a time (all of them at once would take N·H·W·4 bytes each: 0.3 GB
+        for 1,920 images at 256 x 160); a method that needs the supervised reference is left out
+        when the study has none. ``rows``: only those images of the split; ``fresh``: their
         feature maps recomputed from the encoder as it is now, never read from or written to the
         cache (for a model changed in memory, as the randomization check does)."""
         dataset = self.dataset(split) if rows is None else Subset(self.dataset(split), list(rows))
@@ -466,31 +439,16 @@ class FactorStudy:
         def images(part: slice) -> torch.Tensor:
             return torch.stack([dataset[i]["image"] for i in range(*part.indices(n))])
 
-        builders: dict[str, Callable[[], torch.Tensor]] = {
-            "factor": lambda: self.factor_heatmaps(mapper, features),
-            **{method: (lambda weights=weights: hm.channel_heatmaps(features.maps, weights(features.maps),
-                                                                    features.masks))
-               for method, weights in self._channel_weights().items()},
-            **{method: (lambda attribute=attribute: attribute(images, n, features.masks))
-               for method, attribute in self._gradient_methods().items()},
-            "breast_prior": lambda: hm.breast_prior(features.masks),
-            "supervised_reference": lambda: self.reference_heatmaps(images, n, features.masks),
-        }
-        methods = [m for m in methods or self.config.methods if m != "supervised_reference" or self.reference]
-        for method in tqdm(methods, desc="heatmaps", disable=not self.config.progress, leave=False):
+        context = self.method_context(mapper)
+        chosen = [registry.get(m) for m in methods or self.config.methods]
+        chosen = [m for m in chosen if "reference" not in m.needs or self.reference]
+        for method in tqdm(chosen, desc="heatmaps", disable=not self.config.progress, leave=False):
             started = time.perf_counter()
             with self.precision.autocast():
-                maps = builders[method]()
-            self.seconds[f"heatmaps {method}"] = time.perf_counter() - started
-            yield METHOD_NAMES[method], maps
+                maps = self._heatmap_function(method, context)(images, n, features.masks, features.maps)
+            self.seconds[f"heatmaps {method.name}"] = time.perf_counter() - started
+            yield method.label, maps
             del maps  # before the next method's maps exist
-
-    def reference_heatmaps(self, images: Callable[[slice], torch.Tensor], n: int,
-                           masks: torch.Tensor) -> torch.Tensor:
-        """Grad-CAM on the supervised reference's logit for this study's finding, at its own layer."""
-        reference, trained = self.reference
-        target = hm.LogitTarget(reference, trained.findings.index(self.category))
-        return hm.grad_cam(target, reference.encoder.feature_module(reference.feature_layer), images, n, masks)
 
     def _case_labels(self, features: FeatureSet, cases: np.ndarray) -> list[str]:
         """Side, view and a short image id for each figure row."""

@@ -1,7 +1,7 @@
 """One CLI style for every ``python -m`` entry point: flags generated from a config dataclass.
 
 Each dataclass field becomes ``--field-name`` with its type, default and the ``help`` text from the
-field's metadata; ``--config FILE.json`` supplies defaults that explicit flags override. Values the
+field's metadata (a string, or a function giving one when the parser is built); ``--config FILE.json`` supplies defaults that explicit flags override. Values the
 config refuses, and bad input found later (:class:`models.errors.InputError`, missing or unreadable
 files), end the program with one ``prog: error: ...`` line instead of a traceback.
 """
@@ -68,6 +68,8 @@ def _add_fields(parser: argparse.ArgumentParser, target: argparse.ArgumentParser
             continue
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
         help_text = field.metadata.get("help", "")
+        if callable(help_text):  # read when the parser is built (e.g. the methods registered by then)
+            help_text = help_text()
         if "default:" not in help_text:  # a help that explains its default already says it once
             help_text = f"{help_text} (default: {default})".strip()
         origin = typing.get_origin(kind)

@@ -8,6 +8,7 @@ import pytest
 
 from analyses import factor_variants as fv
 from mammo_interp import factor
+from mammo_interp import methods as registry
 
 
 @pytest.fixture()
@@ -27,7 +28,7 @@ def test_variants_are_chosen_on_validation_and_the_published_row_is_factors(tiny
     fv.main([*_common(tiny_masses, tiny_checkpoint), "--layers", "head", "--out", str(cache / "runs"),
              "--report-dir", str(cache / "reports"), "--cam-channels", "2"])
     table = pd.read_csv(cache / "reports" / "mass_head.csv")
-    methods = [f"FActOR, {s} scaling" for s in ("global", "channel")] + [factor.METHOD_NAMES[m] for m in fv.BASELINES]
+    methods = [f"FActOR, {s} scaling" for s in ("global", "channel")] + [registry.get(m).label for m in fv.BASELINES]
     assert list(table["method"]) == [fv.PUBLISHED, *methods]
     grid = pd.read_csv(cache / "reports" / "mass_head_validation.csv")
     settings = len(fv.TOP_K) + len(fv.TEMPERATURES)

@@ -10,6 +10,7 @@ import pytest
 
 from analyses import method_checks
 from mammo_interp import factor
+from mammo_interp import methods as registry
 from mammo_interp.faithfulness import FRACTIONS
 
 
@@ -23,7 +24,7 @@ def test_every_method_gets_both_checks(tiny_masses, tiny_checkpoint, tmp_path, m
                         "--out", str(tmp_path / "runs"), "--report-dir", str(tmp_path / "reports")])
     reports = tmp_path / "reports"
     table = pd.read_csv(reports / "mass_head.csv")
-    names = [factor.METHOD_NAMES[m] for m in methods]
+    names = [registry.get(m).label for m in methods]
     assert list(table["method"]) == names
     assert table.set_index("method").loc["breast prior", "randomization check"] == "FAILS"  # blind to the model
     faithful = pd.read_csv(reports / "mass_head_faithfulness_long.csv")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import mammo_interp
-from mammo_interp import (BoxRule, BreastPrior, ChannelBaseline, Factor, GradCam, IntegratedGradients,
+from mammo_interp import (Attribution, BoxRule, BreastPrior, ChannelBaseline, Factor, GradCam, IntegratedGradients,
                           LayerFeatures, MapperConfig, box_metrics)
 
 SIZE, LESION = 32, 6
@@ -90,6 +90,7 @@ def test_every_method_puts_its_peak_on_the_planted_lesions(trained):
         "gradcam text": peak_in_box_rate(GradCam(trained, layer).attribute(images, LESION_TEXT), boxes),
         "integrated gradients": peak_in_box_rate(
             IntegratedGradients(trained, steps=8, sigma=1.0).attribute(images, 1), boxes),
+        "layercam by name": peak_in_box_rate(Attribution(trained, layer, "layercam").attribute(images, 1), boxes),
     }
     assert all(rate >= 0.8 for rate in rates.values()), rates
     # Chance: the square covers 3.5 % of the image. The prior (the centre) and Grad-CAM of the same
@@ -103,6 +104,8 @@ def test_every_method_puts_its_peak_on_the_planted_lesions(trained):
     result = box_metrics(BoxRule(quantile=0.95, min_area=4).predict(heatmaps), boxes, heatmaps, n_boot=50)
     assert result["iou_hit@0.25"].value >= 0.7 and result["pointing_game"].value >= 0.8
     assert len(factor.history) >= 1 and {"val_auroc", "val_loss"} <= set(factor.history[0])
+    by_name = Attribution(trained, layer, "factor", mapper=factor.mapper, top_k=2)
+    torch.testing.assert_close(by_name.attribute(images, LESION_TEXT), factor.attribute(images, LESION_TEXT))
 
 
 def test_heatmaps_are_normalized_in_the_mask_and_the_inputs_left_alone(trained):

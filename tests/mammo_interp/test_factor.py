@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from mammo_interp import factor
+from mammo_interp import methods as registry
 from mammo_interp.features import FeatureSet, breast_mask
 from models import clip, default_model
 from models.cards import embedded_data, sha256
@@ -53,7 +54,7 @@ def test_cli_runs_every_method_and_writes_table_figure_and_boxes(tiny_masses, ti
     result = factor.main(["--attribute", "mass", "--reference", str(tiny_reference),
                           *_args(tiny_masses, tiny_checkpoint, cache)])
     table = pd.read_csv(cache / "reports" / "mass_head.csv")
-    assert list(table["method"]) == [factor.METHOD_NAMES[m] for m in factor.METHODS]
+    assert list(table["method"]) == [registry.get(m).label for m in factor.METHODS]
     assert {"IoU-hit@0.25", "IoU-hit@0.5", "AP@0.25", "AP@0.5", "pointing game", "energy PG"} <= set(table.columns)
     for suffix in (".md", ".tex", "_long.csv", "_overlay.png", "_overlay.pdf"):
         assert (cache / "reports" / f"mass_head{suffix}").is_file()
@@ -166,7 +167,7 @@ def test_box_methods_from_raw_images_match_the_study_heatmaps(tiny_masses, tiny_
     images = torch.stack([study.dataset("test")[i]["image"] for i in range(4)])
     masks = study.features("test").masks[:4]
     for method, heatmaps in study.box_methods(mapper, methods).items():
-        torch.testing.assert_close(heatmaps(images, masks).cpu(), expected[factor.METHOD_NAMES[method]],
+        torch.testing.assert_close(heatmaps(images, masks).cpu(), expected[registry.get(method).label],
                                    atol=2e-3, rtol=0, msg=method)
     with pytest.raises(ValueError, match="'supervised_reference' is not timed"):
         study.box_methods(mapper, ("supervised_reference",))

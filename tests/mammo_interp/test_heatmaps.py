@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from mammo_interp import heatmaps as hm
+from mammo_interp import methods
+from mammo_interp.methods import MethodContext, cams, channels
+from mammo_interp.methods.gscorecam import GScoreCAM
+from mammo_interp.methods.prior import BREAST_PRIOR
+
+
+def _image_maps(name: str, target: nn.Module, layer: nn.Module, images: torch.Tensor, masks: torch.Tensor,
+                context: MethodContext = MethodContext(), batch_size: int = 2) -> torch.Tensor:
+    """A registered method's heatmaps of ``images``, as FActOR's study makes them."""
+    method = replace(methods.get(name), batch_size=batch_size)
+    return hm.model_heatmaps(method, context, target, layer, lambda part: images[part], len(images), masks)
 
 
 def test_normalize_in_mask_scales_inside_and_zeroes_outside():
@@ -49,20 +62,20 @@ def test_channel_heatmaps_is_the_weighted_sum_upsampled():
 
 def test_top_k_and_random_weights():
     scores = torch.tensor([[0.1, 0.9, -0.5, 0.3], [0.8, 0.1, 0.2, 0.0]])
-    weights = hm.top_k_weights(scores, 2)
+    weights = channels.top_k_weights(scores, 2)
     assert (weights > 0).sum(dim=1).tolist() == [2, 2]
     assert weights[0, 1] > weights[0, 3] > 0 and weights[0, 0] == 0
     assert weights[1, 0] > 0 and weights[1, 2] > 0
-    random = hm.random_weights(50, 10, 3, seed=1)
+    random = channels.random_weights(50, 10, 3, seed=1)
     assert (random.sum(dim=1) == 3).all()
-    assert torch.equal(random, hm.random_weights(50, 10, 3, seed=1))
-    assert not torch.equal(random, hm.random_weights(50, 10, 3, seed=2))
+    assert torch.equal(random, channels.random_weights(50, 10, 3, seed=1))
+    assert not torch.equal(random, channels.random_weights(50, 10, 3, seed=2))
 
 
 def test_breast_prior_peaks_deep_inside_the_mask():
     mask = torch.zeros(1, 20, 20, dtype=torch.bool)
     mask[0, 2:18, 0:12] = True
-    prior = hm.breast_prior(mask)
+    prior = hm.mask_heatmaps(BREAST_PRIOR, mask)
     y, x = np.unravel_index(int(prior[0].argmax()), (20, 20))
     assert mask[0, y, x] and 6 <= y <= 13 and 3 <= x <= 8
     assert float(prior[0][~mask[0]].abs().sum()) == 0.0
@@ -88,7 +101,7 @@ def test_grad_cam_matches_a_hand_written_grad_cam():
     target = hm.SimilarityTarget(tower, text)
     images = torch.rand(3, 1, 8, 8)
     masks = torch.ones(3, 8, 8, dtype=torch.bool)
-    ours = hm.grad_cam(target, tower.features, lambda part: images[part], 3, masks, batch_size=2)
+    ours = _image_maps("gradcam", target, tower.features, images, masks)
 
     acts = tower.features(images).detach().requires_grad_(True)
     similarity = nn.functional.normalize(tower.head(acts.mean(dim=(2, 3))), dim=-1) @ nn.functional.normalize(text, dim=0)
@@ -107,8 +120,8 @@ def test_integrated_gradients_completeness_on_the_target():
     attributions = IntegratedGradients(target).attribute(images, baselines=torch.zeros_like(images), n_steps=64)
     gap = target(images) - target(torch.zeros_like(images))
     assert torch.allclose(attributions.sum(dim=(1, 2, 3)), gap.detach(), atol=5e-3)
-    maps = hm.integrated_gradients(target, lambda part: images[part], 2, torch.ones(2, 8, 8, dtype=torch.bool),
-                                   steps=4, sigma=1.0)
+    maps = _image_maps("integrated_gradients", target, None, images, torch.ones(2, 8, 8, dtype=torch.bool),
+                       MethodContext(ig_steps=4, ig_sigma=1.0))
     assert maps.shape == (2, 8, 8) and float(maps.max()) == pytest.approx(1.0)
 
 
@@ -134,10 +147,10 @@ def test_layercam_is_pytorch_grad_cams_layercam_and_the_formula():
     tower, text = _StridedTower(), torch.tensor([0.5, 1.0, -0.3])
     images, masks = torch.rand(3, 1, 8, 8), torch.ones(3, 8, 8, dtype=torch.bool)
     target = hm.SimilarityTarget(tower, text)
-    ours = hm.layer_cam(target, tower.features, lambda part: images[part], 3, masks, batch_size=2)
+    ours = _image_maps("layercam", target, tower.features, images, masks)
     assert all(p.grad is None for p in tower.parameters())  # no backward into the weights
     library = LayerCAM(model=target, target_layers=[tower.features])
-    expected = hm.normalize_in_mask(torch.from_numpy(library(input_tensor=images, targets=[hm._score] * 3)), masks)
+    expected = hm.normalize_in_mask(torch.from_numpy(library(input_tensor=images, targets=[cams._score] * 3)), masks)
     library.activations_and_grads.release()
     assert torch.allclose(ours, expected, atol=1e-4)
     acts, grads = _activations_and_gradients(tower, text, images)
@@ -152,9 +165,9 @@ def test_gscorecam_over_every_channel_is_pytorch_grad_cams_score_cam():
     target = hm.SimilarityTarget(tower, text).eval()
     images = torch.rand(2, 1, 8, 8)
     score_cam = ScoreCAM(model=target, target_layers=[tower.features])
-    every_channel = hm.GScoreCAM(model=target, target_layers=[tower.features], top_k=4, logit_scale=1.0)
-    expected = score_cam(input_tensor=images, targets=[hm._score] * 2)
-    ours = every_channel(input_tensor=images, targets=[hm._score] * 2)
+    every_channel = GScoreCAM(model=target, target_layers=[tower.features], top_k=4, logit_scale=1.0)
+    expected = score_cam(input_tensor=images, targets=[cams._score] * 2)
+    ours = every_channel(input_tensor=images, targets=[cams._score] * 2)
     np.testing.assert_allclose(ours, expected, atol=1e-5)
 
 
@@ -163,14 +176,14 @@ def test_gscorecam_keeps_the_channels_of_largest_gradient():
     target = hm.SimilarityTarget(tower, text).eval()
     images = torch.rand(2, 1, 8, 8)
     acts, grads = _activations_and_gradients(tower, text, images)
-    cam = hm.GScoreCAM(model=target, target_layers=[tower.features], top_k=1)
-    weights = cam.get_cam_weights(images, tower.features, [hm._score] * 2, acts.numpy(), grads.numpy())
+    cam = GScoreCAM(model=target, target_layers=[tower.features], top_k=1)
+    weights = cam.get_cam_weights(images, tower.features, [cams._score] * 2, acts.numpy(), grads.numpy())
     best = grads.mean(dim=(2, 3)).argmax(dim=1)
     assert (weights.argmax(axis=1) == best.numpy()).all() and np.allclose(weights.sum(axis=1), 1.0)
     assert (np.count_nonzero(weights, axis=1) == 1).all()
     with torch.no_grad():
-        maps = hm.library_cam("gscorecam", target, tower.features, lambda part: images[part], 2,
-                              torch.ones(2, 8, 8, dtype=torch.bool), top_k=1)
+        maps = _image_maps("gscorecam", target, tower.features, images, torch.ones(2, 8, 8, dtype=torch.bool),
+                           MethodContext(cam_channels=1))
     single = hm.normalize_in_mask(hm.upsample(torch.relu(acts[torch.arange(2), best]), (8, 8)),
                                   torch.ones(2, 8, 8, dtype=torch.bool))
     assert torch.allclose(maps, single, atol=1e-4)

