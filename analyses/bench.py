@@ -97,7 +97,7 @@ def bench_embeddings(height: int, images: int) -> dict[str, Any]:
 
 def bench_factor(height: int, images: int, repeats: int = 3) -> dict[str, Any]:
     """FActOR box prediction vs a bare backbone forward (untrained mapper: same cost)."""
-    from mammo_interp.factor import channel_method, time_box_prediction
+    from mammo_interp.box_timing import channel_method, time_box_prediction
     from mammo_interp.methods import MethodContext
     from mammo_interp.methods.channels import FACTOR
     from mammo_interp.features import breast_mask
@@ -121,7 +121,7 @@ def bench_factor(height: int, images: int, repeats: int = 3) -> dict[str, Any]:
 def bench_shapley(height: int, exams: int, repeats: int = 3) -> dict[str, Any]:
     """Exact per-view Shapley values (15 view subsets scored on features encoded once) and the
     naive alternative (re-encoding every subset) against one forward of the 4-view exam model."""
-    from mammo_interp.factor import best_times
+    from mammo_interp.box_timing import best_times
     from mammo_interp.per_view import ExamTarget, shapley_values, subset_values
     from models.clip import ClipConfig, ClipModel, MultiViewClipModel
 

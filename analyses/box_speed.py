@@ -3,9 +3,9 @@
 For each localization method of ``mammo_interp.factor`` at each feature layer it times box
 prediction from raw images (the method's heatmaps, then the heatmap→box rule on the CPU, as in use)
 and its heatmaps alone, against a bare forward of the full image backbone on the same first
-``--images`` test images (:func:`mammo_interp.factor.time_box_prediction`, best of ``--repeats``,
+``--images`` test images (:func:`mammo_interp.box_timing.time_box_prediction`, best of ``--repeats``,
 the three interleaved).
-Issue 19's budget for FActOR is at most 1.2 bare forwards. FActOR's channel weightings (top-k,
+FActOR's budget is at most 1.2 bare forwards. FActOR's channel weightings (top-k,
 soft weights) and mapper scalings cost the same (one dense weighted sum over all channels), so one
 FActOR row per layer stands for every variant. Writes ``REPORT_DIR/speed_<device type>``
 (.md/.csv/.tex).
@@ -22,7 +22,7 @@ import pandas as pd
 from analyses.bench import machine
 from analyses.layer_study import LayerStudyOptions
 from mammo_interp import methods as registry
-from mammo_interp.factor import FactorStudy
+from mammo_interp.factor_study import FactorStudy
 from models.cli import check_output_folders, parse_config, run_main
 from models.device import resolve_device
 from models.report_tables import write_table
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     prog = "python -m analyses.box_speed"
     config = parse_config(BoxSpeedConfig, argv, prog,
                           "Seconds for boxes from raw images by each localization method, against a bare "
-                          "backbone forward of the same images (issue 19's budget for FActOR: 1.2x).")
+                          "backbone forward of the same images (FActOR's budget: 1.2x).")
     check_output_folders(config, prog)
     device = resolve_device(config.device)
     frame = pd.DataFrame([row for layer in config.layers for row in time_layer(config, layer)])

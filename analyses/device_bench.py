@@ -100,7 +100,7 @@ def agreement_with_cpu(model: torch.nn.Module, mapper: torch.nn.Module, text_emb
 def bench_case(encoder: str, precision: str, steps: int, batch_size: int, device_spec: str) -> dict[str, Any]:
     """Pretraining, embedding and FActOR figures of one (encoder, precision) on one device."""
     from mammo_interp.boxes import BoxRule
-    from mammo_interp.factor import channel_method, time_box_prediction
+    from mammo_interp.box_timing import channel_method, time_box_prediction
     from mammo_interp.methods import MethodContext
     from mammo_interp.methods.channels import FACTOR
     from mammo_interp.features import breast_mask

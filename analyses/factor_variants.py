@@ -35,7 +35,8 @@ from analyses.layer_study import LayerStudyOptions, per_layer_main
 from mammo_interp import heatmaps as hm
 from mammo_interp.boxes import BoxRule
 from mammo_interp import methods as registry
-from mammo_interp.factor import FactorConfig, FactorStudy
+from mammo_interp.factor import FactorConfig
+from mammo_interp.factor_study import FactorStudy
 from mammo_interp.features import FeatureSet
 from mammo_interp.localization import evaluate_methods, write_localization_table
 from mammo_interp.mapper import STANDARDIZATIONS, MapperConfig

@@ -1,7 +1,7 @@
 """The options every per-layer localization analysis shares: which FActOR study it runs on.
 
 ``analyses.factor_variants``, ``analyses.method_checks`` and ``analyses.box_speed`` each run one
-:class:`mammo_interp.factor.FactorStudy` per feature layer; their configs extend
+:class:`mammo_interp.factor_study.FactorStudy` per feature layer; their configs extend
 :class:`LayerStudyOptions` with what is their own and build each layer's study with
 :meth:`LayerStudyOptions.factor_config`; :func:`per_layer_main` is the command line of those whose
 layers each write their own files.

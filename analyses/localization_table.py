@@ -20,7 +20,8 @@ import models  # noqa: F401  (runtime set-up first)
 import pandas as pd
 
 from mammo_interp import methods as registry
-from mammo_interp.factor import METHODS, FactorConfig, FactorStudy
+from mammo_interp.factor import METHODS, FactorConfig
+from mammo_interp.factor_study import FactorStudy
 from models.checkpoints import check_input_size
 from models.cli import check_output_folders, parse_config, run_main
 from models.data.reading import ReadOptions, read_options_field

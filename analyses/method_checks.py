@@ -26,7 +26,7 @@ import torch
 from analyses.layer_study import LayerStudyOptions, per_layer_main
 from mammo_interp import heatmaps as hm
 from mammo_interp import methods as registry
-from mammo_interp.factor import FactorStudy
+from mammo_interp.factor_study import FactorStudy
 from mammo_interp.faithfulness import BLUR_SIGMA, perturbation_curves
 from mammo_interp.mapper import ChannelMapper
 from mammo_interp.plotting import save_figure

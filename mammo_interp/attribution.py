@@ -8,7 +8,9 @@ inside ``masks`` (``(N, H, W)`` bool; default the whole image, :func:`breast_mas
 - a ``(D,)`` text embedding: the cosine between the image embedding and it (CLIP zero-shot). The
   model is then a CLIP model with ``encode_image`` (open_clip's convention) or a module whose
   forward gives ``(N, D)`` image embeddings;
-- an ``int``: that logit of a classifier giving ``(N, K)``.
+- an ``int``: that logit of a classifier giving ``(N, K)``;
+- a function of the model's output ``model(images)`` giving one score per image ``(N,)``
+  (pytorch-grad-cam's callable targets, batched), e.g. ``lambda logits: logits[:, 1] - logits[:, 0]``.
 
 ``layer`` is the module whose output is the feature map (``(N, C, h, w)``), as in captum's
 ``LayerGradCam``. Methods run where the model is: put it on a GPU (``model.to("cuda")``) and pass
@@ -19,7 +21,7 @@ and are scored with :func:`~mammo_interp.metrics.box_metrics`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -36,7 +38,7 @@ from mammo_interp.methods import channels as weighting
 from models.device import module_device
 from models.training import eval_mode
 
-Target = torch.Tensor | int
+Target = torch.Tensor | int | Callable[[torch.Tensor], torch.Tensor]
 
 
 def breast_masks(images: torch.Tensor) -> torch.Tensor:
@@ -49,8 +51,11 @@ def target_module(model: nn.Module, target: Target) -> nn.Module:
     """The scalar-per-image function a gradient method differentiates (see the module docstring)."""
     if isinstance(target, int):
         return hm.LogitTarget(model, target)
+    if callable(target) and not isinstance(target, torch.Tensor):
+        return hm.OutputTarget(model, target)
     if not isinstance(target, torch.Tensor) or target.ndim != 1:
-        raise ValueError(f"target must be a (D,) text embedding or a class index; got {type(target).__name__}"
+        raise ValueError(f"target must be a (D,) text embedding, a class index or a function of the model's "
+                         f"output; got {type(target).__name__}"
                          f"{tuple(target.shape) if isinstance(target, torch.Tensor) else ''}")
     return hm.SimilarityTarget(model, target)
 
@@ -187,16 +192,24 @@ class Attribution:
         self.method = chosen if batch_size is None else replace(chosen, batch_size=batch_size)
         self.model, self.layer, self.context = model, layer, MethodContext(**options)
 
-    def attribute(self, images: torch.Tensor, target: Target | None = None,
-                  masks: torch.Tensor | None = None) -> torch.Tensor:
+    def attribute(self, images: torch.Tensor, target: Target | None = None, masks: torch.Tensor | None = None,
+                  normalize: bool = True) -> torch.Tensor:
+        """``(N, H, W)`` heatmaps in [0, 1] (module doc); ``normalize=False``: the method's raw maps
+        at its own resolution (the layer's ``(N, h, w)`` for CAMs and channel methods, the image's
+        for pixel methods), neither upsampled nor normalized, ``masks`` unused."""
         masks, method = _masks(images, masks), self.method
         if method.kind == "mask":
-            return hm.mask_heatmaps(method, masks)
+            return hm.mask_heatmaps(method, masks) if normalize else method.mask_maps(masks)
         context = replace(self.context, text_embedding=target) if isinstance(target, torch.Tensor) else self.context
         if method.kind == "channel":
-            return hm.feature_heatmaps(method, context, LayerFeatures(self.model, self.layer)(images), masks)
-        return hm.model_heatmaps(method, context, target_module(self.model, target), self.layer,
-                                 lambda part: images[part], len(images), masks)
+            maps = LayerFeatures(self.model, self.layer)(images)
+            if normalize:
+                return hm.feature_heatmaps(method, context, maps, masks)
+            return hm.weighted_channels(maps, method.channel_weights(context, maps).to(maps.device))
+        scored, batch = target_module(self.model, target), lambda part: images[part]
+        if not normalize:
+            return hm.model_maps(method, context, scored, self.layer, batch, len(images))
+        return hm.model_heatmaps(method, context, scored, self.layer, batch, len(images), masks)
 
 
 class GradCam(Attribution):

@@ -54,10 +54,14 @@ def channel_heatmaps(maps: torch.Tensor, weights: torch.Tensor, masks: torch.Ten
     size = tuple(masks.shape[1:])
     parts = []
     for start in range(0, len(maps), batch_size):
-        chunk = maps[start:start + batch_size].float()
-        combined = torch.einsum("nchw,nc->nhw", chunk, weights[start:start + batch_size].float())
-        parts.append(upsample(combined, size))
+        parts.append(upsample(weighted_channels(maps[start:start + batch_size], weights[start:start + batch_size]),
+                              size))
     return normalize_in_mask(torch.cat(parts), masks)
+
+
+def weighted_channels(maps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``(N, C, h, w)`` maps, ``(N, C)`` weights -> ``(N, h, w)`` weighted sums (float32)."""
+    return torch.einsum("nchw,nc->nhw", maps.float(), weights.float())
 
 
 class SimilarityTarget(nn.Module):
@@ -78,6 +82,23 @@ class SimilarityTarget(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         embed = getattr(self.model, "encode_image", self.model)
         return F.normalize(embed(images), dim=-1) @ self.text_embedding
+
+
+class OutputTarget(nn.Module):
+    """A model and a function of its output -> ``(B,)`` scores: a user's own target, as in
+    pytorch-grad-cam (batched: ``score(model(images))`` gives one number per image)."""
+
+    def __init__(self, model: nn.Module, score: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.model, self.score = model, score
+        self.train(model.training)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        scores = self.score(self.model(images))
+        if not isinstance(scores, torch.Tensor) or scores.shape != (len(images),):
+            shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+            raise ValueError(f"a target function must give one score per image, shape ({len(images)},); got {shape}")
+        return scores
 
 
 class LogitTarget(nn.Module):
@@ -101,16 +122,22 @@ def _batched(target: nn.Module, images: Callable[[slice], torch.Tensor], n: int,
                       for i in range(0, n, batch_size)])
 
 
-def model_heatmaps(method: Method, context: MethodContext, target: nn.Module, layer: nn.Module,
-                   images: Callable[[slice], torch.Tensor], n: int, masks: torch.Tensor) -> torch.Tensor:
-    """``(N, H, W)`` heatmaps of a method that runs the model (``method.maps``): ``target`` scores
-    the images (the study's; a reference method takes the context's reference and its layer), in
-    batches of ``method.batch_size`` moved to the target's device; layer-resolution maps are
-    upsampled bilinearly, then every map is normalized in its mask."""
+def model_maps(method: Method, context: MethodContext, target: nn.Module, layer: nn.Module | None,
+               images: Callable[[slice], torch.Tensor], n: int) -> torch.Tensor:
+    """The raw maps of a method that runs the model (``method.maps``), float32 on the CPU, at the
+    method's resolution: ``target`` scores the images (the study's; a reference method takes the
+    context's reference and its layer), in batches of ``method.batch_size`` moved to its device."""
     if method.explains == "reference":
         target, layer = context.reference
     with eval_mode(target):
-        maps = _batched(target, images, n, method.batch_size, lambda x: method.maps(context, target, layer, x))
+        return _batched(target, images, n, method.batch_size, lambda x: method.maps(context, target, layer, x))
+
+
+def model_heatmaps(method: Method, context: MethodContext, target: nn.Module, layer: nn.Module | None,
+                   images: Callable[[slice], torch.Tensor], n: int, masks: torch.Tensor) -> torch.Tensor:
+    """``(N, H, W)`` heatmaps of a method that runs the model: :func:`model_maps`, upsampled
+    bilinearly where they are at the layer's resolution, each normalized in its mask."""
+    maps = model_maps(method, context, target, layer, images, n)
     if method.resolution == "layer":
         maps = upsample(maps, tuple(masks.shape[1:]))
     return normalize_in_mask(maps, masks)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from analyses import localization_table
-from mammo_interp.factor import FactorStudy
+from mammo_interp.factor_study import FactorStudy
 from models import default_model
 
 

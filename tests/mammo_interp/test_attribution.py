@@ -148,12 +148,34 @@ def test_bad_calls_fail_with_a_message(trained):
         GradCam(trained, trained.features).attribute(images[0], 1)
     with pytest.raises(ValueError, match="masks must be"):
         GradCam(trained, trained.features).attribute(images, 1, torch.ones(2, 8, 8, dtype=torch.bool))
-    with pytest.raises(ValueError, match="text embedding or a class index"):
+    with pytest.raises(ValueError, match="text embedding, a class index or a function"):
         GradCam(trained, trained.features).attribute(images, torch.ones(2, 2))
+    with pytest.raises(ValueError, match=r"one score per image, shape \(2,\); got \(2, 2\)"):
+        GradCam(trained, trained.features).attribute(images, lambda logits: logits)
     with pytest.raises(ValueError, match="channel 99"):
         ChannelBaseline(trained, trained.features, 99).attribute(images)
     with pytest.raises(ValueError, match="one of each per image"):
         box_metrics([np.zeros((0, 5))], [], None)
+
+
+def test_a_function_of_the_output_is_a_target_and_raw_maps_are_the_layers(trained):
+    images, _, _ = planted(6, seed=8)
+    layer = trained.features
+    by_index = GradCam(trained, layer).attribute(images, 1)
+    assert torch.equal(GradCam(trained, layer).attribute(images, lambda logits: logits[:, 1]), by_index)
+    margin = GradCam(trained, layer).attribute(images, lambda logits: logits[:, 1] - logits[:, 0])
+    assert margin.shape == by_index.shape and not torch.equal(margin, by_index)
+    # normalize=False: Grad-CAM as written by hand, at the layer's resolution, not upsampled or scaled
+    raw = Attribution(trained, layer, "gradcam").attribute(images, 1, normalize=False)
+    activations = layer(images).detach().requires_grad_(True)
+    logit = trained.head(activations.amax(dim=(2, 3)))[:, 1]
+    gradients, = torch.autograd.grad(logit.sum(), activations)
+    by_hand = torch.relu((gradients.mean(dim=(2, 3), keepdim=True) * activations).sum(dim=1)).detach()
+    torch.testing.assert_close(raw, by_hand, atol=1e-6, rtol=1e-5)
+    assert raw.max() > 1.0 or raw.max() < 0.99  # not min-max scaled
+    weights = torch.full((len(images), 8), 1.0 / 8)
+    mean_raw = Attribution(trained, layer, "mean_channels").attribute(images, normalize=False)
+    torch.testing.assert_close(mean_raw, (layer(images).detach() * weights[..., None, None]).sum(dim=1))
 
 
 def test_the_public_names_resolve_and_nothing_else_does():

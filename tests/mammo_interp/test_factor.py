@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mammo_interp import factor
+from mammo_interp import box_timing, factor, factor_study
 from mammo_interp import methods as registry
 from mammo_interp.features import FeatureSet, breast_mask
 from models import clip, default_model
@@ -106,7 +106,7 @@ def test_every_input_of_the_mapper_is_in_its_cache_key(tiny_masses, tiny_checkpo
     def key(data=tiny_masses, **overrides):
         values = {"data": str(data), "checkpoint": str(tiny_checkpoint), "image_size": (128, 80),
                   "out": str(cache / "runs"), "progress": False, **TINY_SPLIT, **overrides}
-        return factor.FactorStudy(factor.FactorConfig(**values))._mapper_key()
+        return factor_study.FactorStudy(factor.FactorConfig(**values))._mapper_key()
 
     base = key()
     assert key() == base
@@ -130,8 +130,8 @@ def test_every_input_of_the_mapper_is_in_its_cache_key(tiny_masses, tiny_checkpo
     monkeypatch.setattr(clip, "attribute_sentences", lambda attribute: [*real(attribute), "a round opacity"])
     changed["sentence bank"] = key()
     monkeypatch.setattr(clip, "attribute_sentences", real)
-    real_embedding = factor.attribute_embedding
-    monkeypatch.setattr(factor, "attribute_embedding", lambda model, attribute: torch.nn.functional.normalize(
+    real_embedding = factor_study.attribute_embedding
+    monkeypatch.setattr(factor_study, "attribute_embedding", lambda model, attribute: torch.nn.functional.normalize(
         real_embedding(model, attribute) + 0.01, dim=0))
     changed["text encoder"] = key()
     assert base not in changed.values() and len(set(changed.values())) == len(changed), changed
@@ -141,7 +141,7 @@ def test_features_and_mapper_leave_the_encoder_untouched(tiny_masses, tiny_check
     config = factor.FactorConfig(data=str(tiny_masses), checkpoint=str(tiny_checkpoint), image_size=(128, 80),
                                  out=str(cache / "runs"), progress=False,
                                  mapper=factor.MapperConfig(epochs=1), **TINY_SPLIT)
-    study = factor.FactorStudy(config)
+    study = factor_study.FactorStudy(config)
     study.encoder.train()  # the mode a caller left it in must survive
     before = {k: v.clone() for k, v in study.encoder.state_dict().items()}
     study.mapper()
@@ -160,7 +160,7 @@ def test_box_methods_from_raw_images_match_the_study_heatmaps(tiny_masses, tiny_
     config = factor.FactorConfig(data=str(tiny_masses), checkpoint=str(tiny_checkpoint), image_size=(128, 80),
                                  out=str(cache / "runs"), progress=False,
                                  mapper=factor.MapperConfig(epochs=1), **TINY_SPLIT)
-    study = factor.FactorStudy(config)
+    study = factor_study.FactorStudy(config)
     mapper = study.mapper()
     methods = ("factor", "mean_channels", "random_channels", "gradcam", "layercam", "breast_prior")
     expected = dict(study.method_heatmaps(mapper, "test", methods, rows=range(4)))
@@ -185,7 +185,7 @@ def test_time_box_prediction_charges_the_method_and_draws_every_box(monkeypatch)
 
     monkeypatch.setattr(factor.BoxRule, "boxes", lambda self, heatmap, mask: drawn.append(heatmap.shape))
     encoder = torch.nn.Conv2d(1, 2, 3)
-    speed = factor.time_box_prediction(encoder, slow_heatmaps, torch.rand(10, 1, 16, 8),
+    speed = box_timing.time_box_prediction(encoder, slow_heatmaps, torch.rand(10, 1, 16, 8),
                                        torch.ones(10, 16, 8, dtype=torch.bool), factor.BoxRule(), batch_size=4,
                                        repeats=2)
     assert batches == [4] + [4, 4, 2] * 4  # one warm-up batch, then per repeat: heatmaps alone, with boxes
@@ -254,7 +254,7 @@ def test_best_times_interleaves_runs_and_keeps_each_ones_fastest():
             time.sleep(sleeps[name][calls.count(name) - 1])
         return go
 
-    seconds = factor.best_times({"a": run("a"), "b": run("b")}, repeats=2)
+    seconds = box_timing.best_times({"a": run("a"), "b": run("b")}, repeats=2)
     assert calls == ["a", "b", "a", "b"]
     assert seconds["a"] < 0.015 and seconds["b"] < 0.015
 
@@ -264,8 +264,8 @@ def test_a_shipped_mapper_is_used_on_the_embedded_set_which_then_generates_only_
         tiny_checkpoint, tmp_path, monkeypatch):
     monkeypatch.delenv("MAMMO_INTERP_DATA", raising=False)
     monkeypatch.setattr(default, "DEFAULT_SYNTH", TINY_MASSES)
-    monkeypatch.setattr(factor, "MAPPER_DIR", tmp_path / "shipped")
-    monkeypatch.setattr(factor, "shipped_reference", lambda: tmp_path / "no-reference.pt")
+    monkeypatch.setattr(factor_study, "MAPPER_DIR", tmp_path / "shipped")
+    monkeypatch.setattr(factor_study, "shipped_reference", lambda: tmp_path / "no-reference.pt")
     common = ["--attribute", "mass", "--checkpoint", str(tiny_checkpoint), "--image-size", "128", "80",
               "--no-progress", "--validation-fraction", str(TINY_SPLIT["validation_fraction"]),
               "--seed", str(TINY_SPLIT["seed"]), "--mapper-epochs", "2"]
@@ -273,30 +273,30 @@ def test_a_shipped_mapper_is_used_on_the_embedded_set_which_then_generates_only_
     factor.main([*common, "--out", str(tmp_path / "a"), "--report-dir", str(tmp_path / "reports"), "--stage", "train",
                  "--ship-to", str(tmp_path / "shipped")])
     shipped = tmp_path / "shipped" / "factor_mass_head.pt"
-    card = json.loads((tmp_path / "shipped" / factor.MAPPER_CARD).read_text())["factor_mass_head.pt"]
+    card = json.loads((tmp_path / "shipped" / factor_study.MAPPER_CARD).read_text())["factor_mass_head.pt"]
     assert card["sha256"] == sha256(shipped) and card["checkpoint_sha256"] == sha256(tiny_checkpoint)
     assert card["command"].startswith("python -m mammo_interp.factor") and card["history"]
 
     def no_training(*args, **kwargs):
         raise AssertionError("the shipped mapper should have been used")
 
-    monkeypatch.setattr(factor, "train_mapper", no_training)
+    monkeypatch.setattr(factor_study, "train_mapper", no_training)
     monkeypatch.setenv("MAMMO_INTERP_CACHE", str(tmp_path / "cache-b"))  # a fresh machine
     config = factor.FactorConfig(checkpoint=str(tiny_checkpoint), image_size=(128, 80), progress=False,
                                  out=str(tmp_path / "b"), report_dir=str(tmp_path / "reports"),
                                  validation_fraction=TINY_SPLIT["validation_fraction"], seed=TINY_SPLIT["seed"],
                                  mapper=factor.MapperConfig(epochs=2), n_boot=20, figure_cases=2,
                                  methods=("factor", "breast_prior"))
-    study = factor.FactorStudy(config)
+    study = factor_study.FactorStudy(config)
     assert study.packaged is not None and study.splits.train.empty and not study.splits.test.empty
-    trained = factor.read_mapper(tmp_path / "a" / "mass_head" / "mapper.pt",
+    trained = factor_study.read_mapper(tmp_path / "a" / "mass_head" / "mapper.pt",
                                  torch.load(tmp_path / "a" / "mass_head" / "mapper.pt", weights_only=True)["key"],
                                  config.mapper)
     for name, value in trained.state_dict().items():
         assert torch.equal(value, study.mapper().state_dict()[name]), name
     assert set(study.evaluate()["results"]) == {"FActOR top-k", "breast prior"}
     # another mapper setting has no shipped match: the study trains, so it reads the training split
-    other = factor.FactorStudy(dataclasses.replace(config, mapper=factor.MapperConfig(epochs=2, hidden=16)))
+    other = factor_study.FactorStudy(dataclasses.replace(config, mapper=factor.MapperConfig(epochs=2, hidden=16)))
     assert other.packaged is None and not other.splits.train.empty
 
 
@@ -307,11 +307,11 @@ def test_ship_to_refuses_user_data(tiny_masses, tmp_path):
 
 
 def test_shipped_mappers_match_their_card_and_the_shipped_model():
-    cards = json.loads((factor.MAPPER_DIR / factor.MAPPER_CARD).read_text())
+    cards = json.loads((factor_study.MAPPER_DIR / factor_study.MAPPER_CARD).read_text())
     assert {"factor_mass_head.pt", "factor_suspicious_calcification_head.pt"} <= set(cards)
     clip = default_model.shipped_weights()
     for name, card in cards.items():
-        path = factor.MAPPER_DIR / name
+        path = factor_study.MAPPER_DIR / name
         assert sha256(path) == card["sha256"] and path.stat().st_size == card["bytes"], name
         assert card["checkpoint_sha256"] == sha256(clip) and card["data"] == embedded_data(), name
         assert card["mapper"] == factor.MapperConfig().key(), name  # new mapper settings keep old keys
@@ -319,14 +319,14 @@ def test_shipped_mappers_match_their_card_and_the_shipped_model():
 
 def test_the_shipped_reference_is_the_default_only_where_it_fits(monkeypatch):
     monkeypatch.delenv("MAMMO_INTERP_DATA", raising=False)
-    shipped = factor.shipped_reference()
-    assert factor.shipped_reference_for("Mass", (256, 160), None) == shipped
-    assert factor.shipped_reference_for("Suspicious Calcification", (256, 160), None) == shipped
-    assert factor.shipped_reference_for("Architectural Distortion", (256, 160), None) is None
-    assert factor.shipped_reference_for("Mass", (512, 320), None) is None
-    assert factor.shipped_reference_for("Mass", (256, 160), "/data/vindr") is None
+    shipped = factor_study.shipped_reference()
+    assert factor_study.shipped_reference_for("Mass", (256, 160), None) == shipped
+    assert factor_study.shipped_reference_for("Suspicious Calcification", (256, 160), None) == shipped
+    assert factor_study.shipped_reference_for("Architectural Distortion", (256, 160), None) is None
+    assert factor_study.shipped_reference_for("Mass", (512, 320), None) is None
+    assert factor_study.shipped_reference_for("Mass", (256, 160), "/data/vindr") is None
     monkeypatch.setenv("MAMMO_INTERP_DATA", "/data/vindr")
-    assert factor.shipped_reference_for("Mass", (256, 160), None) is None
+    assert factor_study.shipped_reference_for("Mass", (256, 160), None) is None
 
 
 @pytest.mark.slow  # two FActOR runs: 34 s on 2 cores
