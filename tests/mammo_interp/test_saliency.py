@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mammo_interp import methods, per_view, saliency
+from mammo_interp import methods, per_view, saliency, view_evaluation
 from mammo_interp.methods import MethodContext
 from models.clip import MultiViewClipModel
 
@@ -302,9 +302,9 @@ def test_per_view_saliency_class_finds_the_planted_view_and_spot(toy, method):
         per_view.PerViewSaliency(toy.model, None, method="lime")
 
 
-def _explanation(views: dict[str, np.ndarray], lesion_view: int) -> saliency.ExamExplanation:
+def _explanation(views: dict[str, np.ndarray], lesion_view: int) -> view_evaluation.ExamExplanation:
     labels = [np.array([1]) if v == lesion_view else np.zeros(0, int) for v in range(4)]
-    return saliency.ExamExplanation("s", np.zeros((4, 8, 8)), np.ones(4, bool), np.ones((4, 8, 8), bool),
+    return view_evaluation.ExamExplanation("s", np.zeros((4, 8, 8)), np.ones(4, bool), np.ones((4, 8, 8), bool),
                                     [np.zeros((len(b), 4)) for b in labels], labels, list("abcd"), [None] * 4, 0.5,
                                     {}, views, np.array([0.5, 0.5]))
 
@@ -314,7 +314,7 @@ def test_a_methods_tie_breaking_does_not_depend_on_the_other_methods():
     lesions = rng.integers(0, 4, 60)
     tied = [_explanation({"tied map": np.ones(4)}, int(v)) for v in lesions]
     with_other = [_explanation({"other": rng.random(4), "tied map": np.ones(4)}, int(v)) for v in lesions]
-    alone, _ = saliency.identification_results(tied, 1, n_boot=10)
-    beside, _ = saliency.identification_results(with_other, 1, n_boot=10)
+    alone, _ = view_evaluation.identification_results(tied, 1, n_boot=10)
+    beside, _ = view_evaluation.identification_results(with_other, 1, n_boot=10)
     assert alone["tied map"]["top view"] == beside["tied map"]["top view"]
     assert 0.1 < alone["tied map"]["top view"].value < 0.45  # random among 4 views: chance, 0.25
