@@ -15,9 +15,10 @@ Studies turn raw maps into ``(N, H, W)`` heatmaps in [0, 1] (upsampled bilinearl
 normalized in the breast mask) and read everything else from the registry: ``--methods`` choices
 and help, table row names, what a method needs (:data:`NEEDS`) and whether it runs per view.
 Built-in families live one per module (:mod:`.channels`, :mod:`.cams`, :mod:`.gradients`,
-:mod:`.occlusion`, :mod:`.prior`), each listing its methods in ``METHODS``; a user's method is one :func:`register` call in their own module,
-imported before the study runs, or an entry point in the ``mammo_interp.methods`` group of their
-distribution (loaded with the built-ins, on first use of the registry).
+:mod:`.occlusion`, :mod:`.prior`), each listing its methods in ``METHODS``; a user's method is one
+:func:`register` call in their own module, imported before the study runs, or an entry point in the
+``mammo_interp.methods`` group of their distribution (loaded with the built-ins, on first use of
+the registry).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class MethodContext:
     mapper: nn.Module | None = None
     oracle: Callable[[], int] | None = None  # the channel chosen on validation boxes, computed on first use
     reference: tuple[nn.Module, nn.Module] | None = None  # (score module, feature layer) of the reference
-    _mappers: dict[str, nn.Module] = field(default_factory=dict, repr=False)
+    _mappers: dict[str, nn.Module] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def mapper_on(self, device: torch.device) -> nn.Module:
         """The channel mapper on ``device`` (a copy, made once per device; the study's stays put)."""
@@ -168,7 +169,7 @@ def check(names: Iterable[str], flag: str = "--methods", has: Iterable[str] | No
             raise ValueError(f"{flag}: {name} does not run per view ({method.family}; per view: "
                              f"{', '.join(available(per_view=True))})")
         if has is not None and (missing := sorted(set(method.needs) - set(has))):
-            raise ValueError(f"{flag}: {name} needs {' and '.join(NEEDS[m] for m in missing)}, which this study "
+            raise ValueError(f"{flag}: {name} needs {' and '.join(NEEDS[m] for m in missing)}, which this run "
                              "does not have")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mammo_interp import factor, methods, saliency
+from mammo_interp import Attribution, factor, methods, saliency
 from mammo_interp.methods import Method
 
 README = Path(__file__).parents[2] / "README.md"
@@ -93,6 +93,8 @@ def test_unknown_and_unfit_methods_are_refused_in_one_line(capsys):
         saliency.SaliencyConfig(methods=("layercam",))
     with pytest.raises(ValueError, match="supervised_reference needs a supervised reference model"):
         methods.check(("supervised_reference",), has=("text", "mapper"))
+    with pytest.raises(ValueError, match="method: factor needs a trained channel mapper"):
+        Attribution(None, None, "factor")
 
 
 def test_a_method_is_declared_in_exactly_one_way_and_names_are_unique():
