@@ -141,8 +141,9 @@ class LayerVariants:
         """Method name -> its settings' heatmaps on ``split``, made lazily, one setting at a time."""
         methods: dict[str, Callable[[], Iterator[tuple[str, torch.Tensor]]]] = {
             f"FActOR, {s} scaling": (lambda s=s: self.channel_candidates(s, split)) for s in STANDARDIZATIONS}
+        provides = self.base.method_context(self.mappers["global"]).provides()
         methods.update({registry.get(m).label: (lambda m=m: self.baseline(m, split)) for m in self.base.config.methods
-                        if "reference" not in registry.get(m).needs or self.base.reference})
+                        if set(registry.get(m).needs) <= provides})
         return methods
 
 

@@ -188,12 +188,10 @@ class Attribution:
 
     def __init__(self, model: nn.Module | None, layer: nn.Module | None, method: str,
                  batch_size: int | None = None, **options: Any) -> None:
-        given = {"text", *(need for need, option in (("mapper", "mapper"), ("validation boxes", "oracle"),
-                                                     ("reference", "reference")) if options.get(option) is not None)}
-        registry.check((method,), "method", has=given)  # e.g. FActOR without mapper=: one line, at once
+        self.model, self.layer, self.context = model, layer, MethodContext(**options)
+        registry.check((method,), "method", has=self.context.provides())  # e.g. FActOR without mapper=
         chosen = registry.get(method)
         self.method = chosen if batch_size is None else replace(chosen, batch_size=batch_size)
-        self.model, self.layer, self.context = model, layer, MethodContext(**options)
 
     def attribute(self, images: torch.Tensor, target: Target | None = None, masks: torch.Tensor | None = None,
                   normalize: bool = True) -> torch.Tensor:

@@ -298,8 +298,8 @@ class FactorStudy:
                         rows: Sequence[int] | None = None, fresh: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
         """The table row name and ``(N, H, W)`` heatmaps of ``split`` of each of ``methods`` (default:
         the config's), one method at a time (all of them at once would take N·H·W·4 bytes each: 0.3 GB
-        for 1,920 images at 256 x 160); a method that needs the supervised reference is left out
-        when the study has none. ``rows``: only those images of the split; ``fresh``: their
+        for 1,920 images at 256 x 160); a method that needs what the study lacks (the supervised
+        reference, where it has none) is left out. ``rows``: only those images of the split; ``fresh``: their
         feature maps recomputed from the encoder as it is now, never read from or written to the
         cache (for a model changed in memory, as the randomization check does)."""
         dataset = self.dataset(split) if rows is None else Subset(self.dataset(split), list(rows))
@@ -315,7 +315,7 @@ class FactorStudy:
 
         context = self.method_context(mapper)
         chosen = [registry.get(m) for m in methods or self.config.methods]
-        chosen = [m for m in chosen if "reference" not in m.needs or self.reference]
+        chosen = [m for m in chosen if set(m.needs) <= context.provides()]
         for method in tqdm(chosen, desc="heatmaps", disable=not self.config.progress, leave=False):
             started = time.perf_counter()
             with self.precision.autocast():

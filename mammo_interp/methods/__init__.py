@@ -34,6 +34,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from models.device import module_device
+
 KINDS = ("channel", "model", "mask")
 NEEDS = {
     "text": "a (D,) text embedding as the target",
@@ -69,18 +71,19 @@ class MethodContext:
     reference: tuple[nn.Module, nn.Module] | None = None  # (score module, feature layer) of the reference
     _mappers: dict[str, nn.Module] = field(default_factory=dict, init=False, repr=False, compare=False)
 
+    def provides(self) -> set[str]:
+        """The :data:`NEEDS` this context meets (the text target comes with each call)."""
+        given = {"mapper": self.mapper, "validation boxes": self.oracle, "reference": self.reference}
+        return {"text", *(need for need, value in given.items() if value is not None)}
+
     def mapper_on(self, device: torch.device) -> nn.Module:
         """The channel mapper on ``device`` (a copy, made once per device; the study's stays put)."""
         if self.mapper is None:
             raise ValueError("this study has no channel mapper")
         if str(device) not in self._mappers:
-            on_device = self.mapper if _device_of(self.mapper) == device else copy.deepcopy(self.mapper).to(device)
+            on_device = self.mapper if module_device(self.mapper) == device else copy.deepcopy(self.mapper).to(device)
             self._mappers[str(device)] = on_device
         return self._mappers[str(device)]
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
 
 
 @dataclass(frozen=True)
