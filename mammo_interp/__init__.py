@@ -32,6 +32,9 @@ _PUBLIC = {
     "randomization_verdict": "mammo_interp.sanity",
     "MapperConfig": "mammo_interp.mapper",
     "attribute_embedding": "models.clip",
+    "ImageEmbedding": "mammo_interp.adapters",
+    "vit_layer": "mammo_interp.adapters",
+    "TokenMaps": "models.encoders.tokens",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -13,7 +13,9 @@ inside ``masks`` (``(N, H, W)`` bool; default the whole image, :func:`breast_mas
   (pytorch-grad-cam's callable targets, batched), e.g. ``lambda logits: logits[:, 1] - logits[:, 0]``.
 
 ``layer`` is the module whose output is the feature map (``(N, C, h, w)``), as in captum's
-``LayerGradCam``. Methods run where the model is: put it on a GPU (``model.to("cuda")``) and pass
+``LayerGradCam``; in a vision transformer, :func:`~mammo_interp.adapters.vit_layer` gives a block's
+patch tokens on their grid (:class:`~models.encoders.tokens.TokenMaps`), and
+:class:`~mammo_interp.adapters.ImageEmbedding` makes an open_clip or Hugging Face CLIP the model. Methods run where the model is: put it on a GPU (``model.to("cuda")``) and pass
 images from anywhere; they are moved to the model's device batch by batch, and heatmaps come back
 on the CPU. Boxes come from heatmaps by one rule (:class:`~mammo_interp.boxes.BoxRule`)
 and are scored with :func:`~mammo_interp.metrics.box_metrics`.
@@ -21,6 +23,7 @@ and are scored with :func:`~mammo_interp.metrics.box_metrics`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -36,6 +39,7 @@ from mammo_interp import methods as registry
 from mammo_interp.methods import MethodContext
 from mammo_interp.methods import channels as weighting
 from models.device import module_device
+from models.encoders.tokens import attached
 from models.training import eval_mode
 
 Target = torch.Tensor | int | Callable[[torch.Tensor], torch.Tensor]
@@ -96,7 +100,7 @@ class LayerFeatures:
 
         handle = self.layer.register_forward_hook(hook)
         try:
-            with eval_mode(self.model):
+            with eval_mode(self.model), attached(self.layer):
                 embed = getattr(self.model, "encode_image", self.model)
                 embed(images.to(module_device(self.model)))
         except _Captured:
@@ -209,8 +213,18 @@ class Attribution:
             return hm.weighted_channels(maps, method.channel_weights(context, maps).to(maps.device))
         scored, batch = target_module(self.model, target), lambda part: images[part]
         if not normalize:
-            return hm.model_maps(method, context, scored, self.layer, batch, len(images))
-        return hm.model_heatmaps(method, context, scored, self.layer, batch, len(images), masks)
+            return _warn_if_blank(method, hm.model_maps(method, context, scored, self.layer, batch, len(images)))
+        return _warn_if_blank(method, hm.model_heatmaps(method, context, scored, self.layer, batch, len(images),
+                                                        masks))
+
+
+def _warn_if_blank(method: registry.Method, maps: torch.Tensor) -> torch.Tensor:
+    """``maps``, with a warning where every one is 0: the score does not depend on the layer's output."""
+    if len(maps) and not maps.any():
+        warnings.warn(f"{method.label} gave an all-zero map for every image: the target's score does not depend on "
+                      "this layer's output (a ViT's last block under a class-token embedding: take the block "
+                      "before it, mammo_interp.vit_layer(model, -2))", stacklevel=3)
+    return maps
 
 
 class GradCam(Attribution):

@@ -19,6 +19,7 @@ from torch import nn
 from mammo_interp.methods import Method, MethodContext
 from models.clip import ClipModel
 from models.device import module_device
+from models.encoders.tokens import attached
 from models.training import eval_mode
 
 
@@ -129,7 +130,7 @@ def model_maps(method: Method, context: MethodContext, target: nn.Module, layer:
     context's reference and its layer), in batches of ``method.batch_size`` moved to its device."""
     if method.explains == "reference":
         target, layer = context.reference
-    with eval_mode(target):
+    with eval_mode(target), attached(layer):
         return _batched(target, images, n, method.batch_size, lambda x: method.maps(context, target, layer, x))
 
 

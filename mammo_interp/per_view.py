@@ -51,6 +51,7 @@ from mammo_interp.methods.cams import grad_cam_maps
 from models.checkpoints import clip_from_checkpoint
 from models.clip import ClipModel, MultiViewClipModel
 from models.data.datasets import EXAM_VIEWS
+from models.encoders.tokens import attached
 from models.device import module_device
 from models.text import SIDE_WORDS, attribute_sentences
 from models.training import eval_mode
@@ -100,7 +101,7 @@ def view_grad_cam(target: ExamTarget, images: torch.Tensor, mask: torch.Tensor,
                   layer: nn.Module) -> torch.Tensor:
     """Pre-ReLU Grad-CAM ``(B, V, h, w)`` of the exam target at ``layer`` for each present view
     (the layer runs on the present views only); zeros where missing."""
-    with eval_mode(target):
+    with eval_mode(target), attached(layer):
         maps = grad_cam_maps(target, layer, images, mask, relu=False)
     return _scatter(maps.detach(), mask).float().cpu()
 
@@ -110,7 +111,7 @@ def view_maps(method: Method, context: MethodContext, target: ExamTarget, images
     """A registered per-view method's maps of the exam target, unnormalized (so that one exam's
     views can be normalized jointly): ``(B, V, h, w)`` at the layer's resolution or ``(B, V, H, W)``
     at the input's (``method.resolution``), on the CPU; 0 for missing views."""
-    with eval_mode(target):
+    with eval_mode(target), attached(layer):
         maps = method.maps(context, target, layer, images, mask)
     if method.resolution == "layer":
         return _scatter(maps.detach(), mask).float().cpu()

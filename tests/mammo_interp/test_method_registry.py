@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from importlib.metadata import EntryPoint
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from mammo_interp import Attribution, factor, methods, saliency
 from mammo_interp.methods import Method
-
-README = Path(__file__).parents[2] / "README.md"
+from readme_blocks import python_block
 
 
 def readme_method_module() -> str:
     """The README's "Adding a method" example, as a user would save it (nothing else is edited)."""
-    section = README.read_text().split("### Adding a method", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return python_block("### Adding a method")
 
 
 @pytest.fixture()
