@@ -25,3 +25,8 @@ def test_the_readme_python_api_block_runs(tmp_path):
     for line in lines:
         value, low, high = map(float, re.search(r"IoU-hit@0.25 ([\d.]+) \(([\d.]+)–([\d.]+)\)", line).groups())
         assert 0 <= low <= value <= high <= 1
+
+
+def test_the_readme_python_api_block_imports_from_mammo_interp_only():
+    imports = [line for line in python_block("## Python API").splitlines() if line.startswith(("import", "from"))]
+    assert imports and all(line.startswith("from mammo_interp import") for line in imports), imports

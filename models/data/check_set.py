@@ -13,9 +13,10 @@ from models.data.synth import SynthConfig
 CHECK_SET = SynthConfig(n_studies=100, seed=9001, difficulty=DEFAULT_SYNTH.difficulty)
 
 
-def check_set_splits() -> Splits:
-    """:data:`CHECK_SET`'s training, validation and test tables (generated into the cache on first use)."""
-    return load_splits(default_data_root(None, CHECK_SET, progress=False), progress=False)
+def check_set_splits(validation_fraction: float = 0.1) -> Splits:
+    """:data:`CHECK_SET`'s training, validation (``validation_fraction`` of the training studies) and test
+    tables (generated into the cache on first use)."""
+    return load_splits(default_data_root(None, CHECK_SET, progress=False), validation_fraction, progress=False)
 
 
 def check_set_table() -> pd.DataFrame:
