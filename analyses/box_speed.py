@@ -26,6 +26,7 @@ from mammo_interp.factor_study import FactorStudy
 from models.cli import check_output_folders, parse_config, run_main
 from models.device import resolve_device
 from models.report_tables import write_table
+from models.run_options import batch_size_field
 
 METHODS = ("factor", "mean_channels", "gradcam", "gradcam_plus_plus", "layercam", "gscorecam",
            "integrated_gradients")
@@ -39,7 +40,7 @@ class BoxSpeedConfig(LayerStudyOptions):
     methods: tuple[str, ...] = field(default=METHODS, metadata={
         "help": lambda: f"registered methods to time (not the supervised reference): {', '.join(registry.available())}"})
     images: int = field(default=64, metadata={"help": "first test images, timed"})
-    batch_size: int = field(default=32, metadata={"help": "images per forward pass"})
+    batch_size: int = batch_size_field()
     repeats: int = field(default=2, metadata={"help": "timings per method; the best is kept"})
     out: str = field(default="runs/factor", metadata={
         "help": "FActOR's folder, where the mapper of each layer is found or trained"})

@@ -29,9 +29,10 @@ import torch
 
 from analyses.bench import isolated, machine
 from models.cli import check_output_folders, parse_config, run_main
-from models.device import Precision, device_field, resolve_device, synchronize
+from models.device import Precision, resolve_device, synchronize
 from models.io import save_json
 from models.report_tables import write_table
+from models.run_options import device_field
 from models.run_record import portable
 
 # name -> (timm encoder, input H, W, images per step on a GPU, on a CPU)

@@ -44,6 +44,7 @@ from mammo_interp.methods import channels as weighting
 from models.cli import run_main
 from models.data.sources import TEST, VALIDATION
 from models.io import atomic_write
+from models.run_options import n_boot_field
 
 TOP_K = (1, 3, 5, 10, 20, 50)
 TEMPERATURES = (0.01, 0.03, 0.1, 0.3, 1.0)  # 1.0: close to the mean of all channels
@@ -62,7 +63,7 @@ class FactorVariantsConfig(LayerStudyOptions):
         "help": "baseline methods of mammo_interp.factor, each with its quantile chosen on validation"})
     out: str = field(default="runs/factor_variants", metadata={"help": "mapper and feature-study folder"})
     report_dir: str = field(default="reports/localization/variants", metadata={"help": "tables"})
-    n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples of the test CIs"})
+    n_boot: int = n_boot_field()
 
     def __post_init__(self) -> None:
         super().__post_init__()

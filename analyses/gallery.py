@@ -22,7 +22,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from models.cli import check_output_folders, parse_config, run_command, run_main
+from models.errors import check_choice
 from models.io import atomic_write
+from models.run_options import progress_field
 from models.run_record import RECORD_FILE, portable
 
 MODEL_FLAGS = ("data", "checkpoint")  # passed on to every panel that reads the model and data
@@ -104,12 +106,10 @@ class GalleryConfig:
         "help": "CLIP checkpoint passed to every panel that reads a model; default: the shipped model"})
     report_dir: str = field(default="reports/gallery", metadata={
         "help": "one folder per panel and README.md, the page that shows them"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar over the panels"})
+    progress: bool = progress_field("the panels")
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.only) - {p.name for p in PANELS})
-        if unknown:
-            raise ValueError(f"--only: unknown panel(s) {unknown}; valid: {[p.name for p in PANELS]}")
+        check_choice("--only", list(self.only), [p.name for p in PANELS])
 
 
 def draw(panels: tuple[Panel, ...], config: GalleryConfig) -> list[str]:

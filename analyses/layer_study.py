@@ -18,7 +18,8 @@ from mammo_interp.factor import FactorConfig
 from models.checkpoints import check_input_size
 from models.cli import check_output_folders, parse_config
 from models.data.reading import ReadOptions, read_options_field
-from models.device import check_spelling, device_field, precision_field, workers_field
+from models.device import check_spelling
+from models.run_options import device_field, precision_field, progress_field, seed_field, workers_field
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,8 @@ class LayerStudyOptions:
     device: str = device_field()
     precision: str = precision_field()
     workers: int = workers_field()
-    seed: int = field(default=0, metadata={"help": "random seed (splits, random channels, bootstrap)"})
-    progress: bool = field(default=True, metadata={"help": "progress bars"})
+    seed: int = seed_field("splits, random channels, bootstrap")
+    progress: bool = progress_field()
 
     def __post_init__(self) -> None:
         check_input_size(self.image_size)

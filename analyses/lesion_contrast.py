@@ -33,6 +33,7 @@ from models.data.preprocess import PreprocessConfig, preprocess_image
 from models.data.reading import ReadOptions, read_options_field
 from models.data.sources import read_table
 from models.report_tables import write_table
+from models.run_options import progress_field, seed_field
 
 BREAST_LEVEL = 0.02  # preprocessed pixels above this are breast (the background is 0)
 CORE, RING = 0.5, (1.2, 2.0)  # disc and ring radii as multiples of r
@@ -48,9 +49,9 @@ class LesionContrastConfig:
                 "about the median mass box's at 256 x 160"})
     null_points: int = field(default=20, metadata={"help": "random breast points per finding-free image"})
     max_images: int | None = field(default=None, metadata={"help": "read at most this many images"})
-    seed: int = field(default=0, metadata={"help": "random seed of the null points"})
+    seed: int = seed_field("null points")
     report_dir: str = field(default="reports/data", metadata={"help": "where the table goes"})
-    progress: bool = field(default=True, metadata={"help": "progress bar"})
+    progress: bool = progress_field()
 
 
 def _disc(radius: float) -> np.ndarray:

@@ -25,9 +25,10 @@ from mammo_interp.factor_study import FactorStudy
 from models.checkpoints import check_input_size
 from models.cli import check_output_folders, parse_config, run_main
 from models.data.reading import ReadOptions, read_options_field
-from models.device import device_field, precision_field
+
 from models.metrics import Estimate
 from models.report_tables import write_table
+from models.run_options import device_field, n_boot_field, precision_field, progress_field, seed_field
 
 
 DEFAULT = "default"  # the shipped default model (models.default_model)
@@ -53,9 +54,9 @@ class LocalizationTableConfig:
     out: str = field(default="runs/factor", metadata={"help": "mapper and prediction folder"})
     device: str = device_field()
     precision: str = precision_field()
-    n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    progress: bool = field(default=True, metadata={"help": "progress bars"})
+    n_boot: int = n_boot_field()
+    seed: int = seed_field()
+    progress: bool = progress_field()
 
     def __post_init__(self) -> None:  # refused while parsing, before the first study starts
         check_input_size(self.image_size)

@@ -38,6 +38,7 @@ from models.device import module_device
 from models.io import atomic_write
 from models.metrics import Estimate, bootstrap
 from models.report_tables import write_table
+from models.run_options import n_boot_field
 
 METHODS = ("factor", "mean_channels", "random_channels", "oracle_channel", "gradcam", "gradcam_plus_plus",
            "layercam", "gscorecam", "integrated_gradients", "breast_prior")
@@ -55,7 +56,7 @@ class MethodChecksConfig(LayerStudyOptions):
     out: str = field(default="runs/factor", metadata={
         "help": "FActOR's folder, where the published mapper of each layer is found or trained"})
     report_dir: str = field(default="reports/localization/checks", metadata={"help": "tables and figures"})
-    n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples of the CIs"})
+    n_boot: int = n_boot_field()
 
     def __post_init__(self) -> None:
         super().__post_init__()

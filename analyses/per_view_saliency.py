@@ -24,9 +24,10 @@ from mammo_interp import methods as registry
 from mammo_interp.saliency import SaliencyConfig, SaliencyStudy
 from models.cli import check_output_folders, parse_config, run_main
 from models.data.reading import ReadOptions, read_options_field
-from models.device import device_field, precision_field
+
 from models.metrics import Estimate
 from models.report_tables import write_table
+from models.run_options import device_field, n_boot_field, precision_field, progress_field, seed_field
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,9 @@ class PerViewSaliencyConfig:
     device: str = device_field()
     precision: str = precision_field()
     report_dir: str = field(default="reports/per_view", metadata={"help": "output folder"})
-    n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    progress: bool = field(default=True, metadata={"help": "progress bars"})
+    n_boot: int = n_boot_field()
+    seed: int = seed_field()
+    progress: bool = progress_field()
 
 
 def _rows(attribute: str, results: dict[str, dict[str, dict[str, float]]]) -> list[dict[str, Any]]:

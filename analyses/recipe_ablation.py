@@ -27,12 +27,13 @@ import pandas as pd
 
 from models.cli import check_output_folders, config_from_values, parse_config, run_main
 from models.data.default import uses_embedded
-from models.device import device_field, precision_field
+
 from models.errors import InputError
 from models.io import save_json
 from models.pretrain import PretrainConfig, pretrain
 from models.reference import shipped_reference, shipped_reference_card
 from models.report_tables import write_table
+from models.run_options import device_field, precision_field, progress_field
 
 DEFAULT_RECIPES = "clip_ablation.json"
 COLUMNS = {"val_zeroshot_mass": "val mass AUROC", "val_zeroshot_calcification": "val calcification AUROC",
@@ -54,7 +55,7 @@ class RecipeAblationConfig:
     report_dir: str = field(default="reports/recipe", metadata={"help": "where the table goes"})
     device: str = device_field()
     precision: str = precision_field()
-    progress: bool = field(default=True, metadata={"help": "progress bars"})
+    progress: bool = progress_field()
 
 
 def read_recipes(path: str | None) -> dict[str, Any]:

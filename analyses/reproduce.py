@@ -22,7 +22,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from models.cli import check_output_folders, parse_config, run_command, run_main
+from models.errors import check_choice
 from models.report_tables import write_table
+from models.run_options import progress_field
 
 NUMBER = re.compile(r"-?\d+(?:\.(\d+))?(?:e[-+]?\d+)?")
 
@@ -75,12 +77,10 @@ class ReproduceConfig:
         "help": f"also the hour-long checks ({', '.join(c.name for c in CHECKS if c.slow)})"})
     out: str = field(default="runs/reproduce", metadata={
         "help": "each check's run folders and tables, and the verdict reproduce.{md,csv,tex}"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar over the checks"})
+    progress: bool = progress_field("the checks")
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.only) - {c.name for c in CHECKS})
-        if unknown:
-            raise ValueError(f"--only: unknown check(s) {unknown}; valid: {[c.name for c in CHECKS]}")
+        check_choice("--only", list(self.only), [c.name for c in CHECKS])
 
 
 def cell_difference(committed: object, rerun: object) -> str | None:

@@ -49,6 +49,7 @@ from mammo_interp.zeroshot import SplitConfig, ZeroShotClassifier, embed_split, 
 from models.cli import check_output_folders, parse_config, run_main
 from models.data import schema
 from models.data.labels import BIRADS5, DENSITY, FINDINGS, IGNORE_INDEX, MALIGNANCY
+from models.errors import check_choice
 from models.io import atomic_write, save_json
 from models.metrics import Estimate, bootstrap
 from models.report_tables import write_table
@@ -83,8 +84,7 @@ class EmbeddingConfig(SplitConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend {self.backend!r} is not one of {BACKENDS}")
+        check_choice("backend", self.backend, BACKENDS)
         unknown = [label for label in self.labels if label not in LABELS]
         if unknown or not self.labels:
             raise ValueError(f"labels {list(self.labels)}: each must be one of {LABELS}")
@@ -103,8 +103,7 @@ def tsne(x: np.ndarray, seed: int = 0, backend: str = "opentsne", perplexity: fl
         ValueError: an unknown backend or fewer than 4 points.
     """
     x = np.asarray(x, dtype=np.float64)
-    if backend not in BACKENDS:
-        raise ValueError(f"backend {backend!r} is not one of {BACKENDS}")
+    check_choice("backend", backend, BACKENDS)
     if len(x) < 4:
         raise ValueError(f"t-SNE needs at least 4 points, got {len(x)}")
     perplexity = effective_perplexity(perplexity, len(x))

@@ -33,7 +33,10 @@ from models.cli import check_output_folders, parse_config, run_main
 from models.data.default import uses_embedded
 from models.data.reading import ReadOptions, read_options_field
 from models.default_model import checkpoint_field
-from models.device import check_spelling, device_field, precision_field, workers_field
+from models.device import check_spelling
+from models.errors import check_choice
+from models.run_options import (batch_size_field, device_field, n_boot_field, precision_field, progress_field,
+                                seed_field, workers_field)
 from models.text import attribute_category
 from mammo_interp.factor_study import FactorStudy
 
@@ -78,19 +81,18 @@ class FactorConfig:
         "help": "train (or reuse OUT's) mapper on the embedded set and write it with its card into this "
                 "folder (mammo_interp/weights: the mappers the package ships)"})
     report_dir: str = field(default="reports/localization", metadata={"help": "tables and figures"})
-    batch_size: int = field(default=32, metadata={"help": "images per forward pass"})
+    batch_size: int = batch_size_field()
     device: str = device_field()
     precision: str = precision_field()
     workers: int = workers_field()
-    n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the CIs"})
+    n_boot: int = n_boot_field()
     figure_cases: int = field(default=4, metadata={"help": "test images with the finding in the figure"})
     validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    progress: bool = field(default=True, metadata={"help": "progress bars"})
+    seed: int = seed_field()
+    progress: bool = progress_field()
 
     def __post_init__(self) -> None:
-        if self.stage not in STAGES:
-            raise ValueError(f"stage {self.stage!r} is not one of {STAGES}")
+        check_choice("stage", self.stage, STAGES)
         registry.check(self.methods)
         check_input_size(self.image_size)
         check_spelling(self.device, self.precision, self.workers)

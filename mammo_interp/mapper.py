@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from models.device import module_device
+from models.errors import check_choice
 from models.metrics import auroc
 from models.training import EarlyStopping
 
@@ -113,8 +114,7 @@ class MapperConfig:
     patience: int = field(default=5, metadata={"help": "early-stopping patience (validation loss)"})
 
     def __post_init__(self) -> None:
-        if self.standardize not in STANDARDIZATIONS:
-            raise ValueError(f"mapper standardize {self.standardize!r} is not one of {STANDARDIZATIONS}")
+        check_choice("mapper standardize", self.standardize, STANDARDIZATIONS)
 
     def key(self) -> dict[str, Any]:
         """The settings as cache and shipping keys see them: the published scaling is left out, so

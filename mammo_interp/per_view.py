@@ -53,6 +53,7 @@ from models.clip import ClipModel, MultiViewClipModel
 from models.data.datasets import EXAM_VIEWS
 from models.encoders.tokens import attached
 from models.device import module_device
+from models.errors import check_choice
 from models.text import SIDE_WORDS, attribute_sentences
 from models.training import eval_mode
 
@@ -142,8 +143,7 @@ def subset_values(target: ExamTarget, images: torch.Tensor, mask: torch.Tensor, 
     ``v(empty)`` (index 0): 0, or the score of a single black view (``empty="blank"``).
     ``features``: the ``(B, V, D)`` :meth:`ExamTarget.features` when already computed.
     """
-    if empty not in EMPTY_VALUES:
-        raise ValueError(f"empty {empty!r} is not one of {EMPTY_VALUES}")
+    check_choice("empty", empty, EMPTY_VALUES)
     with eval_mode(target):
         features = target.features(images, mask) if features is None else features
         batch, views = mask.shape

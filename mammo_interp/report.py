@@ -43,6 +43,7 @@ from mammo_interp.prompts import PromptSet, load_prompt_sets, prompt_set_for
 from mammo_interp.zeroshot import ENSEMBLES, LEVELS, SplitConfig, ZeroShotClassifier, embed_split, level_targets
 from models.cli import check_output_folders, parse_config, run_main
 from models.data.labels import IGNORE_INDEX
+from models.errors import check_choice
 from models.io import atomic_write, save_json
 from models.metrics import Estimate, bootstrap
 from models.report_tables import write_table
@@ -89,8 +90,7 @@ class ReportConfig(SplitConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.ensemble not in ENSEMBLES:
-            raise ValueError(f"ensemble {self.ensemble!r} is not one of {ENSEMBLES}")
+        check_choice("ensemble", self.ensemble, ENSEMBLES)
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must lie in [0, 1], got {self.threshold}")
 

@@ -46,9 +46,11 @@ from models.data.reading import ReadOptions, read_options_field
 from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache
 from models.default_model import checkpoint_field, checkpoint_name, open_checkpoint
-from models.device import Precision, check_spelling, device_field, precision_field, resolve_device
+from models.device import Precision, check_spelling, resolve_device
+from models.errors import check_choice
 from models.io import atomic_write, save_json
 from models.metrics import Estimate
+from models.run_options import device_field, n_boot_field, precision_field, progress_field, seed_field
 from models.text import attribute_category, finding_index
 
 AVERAGED = "view-averaged Grad-CAM (baseline)"
@@ -86,10 +88,10 @@ class SaliencyConfig:
     box: BoxRule = field(default_factory=BoxRule, metadata={"help": "heatmap -> boxes rule"})
     figure_cases: int = field(default=2, metadata={"help": "exam figures written by --evaluate"})
     report_dir: str = field(default="reports/per_view", metadata={"help": "tables and figures"})
-    n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples"})
+    n_boot: int = n_boot_field()
     validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
-    seed: int = field(default=0, metadata={"help": "seed (splits, tie-breaking, bootstrap)"})
-    progress: bool = field(default=True, metadata={"help": "progress bars"})
+    seed: int = seed_field("splits, tie-breaking, bootstrap")
+    progress: bool = progress_field()
 
     def __post_init__(self) -> None:
         registry.check(self.methods, per_view=True, has=("text",))
@@ -97,10 +99,8 @@ class SaliencyConfig:
             raise ValueError(f"--methods must include gradcam; got {' '.join(self.methods)}")
         if self.figure_method not in self.methods:
             raise ValueError(f"figure_method {self.figure_method!r} is not among methods {list(self.methods)}")
-        if self.empty not in EMPTY_VALUES:
-            raise ValueError(f"empty {self.empty!r} is not one of {EMPTY_VALUES}")
-        if self.split not in (TRAIN, VALIDATION, TEST):
-            raise ValueError(f"split {self.split!r} is not one of {(TRAIN, VALIDATION, TEST)}")
+        check_choice("empty", self.empty, EMPTY_VALUES)
+        check_choice("split", self.split, (TRAIN, VALIDATION, TEST))
         check_input_size(self.image_size)
         check_spelling(self.device, self.precision)
 

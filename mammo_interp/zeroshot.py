@@ -55,11 +55,13 @@ from models.data.labels import BIRADS5, DENSITY, FINDINGS, IGNORE_INDEX, MALIGNA
 from models.data.reading import ReadOptions, read_options_field
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache
 from models.default_model import checkpoint_field, checkpoint_name, open_checkpoint
-from models.device import (Precision, check_spelling, device_field, loader_options, module_device,
-                           precision_field, resolve_device, workers_field)
+from models.device import Precision, check_spelling, loader_options, module_device, resolve_device
+from models.errors import check_choice
 from models.io import atomic_write, save_json
 from models.metrics import Estimate, classification_metrics
 from models.report_tables import ci_frame, ci_long_frame, write_table
+from models.run_options import (batch_size_field, device_field, n_boot_field, precision_field, progress_field,
+                                seed_field, workers_field)
 from models.text import FINDING_TASKS, ZERO_SHOT_TASKS, task_name
 
 LEVELS = ("image", "breast", "exam")
@@ -86,19 +88,18 @@ class SplitConfig:
         "help": "local text-model folder, needed for Mammo-CLIP checkpoints"})
     image_size: tuple[int, ...] = field(default=(), metadata={
         "help": "input H W; default: the size the checkpoint was pretrained at"})
-    batch_size: int = field(default=32, metadata={"help": "images per forward pass"})
+    batch_size: int = batch_size_field()
     device: str = device_field()
     precision: str = precision_field()
     workers: int = workers_field()
-    n_boot: int = field(default=1000, metadata={"help": "bootstrap samples for the CIs"})
+    n_boot: int = n_boot_field()
     validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
-    seed: int = field(default=0, metadata={"help": "seed of the validation split, bootstrap and sampling"})
-    progress: bool = field(default=True, metadata={"help": "progress bars"})
+    seed: int = seed_field("validation split, bootstrap and sampling")
+    progress: bool = progress_field()
 
     def __post_init__(self) -> None:
-        for name, value, valid in (("level", self.level, LEVELS), ("split", self.split, SPLITS)):
-            if value not in valid:
-                raise ValueError(f"{name} {value!r} is not one of {valid}")
+        check_choice("level", self.level, LEVELS)
+        check_choice("split", self.split, SPLITS)
         check_input_size(self.image_size)
         check_spelling(self.device, self.precision, self.workers)
 
@@ -123,9 +124,8 @@ class ZeroShotConfig(SplitConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "task", task_name(self.task))  # --attribute's finding names work too
-        for name, value, valid in (("task", self.task, ZERO_SHOT_TASKS), ("ensemble", self.ensemble, ENSEMBLES)):
-            if value not in valid:
-                raise ValueError(f"{name} {value!r} is not one of {valid}")
+        check_choice("task", self.task, ZERO_SHOT_TASKS)
+        check_choice("ensemble", self.ensemble, ENSEMBLES)
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -156,8 +156,7 @@ def zero_shot_probabilities(image: torch.Tensor, text: Sequence[torch.Tensor], l
     prompt ``k mod K_c`` of every class, gets its own softmax, and the ``max K_c`` variants'
     probabilities are averaged.
     """
-    if ensemble not in ENSEMBLES:
-        raise ValueError(f"ensemble {ensemble!r} is not one of {ENSEMBLES}")
+    check_choice("ensemble", ensemble, ENSEMBLES)
     image = F.normalize(image, dim=-1)
     if ensemble == "embedding":
         return (logit_scale * image @ ensemble_embeddings(text).T).softmax(dim=-1)
@@ -188,8 +187,7 @@ class ZeroShotClassifier:
 
     def __init__(self, model: ClipModel, prompts: TaskPrompts, ensemble: str = "embedding",
                  use_logit_scale: bool = True) -> None:
-        if ensemble not in ENSEMBLES:
-            raise ValueError(f"ensemble {ensemble!r} is not one of {ENSEMBLES}")
+        check_choice("ensemble", ensemble, ENSEMBLES)
         self.model, self.prompts, self.ensemble = model, prompts, ensemble
         self.logit_scale = model.logit_scale().item() if use_logit_scale else 1.0
         self._text: dict[tuple[str | None, str | None], tuple[list[torch.Tensor], list[torch.Tensor] | None]] = {}
@@ -260,8 +258,7 @@ def level_items(table: pd.DataFrame, level: str) -> list[tuple[tuple[int, ...], 
     if level == "image":
         return [((i,), _code(side, schema.LATERALITIES), _code(view, schema.VIEWS))
                 for i, (side, view) in enumerate(zip(table["laterality"], table["view"]))]
-    if level not in LEVELS:
-        raise ValueError(f"level {level!r} is not one of {LEVELS}")
+    check_choice("level", level, LEVELS)
     grouped = (BreastDataset if level == "breast" else ExamDataset)(table, labels={})
     return [(tuple(i for i in members if i is not None),
              _code(key[1], schema.LATERALITIES) if level == "breast" else None, None)
@@ -297,7 +294,8 @@ def row_classes(row: Any, task: str) -> set[int]:
         boxes = row["boxes"] if isinstance(row["boxes"], (list, tuple)) else ()
         values = (getattr(box, task) for box in boxes if box.category == "Mass")
         return {names.index(v) for v in values if v in names}
-    raise ValueError(f"unknown zero-shot task {task!r}; valid: {list(ZERO_SHOT_TASKS)}")
+    check_choice("zero-shot task", task, ZERO_SHOT_TASKS)
+    raise AssertionError(f"zero-shot task {task!r} has no target rule")
 
 
 def level_targets(table: pd.DataFrame, task: str, rows: Sequence[Sequence[int]]) -> np.ndarray:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.encoders import ImageEncoder, ImageEncoderConfig, TextEncoder, TextEncoderConfig
+from models.errors import check_choice
 from models.text import attribute_sentences
 from models.training import eval_mode
 
@@ -69,8 +70,7 @@ class ProjectionHead(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, layers: int = 2, dropout: float = 0.2,
                  kind: str = "mlp") -> None:
         super().__init__()
-        if kind not in PROJECTION_KINDS:
-            raise ValueError(f"projection kind {kind!r} is not one of {PROJECTION_KINDS}")
+        check_choice("projection kind", kind, PROJECTION_KINDS)
         if not 1 <= layers <= 3:
             raise ValueError(f"projection layers must be 1-3, got {layers}")
         self.kind = kind
@@ -194,8 +194,7 @@ class ViewPooling(nn.Module):
 
     def __init__(self, kind: str, dim: int, hidden: int = 128) -> None:
         super().__init__()
-        if kind not in VIEW_POOLINGS:
-            raise ValueError(f"view pooling {kind!r} is not one of {VIEW_POOLINGS}")
+        check_choice("view pooling", kind, VIEW_POOLINGS)
         self.kind = kind
         if kind == "attention":
             self.value = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh())

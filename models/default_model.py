@@ -37,9 +37,10 @@ from models.data.check_set import CHECK_SET, check_set_table
 from models.data.datasets import ImageDataset
 from models.data.default import cache_dir, default_data_root, uses_embedded
 from models.data.sources import load_splits, preprocess_cache
-from models.device import device_field, precision_field
+
 from models.io import save_json, save_torch
 from models.pretrain import PairedText, PretrainConfig, dataset_zero_shot, pretrain
+from models.run_options import device_field, precision_field, progress_field
 from models.run_record import portable
 
 RECIPE_FILE = "default_clip.json"
@@ -171,7 +172,7 @@ class ShipConfig:
         "help": "where the fp16 weights and the card go (default: the package's models/weights)"})
     device: str = device_field()
     precision: str = precision_field()
-    progress: bool = field(default=True, metadata={"help": "progress bars"})
+    progress: bool = progress_field()
 
 
 def ship(config: ShipConfig) -> dict[str, Any]:

@@ -20,34 +20,20 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
+from models.errors import check_choice
+
 DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PRECISION_HELP = ("auto: float32 on CPU, mixed precision on CUDA (bf16 where supported, else fp16 with "
                   "a gradient scaler); fp32; bf16 (autocast, CPU too); fp16 (autocast + scaler, CUDA only)")
 _SPELLING = re.compile(r"auto|cpu|cuda(:\d+)?")
-
-
-def device_field() -> Any:
-    """The ``--device`` option every command that runs a model shares."""
-    return field(default="auto", metadata={"help": DEVICE_HELP})
-
-
-def precision_field() -> Any:
-    """The ``--precision`` option of every command that trains or runs a model at scale."""
-    return field(default="auto", metadata={"help": PRECISION_HELP})
-
-
-def workers_field() -> Any:
-    """The ``--workers`` option of every command that reads images through a DataLoader."""
-    return field(default=0, metadata={
-        "help": "DataLoader processes decoding images (0: in the main process); results do not depend on it"})
 
 
 def check_spelling(device: str, precision: str = "auto", workers: int = 0) -> None:
@@ -60,8 +46,7 @@ def check_spelling(device: str, precision: str = "auto", workers: int = 0) -> No
     """
     if not _SPELLING.fullmatch(device):
         raise ValueError(f"--device {device!r} is not one of: {DEVICE_HELP}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"--precision {precision!r} is not one of {PRECISIONS}")
+    check_choice("--precision", precision, PRECISIONS)
     if workers < 0:
         raise ValueError(f"--workers must be 0 (decode in the main process) or more, got {workers}")
 
@@ -156,8 +141,7 @@ class Precision:
         Raises:
             ValueError: an unknown value, or fp16 on the CPU (CPU autocast is bfloat16 only).
         """
-        if spec not in PRECISIONS:
-            raise ValueError(f"--precision {spec!r} is not one of {PRECISIONS}")
+        check_choice("--precision", spec, PRECISIONS)
         if spec == "fp16" and device.type != "cuda":
             raise ValueError("--precision fp16 needs a CUDA device (on the CPU use bf16 or fp32)")
         if spec == "auto":

@@ -36,11 +36,13 @@ from models.data.reading import ReadOptions, read_options_field
 from models.data.sources import TEST, TRAIN, VALIDATION, load_splits, preprocess_cache, subsample_studies
 from models.data.tables import with_validation_split
 from models.encoders import ImageEncoder, ImageEncoderConfig
+from models.errors import check_choice
 from models.io import save_json
-from models.device import (Precision, check_spelling, device_field, loader_options, module_device,
-                           precision_field, resolve_device, workers_field)
+from models.device import Precision, check_spelling, loader_options, module_device, resolve_device
 from models.metrics import Estimate, classification_metrics
 from models.report_tables import ci_frame, ci_long_frame, write_table
+from models.run_options import (batch_size_field, device_field, n_boot_field, precision_field, progress_field,
+                                seed_field, workers_field)
 from models.training import EarlyStopping, epoch_generator, seed_everything
 
 TASKS = tuple(DEFAULT_LABELS)
@@ -65,7 +67,7 @@ class FinetuneConfig:
     folds: int = field(default=0, metadata={"help": "k-fold cross-validation (0: fixed splits)"})
     image_size: tuple[int, ...] = field(default=(256, 160), metadata={"help": "input H W"})
     epochs: int = field(default=30, metadata={"help": "maximum epochs"})
-    batch_size: int = field(default=32, metadata={"help": "batch size"})
+    batch_size: int = batch_size_field()
     lr: float = field(default=1e-3, metadata={"help": "head learning rate"})
     encoder_lr: float = field(default=1e-4, metadata={"help": "encoder learning rate (mode full)"})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
@@ -73,18 +75,16 @@ class FinetuneConfig:
     device: str = device_field()
     precision: str = precision_field()
     workers: int = workers_field()
-    n_boot: int = field(default=1000, metadata={"help": "bootstrap samples for the CIs"})
+    n_boot: int = n_boot_field()
     validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
+    seed: int = seed_field()
     out: str = field(default="runs/finetune", metadata={"help": "run folder"})
     report_dir: str = field(default="reports/finetune", metadata={"help": "where tables go"})
-    progress: bool = field(default=True, metadata={"help": "progress bars"})
+    progress: bool = progress_field()
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task {self.task!r} is not one of {TASKS}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode {self.mode!r} is not one of {MODES}")
+        check_choice("task", self.task, TASKS)
+        check_choice("mode", self.mode, MODES)
         check_input_size(self.image_size, allow_empty=False)
         check_spelling(self.device, self.precision, self.workers)
         if self.folds == 1 or self.folds < 0:

@@ -30,6 +30,7 @@ from scipy.stats import hypergeom, rankdata
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 
 from models.data.labels import IGNORE_INDEX
+from models.errors import check_choice
 
 KINDS = ("binary", "multiclass", "multilabel")
 
@@ -161,8 +162,7 @@ def classification_metrics(
             scores, or no rows left.
     """
     y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=float)
-    if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+    check_choice("kind", kind, KINDS)
     y_true, probs = _checked(y_true, probs, kind)
     if kind == "multilabel":
         values = _multilabel_values(y_true.astype(bool), probs)

@@ -36,14 +36,15 @@ from models.data.labels import DENSITY, IGNORE_INDEX
 from models.data.datasets import BreastDataset, ExamDataset, ImageDataset, collate
 from models.data.reading import ReadOptions, read_options_field
 from models.data.sources import Splits, load_splits, preprocess_cache, subsample_studies
+from models.errors import check_choice
 from models.fusion import FusionMLMHead
 from models.io import save_json
 from models.losses import clip_loss, mask_tokens, mlm_loss, multiview_loss, positives_from_texts
 from models.metrics import auroc, auroc_ovr, chance_recall_at_k, mean_reciprocal_rank, recall_at_k
 from models.augment import augment
 from models.data.schema import FINDING_CATEGORIES
-from models.device import (Precision, check_spelling, device_field, loader_options, module_device,
-                           precision_field, resolve_device, to_device, workers_field)
+from models.device import Precision, check_spelling, loader_options, module_device, resolve_device, to_device
+from models.run_options import device_field, precision_field, progress_field, seed_field, workers_field
 from models.sampling import balanced_order, finding_targets
 from models.text import FINDING_TASKS, class_prompts, synthesize_report
 from models.training import (
@@ -110,17 +111,15 @@ class PretrainConfig:
         "help": "channels-last convolutions: about 1.7x faster training on CPU, other rounding"})
     max_minutes: float | None = field(default=None, metadata={
         "help": "stop after this much training time (the epoch in progress is closed)"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
+    seed: int = seed_field()
     workers: int = workers_field()
     resume: bool = field(default=False, metadata={"help": "continue from OUT/last.pt"})
-    progress: bool = field(default=True, metadata={"help": "progress bars"})
+    progress: bool = progress_field()
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("level", self.level, LEVELS),
-                                     ("text_source", self.text_source, TEXT_SOURCES),
-                                     ("loss", self.loss, LOSSES)):
-            if value not in allowed:
-                raise ValueError(f"{name} {value!r} is not one of {allowed}")
+        check_choice("level", self.level, LEVELS)
+        check_choice("text_source", self.text_source, TEXT_SOURCES)
+        check_choice("loss", self.loss, LOSSES)
         if self.loss == "multiview" and self.level != "breast":
             raise ValueError("loss 'multiview' pairs the CC and MLO views of a breast: use level 'breast'")
         if self.mlm_weight > 0 and self.level != "image":
@@ -131,9 +130,7 @@ class PretrainConfig:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
         if not 0 <= self.positive_fraction < 1:
             raise ValueError(f"positive_fraction must be in [0, 1), got {self.positive_fraction}")
-        unknown = [f for f in self.balance_findings if f not in FINDING_CATEGORIES]
-        if unknown:
-            raise ValueError(f"balance_findings {unknown} are not among {list(FINDING_CATEGORIES)}")
+        check_choice("balance_findings", list(self.balance_findings), FINDING_CATEGORIES)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

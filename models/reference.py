@@ -47,13 +47,14 @@ from models.data.default import uses_embedded
 from models.data.reading import ReadOptions, read_options_field
 from models.data.schema import FINDING_CATEGORIES
 from models.data.sources import TEST, load_splits, preprocess_cache
-from models.device import (Precision, check_spelling, device_field, loader_options, module_device,
-                           precision_field, resolve_device, workers_field)
+from models.device import Precision, check_spelling, loader_options, module_device, resolve_device
 from models.encoders import ImageEncoder, ImageEncoderConfig
 from models.encoders.image import LogSumExpPool
+from models.errors import check_choice
 from models.io import save_json, save_torch
 from models.metrics import Estimate, auroc, bootstrap
 from models.report_tables import ci_frame, ci_long_frame, write_table
+from models.run_options import device_field, n_boot_field, precision_field, progress_field, seed_field, workers_field
 from models.run_record import portable
 from models.sampling import balanced_order, finding_targets
 from models.training import (MetricsHistory, channels_last, cosine_with_warmup, epoch_generator, optimizer_state,
@@ -96,9 +97,9 @@ class ReferenceConfig:
     device: str = device_field()
     precision: str = precision_field()
     workers: int = workers_field()
-    n_boot: int = field(default=1000, metadata={"help": "bootstrap samples for the test CIs"})
+    n_boot: int = n_boot_field()
     validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
+    seed: int = seed_field()
     max_minutes: float | None = field(default=None, metadata={
         "help": "stop after this many minutes (the epoch in progress is evaluated and saved)"})
     resume: bool = field(default=False, metadata={"help": "continue from OUT/last.pt"})
@@ -107,14 +108,13 @@ class ReferenceConfig:
     ship_to: str | None = field(default=None, metadata={
         "help": f"also write best.pt in fp16 as {WEIGHTS_FILE} with its card {CARD_FILE} into this folder "
                 "(models/weights: the package's shipped reference; its test AUROCs are the shipped file's)"})
-    progress: bool = field(default=True, metadata={"help": "progress bars"})
+    progress: bool = progress_field()
 
     def __post_init__(self) -> None:
-        unknown = [f for f in self.findings if f not in FINDING_CATEGORIES]
-        if unknown or not self.findings:
-            raise ValueError(f"findings {list(unknown) or '[]'} are not among {list(FINDING_CATEGORIES)}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling {self.pooling!r} is not one of {POOLINGS}")
+        if not self.findings:
+            raise ValueError(f"findings: none given; valid: {', '.join(FINDING_CATEGORIES)}")
+        check_choice("findings", list(self.findings), FINDING_CATEGORIES)
+        check_choice("pooling", self.pooling, POOLINGS)
         check_input_size(self.image_size)
         check_spelling(self.device, self.precision, self.workers)
         if self.select_on not in (None, "mean", *self.findings):
@@ -135,8 +135,7 @@ class FindingClassifier(nn.Module):
     def __init__(self, encoder: ImageEncoder, num_findings: int, feature_layer: str = "head",
                  pooling: str = "lse") -> None:
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling {pooling!r} is not one of {POOLINGS}")
+        check_choice("pooling", pooling, POOLINGS)
         self.encoder, self.feature_layer, self.pooling = encoder, feature_layer, pooling
         self.head = nn.Conv2d(encoder.feature_channels(feature_layer), num_findings, kernel_size=1)
         self.lse = LogSumExpPool()

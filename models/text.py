@@ -29,6 +29,7 @@ from models.data.labels import (
     parse_birads,
     parse_density,
 )
+from models.errors import check_choice
 
 SIDE_WORDS = {"L": "left", "R": "right"}
 LOCATION_WORDS = (
@@ -351,10 +352,9 @@ def attribute_category(attribute: str) -> str:
     Raises:
         ValueError: an unknown name (the message lists the valid ones).
     """
-    category = _ATTRIBUTE_NAMES.get(attribute.strip().lower().replace("_", " "))
-    if category is None:
-        raise ValueError(f"unknown attribute {attribute!r}; valid: {sorted(_ATTRIBUTE_NAMES)}")
-    return category
+    name = attribute.strip().lower().replace("_", " ")
+    check_choice("attribute", name, sorted(_ATTRIBUTE_NAMES))
+    return _ATTRIBUTE_NAMES[name]
 
 
 def attribute_sentences(attribute: str) -> list[str]:
@@ -407,10 +407,8 @@ def class_prompts(task: str, style: str = "sentence") -> dict[str, list[str]]:
     Raises:
         ValueError: an unknown task or style (the message lists the valid ones).
     """
-    if task not in ZERO_SHOT_TASKS:
-        raise ValueError(f"unknown zero-shot task {task!r}; valid: {list(ZERO_SHOT_TASKS)}")
-    if style not in PROMPT_STYLES:
-        raise ValueError(f"unknown prompt style {style!r}; valid: {list(PROMPT_STYLES)}")
+    check_choice("zero-shot task", task, ZERO_SHOT_TASKS)
+    check_choice("prompt style", style, PROMPT_STYLES)
     sentence = style == "sentence"
     if task in FINDING_TASKS:
         label = task.replace("_", " ")

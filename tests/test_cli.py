@@ -2,12 +2,14 @@
 bad input (run_main)."""
 
 import argparse
+import dataclasses
 import importlib
 import json
 import subprocess
 import sys
 import warnings
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import pytest
 
@@ -314,3 +316,30 @@ def test_a_command_that_fails_leaves_no_run_record(tmp_path, monkeypatch):
     assert _exit_of(command("mass")).code == 0
     records = json.loads((tmp_path / "reports" / "runs.json").read_text())
     assert list(records) == ["python -m mammo_interp.factor --out runs --report-dir reports"] and (tmp_path / "runs" / "runs.json").is_file()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTRY_MODULES = sorted(".".join(path.relative_to(ROOT).with_suffix("").parts)
+                       for package in ("models", "mammo_interp", "analyses") for path in (ROOT / package).rglob("*.py")
+                       if "run_main(main)" in path.read_text())
+
+
+@pytest.mark.parametrize("module", ENTRY_MODULES)
+def test_every_command_prints_its_help(module, capsys):
+    """argparse formats help lazily: a stray ``%`` in one field's help breaks ``--help`` and nothing else."""
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(module).main(["--help"])
+    assert exit_info.value.code == 0 and "--" in capsys.readouterr().out
+
+
+def test_the_shared_run_options_read_alike_in_every_command():
+    """``--device``, ``--precision``, ``--workers``, ``--n-boot``: one help text wherever a command has them."""
+    helps: dict[str, set[str]] = {}
+    for module in ENTRY_MODULES:
+        for value in vars(importlib.import_module(module)).values():
+            if isinstance(value, type) and dataclasses.is_dataclass(value) and value.__name__.endswith("Config"):
+                for item in fields(value):
+                    if item.name in ("device", "precision", "workers", "n_boot"):
+                        helps.setdefault(item.name, set()).add(str(item.metadata.get("help")))
+    assert set(helps) == {"device", "precision", "workers", "n_boot"}
+    assert {name: len(texts) for name, texts in helps.items()} == dict.fromkeys(helps, 1), helps

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from models.device import module_device
+from models.errors import check_choice
 
 KINDS = ("channel", "model", "mask")
 NEEDS = {
@@ -163,9 +164,7 @@ def check(names: Iterable[str], flag: str = "--methods", has: Iterable[str] | No
     not have (``has``: keys of :data:`NEEDS`; None: not checked)."""
     _load()
     names = tuple(names)
-    if unknown := [n for n in names if n not in _REGISTRY]:
-        valid = available(per_view=True) if per_view else available()
-        raise ValueError(f"{flag}: unknown method(s) {unknown}; valid: {', '.join(valid)}")
+    check_choice(flag, [n for n in names if n not in _REGISTRY], available(per_view=True) if per_view else available())
     for name in names:
         method = _REGISTRY[name]
         if per_view and not method.per_view:

@@ -31,6 +31,7 @@ from typing import Any
 
 from models.data.errors import DataError
 from models.data.schema import LATERALITIES, VIEWS
+from models.errors import check_choice
 from models.text import SIDE_WORDS, ZERO_SHOT_TASKS, class_prompts
 
 FORMAT = "mammo-interp/prompt-sets-1"
@@ -104,8 +105,7 @@ def fill_templates(templates: Sequence[str], label: str, side: str | None = None
 def _codes(code: str | None, valid: tuple[str, ...], what: str) -> tuple[str, ...]:
     if code is None:
         return valid
-    if code not in valid:
-        raise ValueError(f"unknown {what} {code!r}; expected one of {list(valid)} or None")
+    check_choice(what, code, valid)
     return (code,)
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 
 from mammo_interp.prompts import load_prompt_sets
 from models.cli import parse_config, run_main
+from models.errors import check_choice
 from models.text import ZERO_SHOT_TASKS
 
 
@@ -27,8 +28,7 @@ class ShowPromptsConfig:
     view: str | None = field(default=None, metadata={"help": "fill {view} for CC or MLO (default: both)"})
 
     def __post_init__(self) -> None:
-        if self.task not in ZERO_SHOT_TASKS:
-            raise ValueError(f"task {self.task!r} is not one of {ZERO_SHOT_TASKS}")
+        check_choice("task", self.task, ZERO_SHOT_TASKS)
 
 
 def prompt_table(config: ShowPromptsConfig) -> pd.DataFrame:

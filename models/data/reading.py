@@ -17,6 +17,7 @@ from typing import Sequence
 
 from models.data.errors import TableError
 from models.data.tables import BOX_TOLERANCE_PX, CsvRows
+from models.errors import check_choice
 
 BOX_POLICIES = ("clip", "drop", "error")
 
@@ -37,8 +38,7 @@ class ReadOptions:
                 "skipped; off: a missing image is an error"})
 
     def __post_init__(self) -> None:
-        if self.box_policy not in BOX_POLICIES:
-            raise ValueError(f"box_policy {self.box_policy!r} is not one of {BOX_POLICIES}")
+        check_choice("box_policy", self.box_policy, BOX_POLICIES)
 
 
 def read_options_field() -> ReadOptions:

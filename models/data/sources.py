@@ -22,6 +22,7 @@ from models.data.rsna import read_rsna
 from models.data.synth import study_plan
 from models.data.tables import VALIDATION_SPLIT, with_validation_split
 from models.data.vindr import read_vindr
+from models.errors import check_choice
 
 TRAIN, VALIDATION, TEST = "training", VALIDATION_SPLIT, "test"
 SPLITS = (TRAIN, VALIDATION, TEST)
@@ -89,9 +90,7 @@ def _evaluation_plan(data: str | Path | None, validation_fraction: float, seed: 
     """The embedded set's studies of the ``needed`` splits with their splits (validation carved
     exactly as from the whole set: the carve ranks training studies by id), when only those need
     generating; None when the whole set is read."""
-    unknown = sorted(set(needed) - set(SPLITS))
-    if unknown:
-        raise ValueError(f"unknown splits {unknown}; valid: {list(SPLITS)}")
+    check_choice("splits", list(needed), SPLITS)
     if TRAIN in needed or not default.uses_embedded(data) or default.is_complete(default.synthetic_cache_path()):
         return None
     plan = with_validation_split(study_plan(default.DEFAULT_SYNTH), validation_fraction, seed)

@@ -23,6 +23,7 @@ from torch import nn
 from models.encoders.efficientnet_keys import is_efficientnet_pytorch, map_efficientnet_pytorch
 from models.encoders.static_padding import fix_same_padding
 from models.encoders.tokens import TokenMaps, tokens_to_maps
+from models.errors import check_choice
 from models.safe_load import load_weights_only
 
 DEFAULT_IMAGE_ENCODER = "tf_efficientnet_lite0"
@@ -64,8 +65,7 @@ class ImageEncoderConfig:
     std: float = field(default=0.2505, metadata={"help": "intensity normalization std"})
 
     def __post_init__(self) -> None:  # here, so a bad flag fails while the CLI parses, not mid-run
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling {self.pooling!r} is not one of {POOLINGS}")
+        check_choice("pooling", self.pooling, POOLINGS)
         if self.frozen_through == HEAD_LAYER:
             raise ValueError("frozen_through names a stage before the head (e.g. 'blocks.1'), not 'head'")
         if self.static_same_padding < 0:
@@ -204,8 +204,7 @@ class ImageEncoder(nn.Module):
         return (*(info["module"] for info in self.backbone.feature_info), HEAD_LAYER)
 
     def _resolve_feature_layer(self, layer: str) -> int | None:
-        if layer not in self.feature_layers:
-            raise ValueError(f"feature layer {layer!r} is not one of {self.feature_layers}")
+        check_choice("feature layer", layer, self.feature_layers)
         return None if layer == HEAD_LAYER else self.feature_layers.index(layer)
 
     def feature_channels(self, layer: str | None = None) -> int:

@@ -17,6 +17,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
+from models.errors import check_choice
+
 POOLINGS = ("cls", "mean", "eos")
 
 
@@ -77,7 +79,8 @@ def pool_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str
     if pooling == "eos":
         last = attention_mask.sum(1).long() - 1
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    raise ValueError(f"pooling {pooling!r} is not one of {POOLINGS}")
+    check_choice("pooling", pooling, POOLINGS)
+    raise AssertionError("unreachable: every pooling is handled above")
 
 
 class TextEncoder(nn.Module):
@@ -86,8 +89,7 @@ class TextEncoder(nn.Module):
     def __init__(self, config: TextEncoderConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or TextEncoderConfig()
-        if config.pooling not in POOLINGS:
-            raise ValueError(f"pooling {config.pooling!r} is not one of {POOLINGS}")
+        check_choice("pooling", config.pooling, POOLINGS)
         path = resolve_text_model(config.name)
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         if config.pretrained:

@@ -44,4 +44,4 @@ def test_a_failed_panel_is_one_line_and_the_others_draw(tiny_masses, tmp_path, m
 def test_unknown_panel_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         gallery.main(["--only", "nope"])
-    assert "unknown panel(s) ['nope']" in capsys.readouterr().err
+    assert "--only: unknown ['nope']; valid:" in capsys.readouterr().err

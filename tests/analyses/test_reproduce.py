@@ -64,4 +64,4 @@ def test_every_check_names_committed_tables_that_exist():
 def test_unknown_check_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         reproduce.main(["--only", "nope"])
-    assert "unknown check(s) ['nope']" in capsys.readouterr().err
+    assert "--only: unknown ['nope']; valid:" in capsys.readouterr().err

@@ -58,5 +58,5 @@ def test_evaluation_splits_generate_only_their_studies_exactly_as_in_the_whole_s
             assert Path(mine).read_bytes() == Path(full).read_bytes()
     # once the whole set is cached, evaluations read it
     assert load_splits(validation_fraction=0.3, progress=False, needed=(TEST,)).root == whole.root
-    with pytest.raises(ValueError, match="unknown splits"):
+    with pytest.raises(ValueError, match=r"^splits: unknown \[.train.\]; valid: training"):
         load_splits(progress=False, needed=("train",))

@@ -292,7 +292,7 @@ def test_calcified_masses_and_missing_birads_read_back(tmp_path, monkeypatch):
 def test_prevalence_preset_sets_the_rates_and_flags_still_win(tmp_path):
     assert SynthConfig().with_prevalence("vindr").finding_prevalence == 0.185
     assert SynthConfig().with_prevalence("vindr").with_prevalence("enriched") == SynthConfig()
-    with pytest.raises(ValueError, match="prevalence 'rare'"):
+    with pytest.raises(ValueError, match="prevalence: unknown 'rare'; valid: vindr, enriched"):
         SynthConfig().with_prevalence("rare")
     for extra, expected in (([], 0.185), (["--finding-prevalence", "0.3"], 0.3)):
         out = tmp_path / f"p{len(extra)}"

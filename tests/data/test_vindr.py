@@ -197,7 +197,7 @@ def test_box_entirely_outside_is_an_error_under_every_policy(vindr_root, helpers
 
 
 def test_unknown_box_policy_is_refused():
-    with pytest.raises(ValueError, match="box_policy 'trim' is not one of"):
+    with pytest.raises(ValueError, match="box_policy: unknown 'trim'; valid: clip, drop, error"):
         ReadOptions(box_policy="trim")
 
 

@@ -139,7 +139,7 @@ def test_channel_scaling_matches_numpy_and_global_scaling_is_the_published_one()
 def test_published_scaling_keeps_mapper_keys_and_other_spellings_are_refused():
     assert "standardize" not in MapperConfig().key()
     assert MapperConfig(standardize="channel").key()["standardize"] == "channel"
-    with pytest.raises(ValueError, match="standardize 'channels' is not one of"):
+    with pytest.raises(ValueError, match="mapper standardize: unknown 'channels'; valid: global, channel"):
         MapperConfig(standardize="channels")
 
 

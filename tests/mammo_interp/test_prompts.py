@@ -116,9 +116,9 @@ def test_side_and_view_filling():
     assert len(fill_templates(template, "mass")) == 4
     # templates without the placeholder are not repeated per side/view
     assert fill_templates(["Mass shape is {label}.", "{label}"], "oval") == ["Mass shape is oval.", "oval"]
-    with pytest.raises(ValueError, match="unknown side 'X'"):
+    with pytest.raises(ValueError, match="side: unknown 'X'; valid: L, R"):
         fill_templates(template, "mass", "X", "CC")
-    with pytest.raises(ValueError, match="unknown view 'ML'"):
+    with pytest.raises(ValueError, match="view: unknown 'ML'; valid:"):
         fill_templates(template, "mass", "L", "ML")
     prompts = TaskPrompts("mass_shape", tuple((s, ("A {label} mass, {side} {view}.",)) for s in MASS_SHAPES),
                           negatives=("No {label} mass in the {side} breast.",))

@@ -65,7 +65,7 @@ def test_precision_on_cpu():
         assert torch.nn.Linear(4, 4)(torch.ones(2, 4)).dtype == torch.float32
     with pytest.raises(ValueError, match="--precision fp16 needs a CUDA device"):
         dev.Precision.resolve("fp16", cpu)
-    with pytest.raises(ValueError, match="--precision 'half'"):
+    with pytest.raises(ValueError, match="--precision: unknown 'half'; valid: auto"):
         dev.Precision.resolve("half", cpu)
 
 

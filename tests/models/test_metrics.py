@@ -236,7 +236,7 @@ def test_ignore_index_rows_dropped():
 @pytest.mark.parametrize(
     ("y_true", "probs", "kind", "message"),
     [
-        (np.zeros(5), np.zeros(5), "ordinal", "unknown kind"),
+        (np.zeros(5), np.zeros(5), "ordinal", "kind: unknown .ordinal.; valid: binary"),
         (np.zeros(5), np.zeros(4), "binary", "do not match"),
         (np.zeros(5), np.zeros((5, 3)), "binary", "do not match"),
         (np.zeros(5), np.zeros(5), "multiclass", "do not match"),

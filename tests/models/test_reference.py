@@ -29,7 +29,7 @@ def encoder() -> ImageEncoder:
 
 
 def test_config_rejects_bad_values():
-    with pytest.raises(ValueError, match="not among"):
+    with pytest.raises(ValueError, match=r"findings: unknown \['Tumour'\]; valid: Mass"):
         ReferenceConfig(findings=("Tumour",))
     with pytest.raises(ValueError, match="pooling"):
         ReferenceConfig(pooling="median")

@@ -6,8 +6,9 @@ gives VinDr-Mammo's own rates instead."""
 from __future__ import annotations
 
 import json
-
 from dataclasses import asdict, dataclass, field, replace
+
+from models.errors import check_choice
 
 GENERATOR_VERSION = "1.2.0"
 
@@ -69,8 +70,7 @@ class SynthConfig:
 
     def with_prevalence(self, preset: str) -> "SynthConfig":
         """This config with the finding and density rates of ``preset`` (:data:`PREVALENCES`)."""
-        if preset not in PREVALENCES:
-            raise ValueError(f"prevalence {preset!r} is not one of {list(PREVALENCES)}")
+        check_choice("prevalence", preset, PREVALENCES)
         return replace(self, **PREVALENCES[preset])
 
     @property
