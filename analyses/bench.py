@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from models.allocator import peak_rss_mb
-from models.cli import check_output_folders, parse_config, run_main
+from models.cli import parse_command, run_main
 from models.io import save_json
 from models.report_tables import write_table
 from models.run_record import portable
@@ -196,9 +196,8 @@ def run_bench(config: BenchConfig) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    config = parse_config(BenchConfig, argv, "python -m analyses.bench",
+    config = parse_command(BenchConfig, argv, "python -m analyses.bench",
                           "Throughput, ratios and peak memory of the main costs; writes REPORT_DIR/bench.md/.csv/.tex/.json.")
-    check_output_folders(config, "python -m analyses.bench")
     frame = run_bench(config)
     shown = frame.assign(value=[f"{v:.3g}" if isinstance(v, float) else str(v) for v in frame["value"]])
     stem = Path(config.report_dir) / "bench"

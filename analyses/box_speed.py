@@ -23,7 +23,7 @@ from analyses.bench import machine
 from analyses.layer_study import LayerStudyOptions
 from mammo_interp import methods as registry
 from mammo_interp.factor_study import FactorStudy
-from models.cli import check_output_folders, parse_config, run_main
+from models.cli import parse_command, run_main
 from models.device import resolve_device
 from models.report_tables import write_table
 from models.run_options import batch_size_field
@@ -77,10 +77,9 @@ def time_layer(config: BoxSpeedConfig, layer: str) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> list[Path]:
     prog = "python -m analyses.box_speed"
-    config = parse_config(BoxSpeedConfig, argv, prog,
+    config = parse_command(BoxSpeedConfig, argv, prog,
                           "Seconds for boxes from raw images by each localization method, against a bare "
                           "backbone forward of the same images (FActOR's budget: 1.2x).")
-    check_output_folders(config, prog)
     device = resolve_device(config.device)
     frame = pd.DataFrame([row for layer in config.layers for row in time_layer(config, layer)])
     shown = frame.assign(**{column: frame[column].map(lambda v: f"{v:.2f}" if v < 10 else f"{v:,.0f}")

@@ -18,7 +18,7 @@ import models  # noqa: F401  (runtime set-up first)
 import numpy as np
 import pandas as pd
 
-from models.cli import check_output_folders, parse_config, run_main
+from models.cli import parse_command, run_main
 from models.data import schema
 from models.data.default import default_data_root
 from models.data.vindr import parse_categories
@@ -98,9 +98,8 @@ def measure(root: Path) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    config = parse_config(DataStatisticsConfig, argv, "python -m analyses.data_statistics",
+    config = parse_command(DataStatisticsConfig, argv, "python -m analyses.data_statistics",
                           "Compare a VinDr-layout folder's annotation statistics with real VinDr-Mammo v1.0.")
-    check_output_folders(config, "python -m analyses.data_statistics")
     root = default_data_root(config.data)
     measured = measure(root)
     table = pd.DataFrame({"statistic": list(VINDR), "VinDr-Mammo v1.0": list(VINDR.values()),

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from analyses.bench import isolated, machine
-from models.cli import check_output_folders, parse_config, run_main
+from models.cli import parse_command, run_main
 from models.device import Precision, resolve_device, synchronize
 from models.io import save_json
 from models.report_tables import write_table
@@ -170,11 +170,10 @@ def _cell(value: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    config = parse_config(DeviceBenchConfig, argv, "python -m analyses.device_bench",
+    config = parse_command(DeviceBenchConfig, argv, "python -m analyses.device_bench",
                           "Pretraining and embedding throughput, FActOR's cost and peak memory of the default "
                           "encoder (Lite0, 256x160) and a Mammo-CLIP-size one (B5, 1520x912) at fp32 and bf16, "
                           "on --device; writes REPORT_DIR/<device type>.md/.csv/.tex/.json.")
-    check_output_folders(config, "python -m analyses.device_bench")
     device = resolve_device(config.device)
     frame = run_bench(config)
     shown = frame.assign(**{column: [_cell(v) for v in frame[column]]

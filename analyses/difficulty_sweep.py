@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from mammo_interp.plotting import QUALITATIVE, save_figure, styled
-from models.cli import check_output_folders, parse_config, run_main
+from models.cli import parse_command, run_main
 from models.data.default import default_data_root
 from models.data.synth import SynthConfig
 from models.io import save_json
@@ -140,9 +140,8 @@ def replot(config: DifficultySweepConfig) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    config = parse_config(DifficultySweepConfig, argv, "python -m analyses.difficulty_sweep",
+    config = parse_command(DifficultySweepConfig, argv, "python -m analyses.difficulty_sweep",
                           "Train the supervised reference at several generator difficulties; table + figure.")
-    check_output_folders(config, "python -m analyses.difficulty_sweep")
     frame = replot(config) if config.replot is not None else sweep(config)
     print(frame.to_string(index=False))
     return frame

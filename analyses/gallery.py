@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from models.cli import check_output_folders, parse_config, run_command, run_main
+from models.cli import parse_command, run_command, run_main
 from models.errors import check_choice
 from models.io import atomic_write
 from models.run_options import progress_field
@@ -154,8 +154,7 @@ def page(report_dir: Path, data: str | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     prog = "python -m analyses.gallery"
-    config = parse_config(GalleryConfig, argv, prog, __doc__.splitlines()[0])
-    check_output_folders(config, prog)
+    config = parse_command(GalleryConfig, argv, prog, __doc__.splitlines()[0])
     panels = tuple(p for p in PANELS if not config.only or p.name in config.only)
     failures = draw(panels, config)
     index = Path(config.report_dir) / "README.md"

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from mammo_interp.factor import FactorConfig
 from models.checkpoints import check_input_size
-from models.cli import check_output_folders, parse_config
+from models.cli import parse_command
 from models.data.reading import ReadOptions, read_options_field
 from models.device import check_spelling
 from models.run_options import device_field, precision_field, progress_field, seed_field, workers_field
@@ -65,6 +65,5 @@ def per_layer_main(cls: type[Options], argv: list[str] | None, prog: str, descri
                    run_layer: Callable[[Options, str], list[Path]]) -> list[Path]:
     """Parse ``cls`` from ``argv``, check its output folders, then ``run_layer`` each of its layers
     in turn; returns every file written."""
-    config = parse_config(cls, argv, prog, description)
-    check_output_folders(config, prog)
+    config = parse_command(cls, argv, prog, description)
     return [path for layer in config.layers for path in run_layer(config, layer)]

@@ -25,7 +25,7 @@ from scipy.signal import fftconvolve
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from models.cli import check_output_folders, parse_config, run_main
+from models.cli import parse_command, run_main
 from models.data.default import default_data_root
 from models.data.dicom import read_dicom
 from models.data.errors import DataError
@@ -135,9 +135,8 @@ def _percentiles(values: np.ndarray) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    config = parse_config(LesionContrastConfig, argv, prog="python -m analyses.lesion_contrast",
+    config = parse_command(LesionContrastConfig, argv, prog="python -m analyses.lesion_contrast",
                           description=__doc__.splitlines()[0])
-    check_output_folders(config, "python -m analyses.lesion_contrast")
     root = default_data_root(config.data, progress=config.progress)
     boxes, nulls = measure(config, root)
     if boxes.empty or nulls.empty:

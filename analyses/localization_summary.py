@@ -19,7 +19,7 @@ import pandas as pd
 
 from analyses.factor_variants import PUBLISHED
 from mammo_interp.methods.channels import FACTOR
-from models.cli import check_output_folders, parse_config, run_main
+from models.cli import parse_command, run_main
 from models.errors import InputError
 from models.report_tables import write_table
 
@@ -94,11 +94,10 @@ def summarize(config: LocalizationSummaryConfig) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     prog = "python -m analyses.localization_summary"
-    config = parse_config(LocalizationSummaryConfig, argv, prog,
+    config = parse_command(LocalizationSummaryConfig, argv, prog,
                           "One table per method of box localization (settings chosen on validation), "
                           "faithfulness and the model-randomization check, from the tables of "
                           "analyses.factor_variants and analyses.method_checks.")
-    check_output_folders(config, prog)
     table = summarize(config)
     caption = ("Localization methods on the test split: IoU-hit@0.25, AP@0.25 and pointing game with each method's "
                "setting chosen on validation (95% bootstrap CIs over images); insertion minus deletion AUC of the "

@@ -23,7 +23,7 @@ from mammo_interp import methods as registry
 from mammo_interp.factor import METHODS, FactorConfig
 from mammo_interp.factor_study import FactorStudy
 from models.checkpoints import check_input_size
-from models.cli import check_output_folders, parse_config, run_main
+from models.cli import parse_command, run_main
 from models.data.reading import ReadOptions, read_options_field
 
 from models.metrics import Estimate
@@ -109,10 +109,9 @@ def run_grid(config: LocalizationTableConfig) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    config = parse_config(LocalizationTableConfig, argv, "python -m analyses.localization_table",
+    config = parse_command(LocalizationTableConfig, argv, "python -m analyses.localization_table",
                           "FActOR and baselines for mass and calcification across backbones and "
                           "feature layers, in one markdown/CSV/LaTeX table.")
-    check_output_folders(config, "python -m analyses.localization_table")
     table = run_grid(config)
     caption = ("Weakly supervised localization on the test split: every method's heatmaps turned into "
                "boxes by one rule (quantile 0.95 inside the breast, at most 3 boxes); 95% bootstrap CIs "

@@ -22,7 +22,7 @@ import pandas as pd
 
 from mammo_interp import methods as registry
 from mammo_interp.saliency import SaliencyConfig, SaliencyStudy
-from models.cli import check_output_folders, parse_config, run_main
+from models.cli import parse_command, run_main
 from models.data.reading import ReadOptions, read_options_field
 
 from models.metrics import Estimate
@@ -91,10 +91,9 @@ def run(config: PerViewSaliencyConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    config = parse_config(PerViewSaliencyConfig, argv, "python -m analyses.per_view_saliency",
+    config = parse_command(PerViewSaliencyConfig, argv, "python -m analyses.per_view_saliency",
                           "Per-view saliency of exam-level CLIP scores vs the view-averaged map: view "
                           "identification and localization tables in reports/per_view/.")
-    check_output_folders(config, "python -m analyses.per_view_saliency")
     result = run(config)
     for name in ("view_identification", "localization"):
         print((Path(config.report_dir) / f"{name}.md").read_text())

@@ -25,8 +25,9 @@ from tqdm.auto import tqdm
 from mammo_interp.calibration import DEFAULT_BINS
 from mammo_interp.plotting import plt, save_figure, styled
 from mammo_interp.prompts import load_prompt_sets
-from mammo_interp.zeroshot import ENSEMBLE_NAMES, ENSEMBLES, SplitConfig, embed_split, run_zero_shot
-from models.cli import check_output_folders, parse_config, run_main
+from mammo_interp.zero_shot_classifier import ENSEMBLE_NAMES, ENSEMBLES
+from mammo_interp.zeroshot import SplitConfig, embed_split, run_zero_shot
+from models.cli import parse_command, run_main
 from models.io import atomic_write, save_json
 from models.metrics import Estimate
 from models.report_tables import ci_frame, ci_long_frame, write_table
@@ -140,12 +141,11 @@ def plot_ablation(long: pd.DataFrame, metrics: tuple[str, ...] = ("auroc", "ece"
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    config = parse_config(
+    config = parse_command(
         PromptAblationConfig, argv, "python -m analyses.prompt_ablation",
         "Zero-shot prompt ablation: prompt set x ensembling x logit scale on the same images and "
         "model; writes tables and a bar chart to REPORT_DIR.",
     )
-    check_output_folders(config, "python -m analyses.prompt_ablation")
     table = prompt_ablation(config)
     with pd.option_context("display.width", 200, "display.max_columns", None):
         print(table.to_string(index=False))

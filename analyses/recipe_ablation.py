@@ -25,7 +25,7 @@ from typing import Any
 import models  # noqa: F401  (runtime set-up first)
 import pandas as pd
 
-from models.cli import check_output_folders, config_from_values, parse_config, run_main
+from models.cli import config_from_values, parse_command, run_main
 from models.data.default import uses_embedded
 
 from models.errors import InputError
@@ -157,9 +157,8 @@ def write_report(config: RecipeAblationConfig, recipes: dict[str, Any]) -> pd.Da
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    config = parse_config(RecipeAblationConfig, argv, prog="python -m analyses.recipe_ablation",
+    config = parse_command(RecipeAblationConfig, argv, prog="python -m analyses.recipe_ablation",
                           description=__doc__.splitlines()[0])
-    check_output_folders(config, "python -m analyses.recipe_ablation")
     recipes = read_recipes(config.recipes)
     names = [variant["name"] for variant in recipes["variants"]]
     unknown = sorted(set(config.only) - set(names))

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from models.cli import check_output_folders, parse_config, run_command, run_main
+from models.cli import parse_command, run_command, run_main
 from models.errors import check_choice
 from models.report_tables import write_table
 from models.run_options import progress_field
@@ -130,8 +130,7 @@ def run_check(check: Check, out: Path) -> list[dict[str, object]]:
 
 def main(argv: list[str] | None = None) -> int:
     prog = "python -m analyses.reproduce"
-    config = parse_config(ReproduceConfig, argv, prog, __doc__.splitlines()[0])
-    check_output_folders(config, prog)
+    config = parse_command(ReproduceConfig, argv, prog, __doc__.splitlines()[0])
     chosen = [c for c in CHECKS if (c.name in config.only if config.only else config.all or not c.slow)]
     out = Path(config.out)
     rows = [row for check in tqdm(chosen, desc="reproduce", unit="check", disable=not config.progress)

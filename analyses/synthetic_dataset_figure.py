@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from mammo_interp.plotting import (CATEGORY_COLORS, DEFAULT_COLOR, draw_boxes, legend_handles, save_figure, styled,
                                    view_label)
-from models.cli import check_output_folders, parse_config, run_main
+from models.cli import parse_command, run_main
 from models.data.default import default_data_root
 from models.data.dicom import read_dicom
 from models.data.vindr import read_vindr
@@ -71,8 +71,7 @@ class DatasetFigureConfig:
 
 def main(argv: list[str] | None = None) -> int:
     prog = "python -m analyses.synthetic_dataset_figure"
-    config = parse_config(DatasetFigureConfig, argv, prog, __doc__.splitlines()[0])
-    check_output_folders(config, prog)
+    config = parse_command(DatasetFigureConfig, argv, prog, __doc__.splitlines()[0])
     table = read_vindr(default_data_root(config.data))
     figure = plot_exam(table, config.study or pick_study(table))
     save_figure(figure, Path(config.report_dir) / "synthetic_dataset")

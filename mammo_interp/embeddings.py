@@ -45,8 +45,9 @@ from tqdm.auto import tqdm
 
 from mammo_interp.plotting import legend_handles, ordered, palette, plt, save_figure, styled
 from mammo_interp.prompts import load_prompt_sets, prompt_set_for
-from mammo_interp.zeroshot import SplitConfig, ZeroShotClassifier, embed_split, level_targets
-from models.cli import check_output_folders, parse_config, run_main
+from mammo_interp.zero_shot_classifier import ZeroShotClassifier
+from mammo_interp.zeroshot import SplitConfig, embed_split, level_targets
+from models.cli import parse_command, run_main
 from models.data import schema
 from models.data.labels import BIRADS5, DENSITY, FINDINGS, IGNORE_INDEX, MALIGNANCY
 from models.errors import check_choice
@@ -376,12 +377,11 @@ def embeddings(config: EmbeddingConfig) -> EmbeddingResult:
 
 
 def main(argv: list[str] | None = None) -> EmbeddingResult:
-    config = parse_config(
+    config = parse_command(
         EmbeddingConfig, argv, "python -m mammo_interp.embeddings",
         "t-SNE of image-encoder vs joint-space embeddings coloured by label, t-SNE dimension 1 vs "
         "zero-shot malignancy probability, and silhouette / kNN separability tables in REPORT_DIR.",
     )
-    check_output_folders(config, "python -m mammo_interp.embeddings")
     result = embeddings(config)
     print(result.separability.to_string(index=False))
     print(result.correlation.to_string(index=False))

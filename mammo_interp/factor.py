@@ -29,7 +29,7 @@ from mammo_interp import methods as registry
 from mammo_interp.boxes import BoxRule
 from mammo_interp.mapper import MapperConfig
 from models.checkpoints import check_input_size
-from models.cli import check_output_folders, parse_config, run_main
+from models.cli import parse_command, run_main
 from models.data.default import uses_embedded
 from models.data.reading import ReadOptions, read_options_field
 from models.default_model import checkpoint_field
@@ -115,14 +115,13 @@ def run(config: FactorConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    config = parse_config(
+    config = parse_command(
         FactorConfig, argv, "python -m mammo_interp.factor",
         "Mammo-FActOR: align feature-map channels with an attribute's sentences, turn the aligned "
         "channels into heatmaps and boxes, and score them against Grad-CAM, Integrated Gradients "
         "and simple baselines (IoU-hit, AP, pointing game with bootstrap CIs). Default: the "
         "embedded synthetic dataset and the default CLIP model.",
     )
-    check_output_folders(config, "python -m mammo_interp.factor")
     try:  # bad names and paths: one clear line, before any heavy work
         attribute_category(config.attribute)
         for flag, path in (("--checkpoint", config.checkpoint), ("--reference", config.reference)):

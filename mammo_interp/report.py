@@ -40,8 +40,9 @@ from matplotlib.figure import Figure
 
 from mammo_interp.plotting import plt, save_figure, styled
 from mammo_interp.prompts import PromptSet, load_prompt_sets, prompt_set_for
-from mammo_interp.zeroshot import ENSEMBLES, LEVELS, SplitConfig, ZeroShotClassifier, embed_split, level_targets
-from models.cli import check_output_folders, parse_config, run_main
+from mammo_interp.zero_shot_classifier import ENSEMBLES, ZeroShotClassifier
+from mammo_interp.zeroshot import LEVELS, SplitConfig, embed_split, level_targets
+from models.cli import parse_command, run_main
 from models.data.labels import IGNORE_INDEX
 from models.errors import check_choice
 from models.io import atomic_write, save_json
@@ -324,12 +325,11 @@ def _write(config: ReportConfig, checkpoint: str, run: ReportRun) -> None:
 
 
 def main(argv: list[str] | None = None) -> ReportRun:
-    config = parse_config(
+    config = parse_command(
         ReportConfig, argv, "python -m mammo_interp.report",
         "Draft mammography reports as a chain of zero-shot tasks (seed 001) with a confidence "
         "threshold that abstains; structured rows, exam sentences, field accuracy vs coverage.",
     )
-    check_output_folders(config, "python -m mammo_interp.report")
     run = generate(config)
     print(run.fields.to_string(index=False))
     return run

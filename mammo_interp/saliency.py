@@ -38,7 +38,7 @@ from mammo_interp.view_evaluation import (ExamExplanation, detection_results, id
 from mammo_interp.plotting import (CATEGORY_COLORS, DEFAULT_COLOR, draw_boxes, heat_colorbar, heat_overlay, legend_handles,
                                    save_figure, styled)
 from models.checkpoints import check_input_size
-from models.cli import check_output_folders, parse_config, run_main
+from models.cli import parse_command, run_main
 from models.clip import attribute_embedding
 from models.data.datasets import ExamDataset
 from models.data.errors import DataError
@@ -305,12 +305,11 @@ def run(config: SaliencyConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    config = parse_config(
+    config = parse_command(
         SaliencyConfig, argv, "python -m mammo_interp.saliency",
         "Per-view saliency for exam-level CLIP models: attribute the pooled exam score to each view "
         "(Grad-CAM, Integrated Gradients, occlusion maps; gradient x input, leave-one-view-out, exact "
         "Shapley), compare with the view-averaged map, and score views and breasts separately.")
-    check_output_folders(config, "python -m mammo_interp.saliency")
     if config.exam is None and not config.evaluate:
         raise SystemExit("python -m mammo_interp.saliency: error: give --exam STUDY_ID and/or --evaluate")
     try:

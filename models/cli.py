@@ -183,6 +183,14 @@ def config_from_values(cls: type[T], values: dict[str, Any], source: str) -> T:
 OUTPUT_FOLDERS = ("out", "report_dir", "ship_to")  # the one meaning of these flags: a folder written into
 
 
+def parse_command(cls: type[T], argv: list[str] | None, prog: str, description: str) -> T:
+    """The start of every command's ``main``: :func:`parse_config`, then :func:`check_output_folders`
+    (its output folders made and checked, its run record arranged) before any data or model is read."""
+    config = parse_config(cls, argv, prog, description)
+    check_output_folders(config, prog)
+    return config
+
+
 def check_output_folders(config: Any, prog: str) -> None:
     """Create every output folder a config names (``--out``, ``--report-dir``, ``--ship-to``) and
     check it can be written, before any data or model is read; else exit with one line naming the

@@ -32,14 +32,15 @@ import pandas as pd
 
 from models.cards import embedded_data, provenance
 from models.checkpoints import clip_from_checkpoint, input_size, load_checkpoint
-from models.cli import check_output_folders, config_from_values, parse_config, run_main
+from models.cli import config_from_values, parse_command, run_main
 from models.data.check_set import CHECK_SET, check_set_table
 from models.data.datasets import ImageDataset
 from models.data.default import cache_dir, default_data_root, uses_embedded
 from models.data.sources import load_splits, preprocess_cache
 
 from models.io import save_json, save_torch
-from models.pretrain import PairedText, PretrainConfig, dataset_zero_shot, pretrain
+from models.paired_text import PairedText, dataset_zero_shot
+from models.pretrain import PretrainConfig, pretrain
 from models.run_options import device_field, precision_field, progress_field
 from models.run_record import portable
 
@@ -204,10 +205,9 @@ def ship(config: ShipConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    config = parse_config(ShipConfig, argv, "python -m models.default_model",
+    config = parse_command(ShipConfig, argv, "python -m models.default_model",
                           "Train the default CLIP recipe (models/recipes/default_clip.json) on the default "
                           "synthetic set and write its fp16 weights and model card into the package.")
-    check_output_folders(config, "python -m models.default_model")
     card = ship(config)
     print(json.dumps({"test_zero_shot_auroc": card["test_zero_shot_auroc"], "sha256": card["sha256"]}, indent=2))
     return card

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 import models  # noqa: F401 - runtime guard before torchvision/transformers
 from models.checkpoints import check_input_size, load_clip
-from models.cli import check_output_folders, parse_config, run_main
+from models.cli import parse_command, run_main
 from models.data.datasets import ImageDataset, collate
 from models.data.labels import DEFAULT_LABELS, IGNORE_INDEX, MultiHotEncoder
 from models.data.reading import ReadOptions, read_options_field
@@ -292,12 +292,11 @@ def finetune(config: FinetuneConfig) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    config = parse_config(
+    config = parse_command(
         FinetuneConfig, argv, "python -m models.finetune",
         "Linear probe or full fine-tuning of a CLIP image encoder on one label; writes "
         "markdown/CSV/LaTeX tables with bootstrap CIs to REPORT_DIR.",
     )
-    check_output_folders(config, "python -m models.finetune")
     table = finetune(config)
     print(table.to_string(index=False))
     return table

@@ -40,7 +40,7 @@ import models  # noqa: F401 - runtime guard before torchvision/transformers
 from models.augment import augment
 from models.cards import embedded_data, provenance
 from models.checkpoints import CheckpointError, check_input_size, read_weights_file
-from models.cli import check_output_folders, parse_config, run_main
+from models.cli import parse_command, run_main
 from models.data.check_set import CHECK_SET, check_set_table
 from models.data.datasets import ImageDataset
 from models.data.default import uses_embedded
@@ -371,12 +371,11 @@ def reference_card(shipped: Path, config: ReferenceConfig, results: dict[str, Es
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    config = parse_config(
+    config = parse_command(
         ReferenceConfig, argv, "python -m models.reference",
         "Train the supervised reference (the image backbone on image-level finding labels, no "
         "boxes) and write its test AUROC with bootstrap CIs to REPORT_DIR.",
     )
-    check_output_folders(config, "python -m models.reference")
     best = train_reference(config)
     scored = export_reference(best, config.ship_to) if config.ship_to else best
     results = {"supervised reference": evaluate_reference(scored, config)}

@@ -239,13 +239,13 @@ def test_every_output_folder_is_checked_before_any_work(module, tmp_path, monkey
 
 
 def _config_fields(main) -> set[str]:
-    """The field names of the config dataclass an entry point parses (from its parse_config call)."""
+    """The field names of the config dataclass an entry point parses (from its parse_command call)."""
     calls = []
     with pytest.MonkeyPatch.context() as patch:
         def parsed(cls, *args, **kwargs):
             calls.append(cls)
             raise _Parsed
-        patch.setattr(sys.modules[main.__module__], "parse_config", parsed)
+        patch.setattr(sys.modules[main.__module__], "parse_command", parsed)
         with pytest.raises(_Parsed):
             main([])
     return {f.name for f in fields(calls[0])}

@@ -19,9 +19,11 @@ from mammo_interp.embeddings import EmbeddingConfig
 from mammo_interp.prompts import load_prompt_sets
 from mammo_interp.report import ReportConfig
 import mammo_interp.zeroshot as zeroshot_module
+from mammo_interp.zero_shot_classifier import (
+    ZeroShotClassifier, contrast_probabilities, ensemble_embeddings, zero_shot_probabilities,
+)
 from mammo_interp.zeroshot import (
-    SplitConfig, ZeroShotClassifier, ZeroShotConfig, contrast_probabilities, embed_level, ensemble_embeddings,
-    embed_split, evaluate, level_items, level_targets, main, zero_shot_probabilities,
+    SplitConfig, ZeroShotConfig, embed_level, embed_split, evaluate, level_items, level_targets, main,
 )
 from models.checkpoints import save_checkpoint
 from models.clip import ClipConfig, ClipModel

@@ -20,9 +20,8 @@ from sklearn.metrics import roc_auc_score
 import models.pretrain as pretrain_module
 from models.checkpoints import load_checkpoint, load_clip
 from models.clip import ClipConfig, ClipModel
-from models.pretrain import (
-    PretrainConfig, PretrainObjective, build_dataset, evaluate_retrieval, pretrain, validation_zero_shot,
-)
+from models.paired_text import validation_zero_shot
+from models.pretrain import PretrainConfig, PretrainObjective, build_dataset, evaluate_retrieval, pretrain
 from models.text import FINDING_TASKS, class_prompts
 
 SMALL = ClipConfig(embed_dim=32)
