@@ -26,9 +26,9 @@ def workers_field() -> Any:
         "help": "DataLoader processes decoding images (0: in the main process); results do not depend on it"})
 
 
-def batch_size_field(default: int = 32) -> Any:
+def batch_size_field() -> Any:
     """``--batch-size``: images per forward pass."""
-    return field(default=default, metadata={"help": "images per forward pass"})
+    return field(default=32, metadata={"help": "images per forward pass"})
 
 
 def n_boot_field() -> Any:
@@ -36,9 +36,9 @@ def n_boot_field() -> Any:
     return field(default=1000, metadata={"help": "bootstrap resamples of the confidence intervals"})
 
 
-def seed_field(drives: str = "", default: int = 0) -> Any:
+def seed_field(drives: str = "") -> Any:
     """``--seed``; ``drives`` says what it seeds in this command (shown in ``--help``)."""
-    return field(default=default, metadata={"help": f"random seed{f' ({drives})' if drives else ''}"})
+    return field(default=0, metadata={"help": f"random seed{f' ({drives})' if drives else ''}"})
 
 
 def progress_field(over: str = "") -> Any:
