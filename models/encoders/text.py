@@ -71,16 +71,14 @@ def pool_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str
     ``cls``: first token; ``mean``: mean over non-padding tokens; ``eos``: last non-padding token
     (right padding assumed, as the tokenizer produces).
     """
+    check_choice("pooling", pooling, POOLINGS)
     if pooling == "cls":
         return hidden[:, 0]
     if pooling == "mean":
         weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-    if pooling == "eos":
-        last = attention_mask.sum(1).long() - 1
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    check_choice("pooling", pooling, POOLINGS)
-    raise AssertionError("unreachable: every pooling is handled above")
+    last = attention_mask.sum(1).long() - 1  # eos
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
 class TextEncoder(nn.Module):
