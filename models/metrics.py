@@ -1,4 +1,4 @@
-"""Classification and retrieval metrics with percentile-bootstrap confidence intervals.
+"""Classification metrics with percentile-bootstrap confidence intervals.
 
 The fine-tuning and zero-shot tables of the MMG-CLIP / MAM-CLIP / Mammo-CLIP papers report AUROC
 (binary, or the one-vs-rest mean ± std over classes), macro-F1 and balanced accuracy, each with a
@@ -12,9 +12,7 @@ The fine-tuning and zero-shot tables of the MMG-CLIP / MAM-CLIP / Mammo-CLIP pap
   and class takes 10-40 s per row, so it evaluates all resamples of a chunk at once (AUROC through
   the rank-sum identity, F1 and balanced accuracy from batched confusion matrices) with the same
   definitions as the scikit-learn wrappers, which the tests check.
-- :func:`recall_at_k` / :func:`mean_reciprocal_rank` / :func:`chance_recall_at_k`: image-text
-  retrieval, where texts synthesized from labels repeat, so many candidates can be relevant to a
-  query, similarities tie, and chance R@k is far from k/N.
+- Image-text retrieval metrics are in :mod:`models.retrieval_metrics`.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import hypergeom, rankdata
+from scipy.stats import rankdata
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 
 from models.data.labels import IGNORE_INDEX
@@ -173,49 +171,6 @@ def classification_metrics(
     return bootstrap_statistics(values, len(y_true), n_boot, seed, 0.95)
 
 
-def recall_at_k(similarity: np.ndarray, relevant: np.ndarray, k: int) -> float:
-    """Fraction of queries with a relevant candidate among their ``k`` most similar candidates.
-
-    Tie rule (pessimistic, independent of candidate order): candidates with equal similarity are
-    ranked irrelevant before relevant, so ties never raise recall; a model giving every candidate
-    the same similarity only scores where fewer than ``k`` candidates are irrelevant.
-
-    Args:
-        similarity: ``(N_query, N_candidates)``, higher is closer.
-        relevant: ``(N_query, N_candidates)`` bool.
-
-    Raises:
-        ValueError: shape mismatch, ``k < 1``, non-finite similarity, or a query without any
-            relevant candidate.
-    """
-    _check_k(k)
-    return float(np.mean(_ranked_ahead(similarity, relevant) < k))
-
-
-def mean_reciprocal_rank(similarity: np.ndarray, relevant: np.ndarray) -> float:
-    """Mean over queries of 1 / rank of the first relevant candidate (ties: :func:`recall_at_k`).
-
-    Raises:
-        ValueError: as :func:`recall_at_k`.
-    """
-    return float(np.mean(1.0 / (1 + _ranked_ahead(similarity, relevant))))
-
-
-def chance_recall_at_k(relevant: np.ndarray, k: int) -> float:
-    """Expected R@k of a uniformly random ranking: mean over queries of ``1 - C(N-r, k) / C(N, k)``.
-
-    ``r`` is the query's number of relevant candidates out of ``N``; exact (hypergeometric).
-
-    Raises:
-        ValueError: ``k < 1`` or a query without any relevant candidate.
-    """
-    _check_k(k)
-    relevant = _checked_relevant(relevant)
-    total = relevant.shape[1]
-    miss = hypergeom.pmf(0, total, relevant.sum(axis=1), min(k, total))
-    return float(np.mean(1.0 - miss))
-
-
 def _defined(metric: Callable[[np.ndarray, np.ndarray], float], y_true, y_score) -> float:
     """``metric(y_true, y_score)``; NaN where it raises ``ValueError``, i.e. is undefined."""
     try:
@@ -281,37 +236,6 @@ def _checked(y_true: np.ndarray, probs: np.ndarray, kind: str) -> tuple[np.ndarr
     if not np.isin(y_true, np.arange(n_classes)).all():
         raise ValueError(f"{kind}: y_true values must lie in 0..{n_classes - 1} (or be ignored)")
     return y_true, probs
-
-
-def _check_k(k: int) -> None:
-    """Reject ``k < 1`` (an empty top-k)."""
-    if k < 1:
-        raise ValueError(f"k must be >= 1; got {k}")
-
-
-def _checked_relevant(relevant: np.ndarray) -> np.ndarray:
-    """``relevant`` as a 2-D bool array in which every query has a relevant candidate."""
-    relevant = np.asarray(relevant, dtype=bool)
-    if relevant.ndim != 2:
-        raise ValueError(f"relevant must be (N_query, N_candidates); got {relevant.shape}")
-    empty = np.flatnonzero(~relevant.any(axis=1))
-    if empty.size:
-        raise ValueError(f"queries without a relevant candidate (R@k undefined): {empty.tolist()}")
-    return relevant
-
-
-def _ranked_ahead(similarity: np.ndarray, relevant: np.ndarray) -> np.ndarray:
-    """Per query, how many candidates rank above its first relevant one (pessimistic ties)."""
-    similarity = np.asarray(similarity, dtype=float)
-    relevant = _checked_relevant(relevant)
-    if similarity.shape != relevant.shape:
-        raise ValueError(
-            f"similarity {similarity.shape} and relevant {relevant.shape} must have the same shape"
-        )
-    if not np.isfinite(similarity).all():
-        raise ValueError("similarity must be finite")
-    best = np.where(relevant, similarity, -np.inf).max(axis=1, keepdims=True)
-    return (similarity > best).sum(axis=1) + ((similarity == best) & ~relevant).sum(axis=1)
 
 
 def _binary_values(y_true: np.ndarray, scores: np.ndarray) -> Callable[[np.ndarray], dict]:

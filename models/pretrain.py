@@ -40,7 +40,7 @@ from models.fusion import FusionMLMHead
 from models.io import save_json
 from models.paired_text import PairedText, validation_zero_shot
 from models.losses import clip_loss, mask_tokens, mlm_loss, multiview_loss, positives_from_texts
-from models.metrics import chance_recall_at_k, mean_reciprocal_rank, recall_at_k
+from models.retrieval_metrics import chance_recall_at_k, mean_reciprocal_rank, recall_at_k
 from models.augment import augment
 from models.data.schema import FINDING_CATEGORIES
 from models.device import Precision, check_spelling, loader_options, module_device, resolve_device, to_device

@@ -9,7 +9,9 @@ CXR-CLIP's bare labels ("label" style); :func:`attribute_sentences` is the sente
 embedding is a finding's text direction in FActOR.
 
 Works on rows of :data:`models.data.tables.IMAGE_COLUMNS` (dicts or pandas rows) and never reads the
-``report`` column, so real VinDr/RSNA rows without reports get text too.
+``report`` column, so real VinDr/RSNA rows without reports get text too. Reports, the sentence bank and
+the prompts share one set of sentence tables, which is why they stay in one module (a little over 400
+lines).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from models.data.synth import GENERATOR_VERSION, SynthConfig, generate_dataset
 
 DATA_ENV = "MAMMO_INTERP_DATA"
 CACHE_ENV = "MAMMO_INTERP_CACHE"
-# The supervised reference's choice (README "Supervised reference"): difficulty 0.25 is the hardest
+# The supervised reference's choice (docs/models.md, "Supervised reference"): difficulty 0.25 is the hardest
 # setting of the 1.2.0 sweep at which it learns masses on validation; 2,400 studies give the shipped
 # model 6,912 training images and the test split about 300 mass boxes. Same set as the sweep's 0.25.
 DEFAULT_SYNTH = SynthConfig(n_studies=2400, seed=101, image_height=512, difficulty=0.25)

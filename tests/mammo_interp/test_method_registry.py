@@ -14,8 +14,8 @@ from readme_blocks import python_block
 
 
 def readme_method_module() -> str:
-    """The README's "Adding a method" example, as a user would save it (nothing else is edited)."""
-    return python_block("### Adding a method")
+    """The Python API page's "Adding a method" example, as a user would save it (nothing else is edited)."""
+    return python_block("### Adding a method", "docs/python-api.md")
 
 
 @pytest.fixture()

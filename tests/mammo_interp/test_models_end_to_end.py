@@ -197,5 +197,5 @@ def test_the_factor_command_explains_a_checkpoint_of_each_encoder(name, checkpoi
 
 
 def test_the_readme_vit_block_runs(capsys, one_torch_thread):
-    exec(compile(python_block("### Any model"), "README.md", "exec"), {})
+    exec(compile(python_block("### Any model", "docs/python-api.md"), "docs/python-api.md", "exec"), {})
     assert capsys.readouterr().out.strip() == "(2, 224, 224)"
