@@ -32,7 +32,7 @@ from models.cli import parse_command, run_main
 from models.device import Precision, resolve_device, synchronize
 from models.io import save_json
 from models.report_tables import write_table
-from models.run_options import device_field
+from models.run_options import device_field, threads_field
 from models.run_record import portable
 
 # name -> (timm encoder, input H, W, images per step on a GPU, on a CPU)
@@ -54,6 +54,7 @@ class DeviceBenchConfig:
     batch_size: int = field(default=0, metadata={
         "help": "images per step; 0: per encoder, 64 / 8 on a GPU and 16 / 1 on a CPU (lite0 / b5)"})
     device: str = device_field()
+    threads: int = threads_field()
     report_dir: str = field(default="reports/device_bench", metadata={"help": "where the tables go"})
 
     def __post_init__(self) -> None:

@@ -19,7 +19,7 @@ from models.checkpoints import check_input_size
 from models.cli import parse_command
 from models.data.reading import ReadOptions, read_options_field
 from models.device import check_spelling
-from models.run_options import device_field, precision_field, progress_field, seed_field, workers_field
+from models.run_options import device_field, precision_field, progress_field, seed_field, threads_field, workers_field
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class LayerStudyOptions:
     validation_fraction: float = field(default=0.1, metadata={
         "help": "training studies held out (mapper, oracle channel, choices)"})
     device: str = device_field()
+    threads: int = threads_field()
     precision: str = precision_field()
     workers: int = workers_field()
     seed: int = seed_field("splits, random channels, bootstrap")

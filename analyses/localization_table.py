@@ -28,7 +28,7 @@ from models.data.reading import ReadOptions, read_options_field
 
 from models.metrics import Estimate
 from models.report_tables import write_table
-from models.run_options import device_field, n_boot_field, precision_field, progress_field, seed_field
+from models.run_options import device_field, n_boot_field, precision_field, progress_field, seed_field, threads_field
 
 
 DEFAULT = "default"  # the shipped default model (models.default_model)
@@ -53,6 +53,7 @@ class LocalizationTableConfig:
     report_dir: str = field(default="reports/localization", metadata={"help": "output folder"})
     out: str = field(default="runs/factor", metadata={"help": "mapper and prediction folder"})
     device: str = device_field()
+    threads: int = threads_field()
     precision: str = precision_field()
     n_boot: int = n_boot_field()
     seed: int = seed_field()

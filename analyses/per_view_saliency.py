@@ -27,7 +27,7 @@ from models.data.reading import ReadOptions, read_options_field
 
 from models.metrics import Estimate
 from models.report_tables import write_table
-from models.run_options import device_field, n_boot_field, precision_field, progress_field, seed_field
+from models.run_options import device_field, n_boot_field, precision_field, progress_field, seed_field, threads_field
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class PerViewSaliencyConfig:
                         "(integrated_gradients and occlusion are slow on CPU: pair with --max-exams)"})
     max_exams: int = field(default=0, metadata={"help": "exams per attribute (0: the whole split)"})
     device: str = device_field()
+    threads: int = threads_field()
     precision: str = precision_field()
     report_dir: str = field(default="reports/per_view", metadata={"help": "output folder"})
     n_boot: int = n_boot_field()

@@ -33,7 +33,7 @@ from models.io import save_json
 from models.pretrain import PretrainConfig, pretrain
 from models.reference import shipped_reference, shipped_reference_card
 from models.report_tables import write_table
-from models.run_options import device_field, precision_field, progress_field
+from models.run_options import device_field, precision_field, progress_field, threads_field
 
 DEFAULT_RECIPES = "clip_ablation.json"
 COLUMNS = {"val_zeroshot_mass": "val mass AUROC", "val_zeroshot_calcification": "val calcification AUROC",
@@ -54,6 +54,7 @@ class RecipeAblationConfig:
     out: str = field(default="runs/recipe_ablation", metadata={"help": "run folders, one per variant"})
     report_dir: str = field(default="reports/recipe", metadata={"help": "where the table goes"})
     device: str = device_field()
+    threads: int = threads_field()
     precision: str = precision_field()
     progress: bool = progress_field()
 

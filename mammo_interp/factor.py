@@ -35,8 +35,11 @@ from models.data.reading import ReadOptions, read_options_field
 from models.default_model import checkpoint_field
 from models.device import check_spelling
 from models.errors import check_choice
-from models.run_options import (batch_size_field, device_field, n_boot_field, precision_field, progress_field,
-                                seed_field, workers_field)
+from models.metrics import Estimate
+from models.run_options import (
+    batch_size_field, device_field, n_boot_field, precision_field, progress_field, seed_field, threads_field,
+    workers_field,
+)
 from models.text import attribute_category
 from mammo_interp.factor_study import FactorStudy
 
@@ -83,6 +86,7 @@ class FactorConfig:
     report_dir: str = field(default="reports/localization", metadata={"help": "tables and figures"})
     batch_size: int = batch_size_field()
     device: str = device_field()
+    threads: int = threads_field()
     precision: str = precision_field()
     workers: int = workers_field()
     n_boot: int = n_boot_field()
@@ -114,6 +118,37 @@ def run(config: FactorConfig) -> dict[str, Any]:
     return study.evaluate()
 
 
+# rows that use labels the methods are not given: ceilings, not candidates for the best method
+REFERENCE_NEEDS = frozenset({"validation boxes", "reference"})
+
+
+def result_lines(result: dict[str, Any]) -> list[str]:
+    """What the command prints at the end: each method's IoU-hit@0.25 and pointing game with their CIs,
+    the best method (the ceilings aside) against the breast prior and the published FActOR, the cost
+    of the boxes and the table's files."""
+    results = {label: {metric: Estimate(**value) for metric, value in row.items()}
+               for label, row in result["results"].items()}
+    rows = [("method", "layer", "IoU-hit@0.25", "pointing game")]
+    rows += [(label, result["layer"], row["IoU-hit@0.25"].format(), row["pointing game"].format())
+             for label, row in results.items()]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = ["", *("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows), ""]
+    by_label = {registry.get(name).label: registry.get(name) for name in registry.available()}
+    candidates = [label for label in results if not by_label[label].needs & REFERENCE_NEEDS]
+    if candidates:
+        best = max(candidates, key=lambda label: results[label]["IoU-hit@0.25"].value)
+        against = [f"{name}'s {results[label]['IoU-hit@0.25'].format()}"
+                   for name, label in (("the breast prior", registry.get("breast_prior").label),
+                                       ("published FActOR", registry.get("factor").label))
+                   if label in results and label != best]
+        lines.append(f"best: {best}, IoU-hit@0.25 {results[best]['IoU-hit@0.25'].format()}"
+                     + (f", against {' and '.join(against)}" if against else ""))
+    speed = result["speed"]
+    lines.append(f"boxes: {speed['boxes_images_per_s']:.1f} images/s, {speed['ratio']:.2f}x a bare backbone forward")
+    lines.append(f"table: {Path(result['files'][0]).with_suffix('.md')} (+ .csv, .tex; figures beside it)")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = parse_command(
         FactorConfig, argv, "python -m mammo_interp.factor",
@@ -133,12 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"python -m mammo_interp.factor: error: {exc}") from exc
     result = run(config)
     if "results" in result:
-        for method, metrics in result["results"].items():
-            cells = ", ".join(f"{k} {v['value']:.3f}" for k, v in metrics.items())
-            print(f"{method}: {cells}")
-        speed = result["speed"]
-        print(f"box prediction {speed['boxes_images_per_s']:.1f} images/s, {speed['ratio']:.2f}x a bare "
-              f"backbone forward; peak RSS {speed['peak_rss_mb']:.0f} MB; files: {result['files'][0]} ...")
+        print("\n".join(result_lines(result)))
     else:
         print(json.dumps(result, indent=2, default=str))
     return result

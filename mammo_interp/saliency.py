@@ -50,7 +50,7 @@ from models.device import Precision, check_spelling, resolve_device
 from models.errors import check_choice
 from models.io import atomic_write, save_json
 from models.metrics import Estimate
-from models.run_options import device_field, n_boot_field, precision_field, progress_field, seed_field
+from models.run_options import device_field, n_boot_field, precision_field, progress_field, seed_field, threads_field
 from models.text import attribute_category, finding_index
 
 AVERAGED = "view-averaged Grad-CAM (baseline)"
@@ -84,6 +84,7 @@ class SaliencyConfig:
     occlusion_stride: int = field(default=32, metadata={"help": "occlusion stride (px)"})
     max_exams: int = field(default=0, metadata={"help": "evaluate at most this many exams (0: all)"})
     device: str = device_field()
+    threads: int = threads_field()
     precision: str = precision_field()
     box: BoxRule = field(default_factory=BoxRule, metadata={"help": "heatmap -> boxes rule"})
     figure_cases: int = field(default=2, metadata={"help": "exam figures written by --evaluate"})

@@ -54,8 +54,10 @@ from models.errors import check_choice
 from models.io import atomic_write, save_json
 from models.metrics import Estimate, classification_metrics
 from models.report_tables import ci_frame, ci_long_frame, write_table
-from models.run_options import (batch_size_field, device_field, n_boot_field, precision_field, progress_field,
-                                seed_field, workers_field)
+from models.run_options import (
+    batch_size_field, device_field, n_boot_field, precision_field, progress_field, seed_field, threads_field,
+    workers_field,
+)
 from models.text import FINDING_TASKS, ZERO_SHOT_TASKS, task_name
 
 LEVELS = ("image", "breast", "exam")
@@ -82,6 +84,7 @@ class SplitConfig:
         "help": "input H W; default: the size the checkpoint was pretrained at"})
     batch_size: int = batch_size_field()
     device: str = device_field()
+    threads: int = threads_field()
     precision: str = precision_field()
     workers: int = workers_field()
     n_boot: int = n_boot_field()

@@ -1,9 +1,14 @@
 """mammo-interp model stack: data, encoders, CLIP models, training.
 
-Importing this package installs the torchvision guard where it is needed and changes nothing else; see
-:mod:`models.runtime`.
+Importing this package installs the torchvision guard where it is needed (:mod:`models.runtime`) and
+changes nothing else; in a process started as one of the project's commands it first lets OpenMP's
+waiting threads sleep, so jobs sharing cores share them fairly (:mod:`models.cpu_sharing`).
 """
 
-from models import runtime as _runtime
+from models import cpu_sharing as _cpu_sharing
+
+_cpu_sharing.share_cores_fairly()  # before torch loads OpenMP
+
+from models import runtime as _runtime  # noqa: E402
 
 _runtime.setup()

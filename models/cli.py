@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
+
 from models.allocator import keep_freed_memory
 from models.device import check_machine
 from models.data.reading import DataQuirkWarning
@@ -185,9 +187,15 @@ OUTPUT_FOLDERS = ("out", "report_dir", "ship_to")  # the one meaning of these fl
 
 def parse_command(cls: type[T], argv: list[str] | None, prog: str, description: str) -> T:
     """The start of every command's ``main``: :func:`parse_config`, then :func:`check_output_folders`
-    (its output folders made and checked, its run record arranged) before any data or model is read."""
+    (its output folders made and checked, its run record arranged) before any data or model is read;
+    a ``--threads`` above 0 becomes torch's number of CPU threads."""
     config = parse_config(cls, argv, prog, description)
+    threads = getattr(config, "threads", 0)
+    if threads < 0:
+        raise SystemExit(f"{prog}: error: --threads: expected 0 (one per core) or more; got {threads}")
     check_output_folders(config, prog)
+    if threads > 0:
+        torch.set_num_threads(threads)
     return config
 
 

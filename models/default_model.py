@@ -41,7 +41,7 @@ from models.data.sources import load_splits, preprocess_cache
 from models.io import save_json, save_torch
 from models.paired_text import PairedText, dataset_zero_shot
 from models.pretrain import PretrainConfig, pretrain
-from models.run_options import device_field, precision_field, progress_field
+from models.run_options import device_field, precision_field, progress_field, threads_field
 from models.run_record import portable
 
 RECIPE_FILE = "default_clip.json"
@@ -172,6 +172,7 @@ class ShipConfig:
     weights_dir: str = field(default=str(Path(__file__).parent / "weights"), metadata={
         "help": "where the fp16 weights and the card go (default: the package's models/weights)"})
     device: str = device_field()
+    threads: int = threads_field()
     precision: str = precision_field()
     progress: bool = progress_field()
 

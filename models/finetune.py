@@ -41,8 +41,10 @@ from models.io import save_json
 from models.device import Precision, check_spelling, loader_options, module_device, resolve_device
 from models.metrics import Estimate, classification_metrics
 from models.report_tables import ci_frame, ci_long_frame, write_table
-from models.run_options import (batch_size_field, device_field, n_boot_field, precision_field, progress_field,
-                                seed_field, workers_field)
+from models.run_options import (
+    batch_size_field, device_field, n_boot_field, precision_field, progress_field, seed_field, threads_field,
+    workers_field,
+)
 from models.training import EarlyStopping, epoch_generator, seed_everything
 
 TASKS = tuple(DEFAULT_LABELS)
@@ -73,6 +75,7 @@ class FinetuneConfig:
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
     patience: int = field(default=5, metadata={"help": "early-stopping patience (validation loss)"})
     device: str = device_field()
+    threads: int = threads_field()
     precision: str = precision_field()
     workers: int = workers_field()
     n_boot: int = n_boot_field()

@@ -56,6 +56,14 @@ def recording_writes() -> Iterator[list[Path]]:
         _recorders.remove(paths)
 
 
+def moved(source: Path, target: Path) -> None:
+    """Files recorded inside ``source`` now live inside ``target`` (a staged folder renamed into place),
+    so the command's "wrote" lines name where they are."""
+    for recorder in _recorders:
+        recorder[:] = [target / path.relative_to(source) if path.is_relative_to(source) else path
+                       for path in recorder]
+
+
 def save_json(path: str | Path, values: dict[str, Any]) -> Path:
     """Write ``values`` as indented JSON, atomically."""
     return atomic_write(path, lambda s: s.write(json.dumps(values, indent=2, default=str).encode()))

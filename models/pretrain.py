@@ -44,7 +44,7 @@ from models.retrieval_metrics import chance_recall_at_k, mean_reciprocal_rank, r
 from models.augment import augment
 from models.data.schema import FINDING_CATEGORIES
 from models.device import Precision, check_spelling, loader_options, module_device, resolve_device, to_device
-from models.run_options import device_field, precision_field, progress_field, seed_field, workers_field
+from models.run_options import device_field, precision_field, progress_field, seed_field, threads_field, workers_field
 from models.sampling import balanced_order
 from models.training import (
     DistributedContext,
@@ -96,6 +96,7 @@ class PretrainConfig:
     patience: int = field(default=5, metadata={"help": "early-stopping patience (validation loss)"})
     accumulate: int = field(default=1, metadata={"help": "gradient accumulation steps"})
     device: str = device_field()
+    threads: int = threads_field()
     precision: str = precision_field()
     validation_fraction: float = field(default=0.1, metadata={"help": "training studies held out"})
     train_fraction: float = field(default=1.0, metadata={

@@ -54,7 +54,9 @@ from models.errors import check_choice
 from models.io import save_json, save_torch
 from models.metrics import Estimate, auroc, bootstrap
 from models.report_tables import ci_frame, ci_long_frame, write_table
-from models.run_options import device_field, n_boot_field, precision_field, progress_field, seed_field, workers_field
+from models.run_options import (
+    device_field, n_boot_field, precision_field, progress_field, seed_field, threads_field, workers_field,
+)
 from models.run_record import portable
 from models.sampling import balanced_order, finding_targets
 from models.training import (MetricsHistory, channels_last, cosine_with_warmup, epoch_generator, optimizer_state,
@@ -95,6 +97,7 @@ class ReferenceConfig:
     warmup_fraction: float = field(default=0.05, metadata={"help": "share of steps with linear warm-up"})
     augment: bool = field(default=True, metadata={"help": "flips, gamma and contrast jitter"})
     device: str = device_field()
+    threads: int = threads_field()
     precision: str = precision_field()
     workers: int = workers_field()
     n_boot: int = n_boot_field()

@@ -15,6 +15,13 @@ def device_field() -> Any:
     return field(default="auto", metadata={"help": DEVICE_HELP})
 
 
+def threads_field() -> Any:
+    """``--threads``: torch's CPU threads, applied by :func:`models.cli.parse_command`."""
+    return field(default=0, metadata={"help": (
+        "CPU threads of torch's kernels (0: one per core); waiting threads sleep, so jobs sharing the cores "
+        "share them fairly (see docs/measurements.md)")})
+
+
 def precision_field() -> Any:
     """``--precision``: the autocast of a command that trains or runs a model at scale."""
     return field(default="auto", metadata={"help": PRECISION_HELP})
@@ -47,4 +54,4 @@ def progress_field(over: str = "") -> Any:
 
 
 __all__ = ["batch_size_field", "device_field", "n_boot_field", "precision_field", "progress_field", "seed_field",
-           "workers_field"]
+           "threads_field", "workers_field"]

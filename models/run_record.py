@@ -1,6 +1,7 @@
 """The record every command leaves in each folder it writes: the command line that reproduces the
-outputs, the resolved config, the code commit, the date, and fingerprints of the checkpoints it
-reads, so a committed report says where it came from without naming anyone's machine.
+outputs, the resolved config, the code commit, the date, fingerprints of the checkpoints it reads and
+how it used the CPU (torch's threads, the OpenMP wait policy: they move timings, never results), so a
+committed report says where it came from without naming anyone's machine.
 
 ``FOLDER/runs.json`` maps each command line that wrote into ``FOLDER`` to its record (two commands
 sharing a report folder, e.g. FActOR for masses and for calcifications, keep one entry each; running
@@ -13,13 +14,17 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 import shlex
 import tempfile
 import typing
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from models.cards import code_commit, sha256
+from models.cpu_sharing import WAIT_POLICY
 from models.data.default import cache_dir
 from models.io import save_json
 
@@ -133,11 +138,16 @@ def written_summary(paths: list[Path]) -> list[str]:
     return lines
 
 
+def cpu_use() -> dict[str, Any]:
+    """torch's CPU threads and the OpenMP wait policy of this process (None: libgomp's default)."""
+    return {"threads": torch.get_num_threads(), WAIT_POLICY: os.environ.get(WAIT_POLICY)}
+
+
 def write_run_record(config: Any, prog: str, folders: list[str]) -> None:
     """Add this command's record to ``runs.json`` in each of ``folders``."""
     line = command_line(config, prog)
     record = {"config": portable(dataclasses.asdict(config)), "commit": code_commit(),
-              "date": datetime.date.today().isoformat(), "checkpoints": checkpoints(config)}
+              "date": datetime.date.today().isoformat(), "checkpoints": checkpoints(config), "cpu": cpu_use()}
     for folder in folders:
         path = Path(folder) / RECORD_FILE
         try:

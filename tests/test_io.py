@@ -1,11 +1,11 @@
-"""atomic_write: complete or untouched, never half-written, no temporary files left behind."""
+"""atomic_write: complete or untouched, never half-written, no temporary files left behind; what it wrote is reported."""
 
 import os
 import stat
 
 import pytest
 
-from models.io import atomic_write
+from models.io import atomic_write, moved, recording_writes
 
 
 def test_writes_and_creates_parent(tmp_path):
@@ -32,3 +32,14 @@ def test_atomic_write_gives_normal_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+def test_files_of_a_staged_folder_are_reported_where_they_end_up(tmp_path):
+    staging, out = tmp_path / ".out.partial", tmp_path / "out"
+    with recording_writes() as written:
+        atomic_write(staging / "images" / "a.dicom", lambda s: s.write(b"x"))
+        atomic_write(tmp_path / "elsewhere.txt", lambda s: s.write(b"y"))
+        staging.rename(out)
+        moved(staging, out)
+    assert written == [out / "images" / "a.dicom", tmp_path / "elsewhere.txt"]
+    assert all(path.is_file() for path in written)

@@ -50,10 +50,14 @@ def tiny_reference(tmp_path_factory):
 
 @pytest.mark.slow
 def test_cli_runs_every_method_and_writes_table_figure_and_boxes(tiny_masses, tiny_checkpoint, tiny_reference,
-                                                                cache):
+                                                                cache, capsys):
     result = factor.main(["--attribute", "mass", "--reference", str(tiny_reference),
                           *_args(tiny_masses, tiny_checkpoint, cache)])
+    printed = capsys.readouterr().out
     table = pd.read_csv(cache / "reports" / "mass_head.csv")
+    for label, hit, pointing in zip(table["method"], table["IoU-hit@0.25"], table["pointing game"]):
+        assert any(label in line and hit in line and pointing in line for line in printed.splitlines()), label
+    assert "best: " in printed and "mass_head.md" in printed
     assert list(table["method"]) == [registry.get(m).label for m in factor.METHODS]
     assert {"IoU-hit@0.25", "IoU-hit@0.5", "AP@0.25", "AP@0.5", "pointing game", "energy PG"} <= set(table.columns)
     for suffix in (".md", ".tex", "_long.csv", "_overlay.png", "_overlay.pdf"):
@@ -340,3 +344,23 @@ def test_mixed_precision_runs_and_caches_apart_from_float32(tiny_masses, tiny_ch
     both = set((cache / "cache" / "features").glob("features-*.pt"))
     assert len(float32) == 3 and float32 < both and len(both - float32) >= 2  # validation and test again
     assert list(pd.read_csv(cache / "reports" / "mass_head.csv")["method"]) == ["FActOR top-k", "breast prior"]
+
+
+def estimate(value):
+    return {"value": value, "low": value - 0.05, "high": value + 0.05, "n_boot": 1000}
+
+
+def test_the_command_ends_on_its_table_and_the_best_method_against_the_prior_and_factor():
+    labels = {name: registry.get(name).label for name in ("factor", "layercam", "breast_prior", "supervised_reference")}
+    scores = {"factor": 0.011, "layercam": 0.612, "breast_prior": 0.078, "supervised_reference": 0.9}
+    result = {"layer": "blocks.4", "speed": {"boxes_images_per_s": 50.0, "ratio": 0.95},
+              "files": ["reports/localization/mass_blocks4.csv"],
+              "results": {labels[name]: {"IoU-hit@0.25": estimate(score), "pointing game": estimate(score / 2)}
+                          for name, score in scores.items()}}
+    lines = factor.result_lines(result)
+    row = next(line for line in lines if line.strip().startswith(labels["layercam"]))
+    assert "blocks.4" in row and "0.612 (0.562–0.662)" in row and "0.306 (0.256–0.356)" in row
+    # the supervised reference (a ceiling that uses labels) scores higher but is not the best method
+    assert (f"best: {labels['layercam']}, IoU-hit@0.25 0.612 (0.562–0.662), against the breast prior's "
+            "0.078 (0.028–0.128) and published FActOR's 0.011 (-0.039–0.061)") in lines
+    assert lines[-1].startswith("table: reports/localization/mass_blocks4.md")

@@ -30,6 +30,7 @@ from models.data.synth.anatomy import BreastShape
 from models.data.synth.config import GENERATOR_VERSION, SynthConfig
 from models.data.synth.findings import sample_study
 from models.data.synth.render import render_view
+from models.io import moved
 
 VIEW_ORDER = (("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO"))
 UID_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's root for generated UIDs
@@ -192,6 +193,7 @@ def generate_dataset(out: str | Path, config: SynthConfig = SynthConfig(), worke
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
+        moved(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

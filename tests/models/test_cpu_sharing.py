@@ -1,0 +1,70 @@
+"""A command's process lets OpenMP's waiting threads sleep; importing the packages does not; --threads sets
+torch's CPU threads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.cli import parse_command
+from models.cpu_sharing import WAIT_POLICY, started_as_command
+from mammo_interp.factor import FactorConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["python", "-m", "mammo_interp.factor", "--attribute", "mass"], True),
+    (["python", "-X", "importtime", "-m", "analyses.reproduce"], True),
+    (["python", "-u", "-m", "models.pretrain", "-m", "x"], True),
+    (["python", "-m", "pytest", "-q", "-m", "slow"], False),
+    (["python", "-c", "import models"], False),
+    (["python", "script.py", "-m", "models.pretrain"], False),
+    (["python", "-m"], False),
+    ([], False),
+])
+def test_what_counts_as_a_command_of_this_project(argv, expected):
+    assert started_as_command(argv) is expected
+
+
+def summary_record(tmp_path: Path, env: dict[str, str]) -> dict:
+    """The CPU entry of the run record of a quick command (the summary table from committed tables)."""
+    done = subprocess.run([sys.executable, "-m", "analyses.localization_summary", "--report-dir", str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (record,) = json.loads((tmp_path / "runs.json").read_text()).values()
+    return record["cpu"]
+
+
+def test_a_command_sleeps_waiting_threads_unless_the_user_chose(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != WAIT_POLICY}
+    assert summary_record(tmp_path / "default", env)[WAIT_POLICY] == "PASSIVE"
+    assert summary_record(tmp_path / "chosen", {**env, WAIT_POLICY: "ACTIVE"})[WAIT_POLICY] == "ACTIVE"
+
+
+def test_importing_the_packages_leaves_the_wait_policy_alone():
+    env = {k: v for k, v in os.environ.items() if k != WAIT_POLICY}
+    code = "import os, models, mammo_interp, analyses; print(os.environ.get('OMP_WAIT_POLICY'))"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "None", done.stderr[-2000:]
+
+
+def test_threads_sets_torchs_cpu_threads(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        parse_command(FactorConfig, ["--threads", "1", "--out", str(tmp_path / "o"), "--report-dir", str(tmp_path)],
+                      "prog", "")
+        assert torch.get_num_threads() == 1
+        parse_command(FactorConfig, ["--out", str(tmp_path / "o"), "--report-dir", str(tmp_path)], "prog", "")
+        assert torch.get_num_threads() == 1  # 0 leaves the count as it is
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit, match="--threads: expected 0"):
+        parse_command(FactorConfig, ["--threads", "-2", "--out", str(tmp_path / "never")], "prog", "")
+    assert not (tmp_path / "never").exists()  # refused before any folder is made
