@@ -1,14 +1,15 @@
 """How a command of this project shares CPU cores with other jobs.
 
-torch's CPU kernels run on OpenMP (GNU libgomp in the Linux wheels), whose threads spin at every
-barrier before they sleep. Two such processes on the same cores spin while the other's threads wait
-to be scheduled: ten forward + backward passes of the default encoder took 3.4x their idle time each
-with two jobs on two cores, against the 2x of a fair share (``docs/measurements.md``, "Sharing the
-cores"; ``python -m analyses.thread_policy``). With ``OMP_WAIT_POLICY=PASSIVE`` waiting threads sleep
-at once and the two jobs share fairly. libgomp reads the variable once, when torch loads it, so it
-is set before torch is imported, and only in a process started as one of this project's commands
-(``python -m models.X``, ``mammo_interp.X``, ``analyses.X``): importing the packages from your own
-program changes nothing, and a value you set yourself is kept.
+torch's CPU kernels run on OpenMP (GNU libgomp in the Linux wheels), whose threads spin 300,000 times
+at every barrier before they sleep. Two such processes on the same cores spin while the other's threads
+wait to be scheduled, and each runs about 4x slower than alone, where a fair share of two cores is 2x.
+A short spin (``GOMP_SPINCOUNT=1000``) keeps the idle speed within the machine's noise and shares the
+cores fairly; sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) shares as fairly but is about 1.5x
+slower alone (``python -m analyses.thread_policy``; figures in ``docs/measurements.md``, "Sharing the
+cores"). libgomp reads the variable once, when torch loads it, so it is set before torch is imported,
+and only in a process started as one of this project's commands (``python -m models.X``,
+``mammo_interp.X``, ``analyses.X``): importing the packages from your own program changes nothing, and
+a wait policy or spin count you set yourself is kept.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import sys
 
 COMMAND_PACKAGES = ("models", "mammo_interp", "analyses")
 WAIT_POLICY = "OMP_WAIT_POLICY"
+SPIN_COUNT = "GOMP_SPINCOUNT"
+SHORT_SPIN = "1000"
 
 
 def started_as_command(argv: list[str]) -> bool:
@@ -36,7 +39,8 @@ def started_as_command(argv: list[str]) -> bool:
 
 
 def share_cores_fairly() -> None:
-    """Let OpenMP's waiting threads sleep (``OMP_WAIT_POLICY=PASSIVE``) in a command's own process,
-    unless the user chose a policy or torch is already loaded (too late to matter)."""
-    if "torch" not in sys.modules and started_as_command(list(getattr(sys, "orig_argv", []))):
-        os.environ.setdefault(WAIT_POLICY, "PASSIVE")
+    """Make OpenMP's waiting threads sleep after a short spin (``GOMP_SPINCOUNT=1000``) in a command's own
+    process, unless the user chose a wait policy or spin count or torch is already loaded (too late)."""
+    if ("torch" not in sys.modules and started_as_command(list(getattr(sys, "orig_argv", [])))
+            and WAIT_POLICY not in os.environ and SPIN_COUNT not in os.environ):
+        os.environ[SPIN_COUNT] = SHORT_SPIN

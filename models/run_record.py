@@ -1,6 +1,7 @@
 """The record every command leaves in each folder it writes: the command line that reproduces the
 outputs, the resolved config, the code commit, the date, fingerprints of the checkpoints it reads and
-how it used the CPU (torch's threads, the OpenMP wait policy: they move timings, never results), so a
+how it used the CPU (torch's threads, OpenMP's wait policy and spin count: they move timings, never
+results), so a
 committed report says where it came from without naming anyone's machine.
 
 ``FOLDER/runs.json`` maps each command line that wrote into ``FOLDER`` to its record (two commands
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 
 from models.cards import code_commit, sha256
-from models.cpu_sharing import WAIT_POLICY
+from models.cpu_sharing import SPIN_COUNT, WAIT_POLICY
 from models.data.default import cache_dir
 from models.io import save_json
 
@@ -139,8 +140,8 @@ def written_summary(paths: list[Path]) -> list[str]:
 
 
 def cpu_use() -> dict[str, Any]:
-    """torch's CPU threads and the OpenMP wait policy of this process (None: libgomp's default)."""
-    return {"threads": torch.get_num_threads(), WAIT_POLICY: os.environ.get(WAIT_POLICY)}
+    """torch's CPU threads, OpenMP's wait policy and spin count in this process (None: libgomp's default)."""
+    return {"threads": torch.get_num_threads(), **{name: os.environ.get(name) for name in (WAIT_POLICY, SPIN_COUNT)}}
 
 
 def write_run_record(config: Any, prog: str, folders: list[str]) -> None:

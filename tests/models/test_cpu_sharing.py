@@ -1,5 +1,5 @@
-"""A command's process lets OpenMP's waiting threads sleep; importing the packages does not; --threads sets
-torch's CPU threads."""
+"""A command's process lets OpenMP's waiting threads sleep after a short spin; importing the packages does
+not; --threads sets torch's CPU threads."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from models.cli import parse_command
-from models.cpu_sharing import WAIT_POLICY, started_as_command
+from models.cpu_sharing import SHORT_SPIN, SPIN_COUNT, WAIT_POLICY, started_as_command
 from mammo_interp.factor import FactorConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,17 +42,20 @@ def summary_record(tmp_path: Path, env: dict[str, str]) -> dict:
     return record["cpu"]
 
 
-def test_a_command_sleeps_waiting_threads_unless_the_user_chose(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != WAIT_POLICY}
-    assert summary_record(tmp_path / "default", env)[WAIT_POLICY] == "PASSIVE"
-    assert summary_record(tmp_path / "chosen", {**env, WAIT_POLICY: "ACTIVE"})[WAIT_POLICY] == "ACTIVE"
+def test_a_command_spins_briefly_unless_the_user_chose(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in (WAIT_POLICY, SPIN_COUNT)}
+    assert summary_record(tmp_path / "default", env) | {"threads": 0} == {
+        "threads": 0, WAIT_POLICY: None, SPIN_COUNT: SHORT_SPIN}
+    assert summary_record(tmp_path / "policy", {**env, WAIT_POLICY: "ACTIVE"})[SPIN_COUNT] is None
+    assert summary_record(tmp_path / "spin", {**env, SPIN_COUNT: "5"})[SPIN_COUNT] == "5"
 
 
-def test_importing_the_packages_leaves_the_wait_policy_alone():
-    env = {k: v for k, v in os.environ.items() if k != WAIT_POLICY}
-    code = "import os, models, mammo_interp, analyses; print(os.environ.get('OMP_WAIT_POLICY'))"
+def test_importing_the_packages_leaves_the_openmp_settings_alone():
+    env = {k: v for k, v in os.environ.items() if k not in (WAIT_POLICY, SPIN_COUNT)}
+    code = ("import os, models, mammo_interp, analyses; "
+            "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert done.stdout.strip() == "None", done.stderr[-2000:]
+    assert done.stdout.strip() == "None None", done.stderr[-2000:]
 
 
 def test_threads_sets_torchs_cpu_threads(tmp_path):
