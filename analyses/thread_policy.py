@@ -5,7 +5,7 @@ image encoder (EfficientNet-Lite0, random weights) on 16 images at 256 x 160, as
 and the CAMs run it, in fresh processes: alone, two at once with the same policy, and beside a job
 with torch's default policy (another user's analysis). Policies: torch's default (libgomp spins
 300,000 times at every barrier before it sleeps), a short spin (``GOMP_SPINCOUNT=1000``, the commands'
-default, :mod:`models.cpu_sharing`), no spin (``OMP_WAIT_POLICY=PASSIVE``), one thread per process.
+choice on a busy machine, :mod:`models.cpu_sharing`), no spin (``OMP_WAIT_POLICY=PASSIVE``), one thread per process.
 Writes ``REPORT_DIR/thread_policy.{md,csv,tex}``. A benchmark, not a test: its figures measure the machine.
 """
 
@@ -24,7 +24,7 @@ from models.report_tables import write_table
 
 POLICIES = {
     "torch default": {},
-    "short spin (the commands' default)": {"GOMP_SPINCOUNT": "1000"},
+    "short spin (the commands' choice on a busy machine)": {"GOMP_SPINCOUNT": "1000"},
     "passive wait": {"OMP_WAIT_POLICY": "PASSIVE"},
     "one thread per process": {"OMP_NUM_THREADS": "1"},
 }

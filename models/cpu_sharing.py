@@ -3,13 +3,13 @@
 torch's CPU kernels run on OpenMP (GNU libgomp in the Linux wheels), whose threads spin 300,000 times
 at every barrier before they sleep. Two such processes on the same cores spin while the other's threads
 wait to be scheduled, and each runs about 4x slower than alone, where a fair share of two cores is 2x.
-A short spin (``GOMP_SPINCOUNT=1000``) keeps the idle speed within the machine's noise and shares the
-cores fairly; sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) shares as fairly but is about 1.5x
-slower alone (``python -m analyses.thread_policy``; figures in ``docs/measurements.md``, "Sharing the
-cores"). libgomp reads the variable once, when torch loads it, so it is set before torch is imported,
-and only in a process started as one of this project's commands (``python -m models.X``,
-``mammo_interp.X``, ``analyses.X``): importing the packages from your own program changes nothing, and
-a wait policy or spin count you set yourself is kept.
+A short spin (``GOMP_SPINCOUNT=1000``) shares the cores fairly but costs 12-30 % of the idle speed
+(``python -m analyses.thread_policy``; figures in ``docs/measurements.md``, "Sharing the cores"). So a
+command that starts on a busy machine (1-minute load average at least half the cores) spins briefly,
+and one that starts on an idle machine keeps torch's default. libgomp reads the variable once, when
+torch loads it, so it is set before torch is imported, and only in a process started as one of this
+project's commands (``python -m models.X``, ``mammo_interp.X``, ``analyses.X``): importing the packages
+from your own program changes nothing, and a wait policy or spin count you set yourself is kept.
 """
 
 from __future__ import annotations
@@ -38,9 +38,16 @@ def started_as_command(argv: list[str]) -> bool:
     return False
 
 
+def machine_is_busy(load: float, cores: int) -> bool:
+    """Whether other work keeps at least half of the ``cores`` busy (``load``: the 1-minute load average)."""
+    return load >= 0.5 * cores
+
+
 def share_cores_fairly() -> None:
-    """Make OpenMP's waiting threads sleep after a short spin (``GOMP_SPINCOUNT=1000``) in a command's own
-    process, unless the user chose a wait policy or spin count or torch is already loaded (too late)."""
+    """On a busy machine, make OpenMP's waiting threads sleep after a short spin (``GOMP_SPINCOUNT=1000``)
+    in a command's own process, unless the user chose a wait policy or spin count, or torch is already
+    loaded (too late)."""
     if ("torch" not in sys.modules and started_as_command(list(getattr(sys, "orig_argv", [])))
-            and WAIT_POLICY not in os.environ and SPIN_COUNT not in os.environ):
+            and WAIT_POLICY not in os.environ and SPIN_COUNT not in os.environ
+            and hasattr(os, "getloadavg") and machine_is_busy(os.getloadavg()[0], os.cpu_count() or 1)):
         os.environ[SPIN_COUNT] = SHORT_SPIN

@@ -18,8 +18,8 @@ def device_field() -> Any:
 def threads_field() -> Any:
     """``--threads``: torch's CPU threads, applied by :func:`models.cli.parse_command`."""
     return field(default=0, metadata={"help": (
-        "CPU threads of torch's kernels (0: one per core); waiting threads sleep after a short spin, so "
-        "jobs sharing the cores share them fairly (docs/measurements.md)")})
+        "CPU threads of torch's kernels (0: one per core); started on a busy machine, waiting threads sleep "
+        "after a short spin, so jobs sharing the cores share them fairly (docs/measurements.md)")})
 
 
 def precision_field() -> Any:

@@ -1,5 +1,5 @@
-"""A command's process lets OpenMP's waiting threads sleep after a short spin; importing the packages does
-not; --threads sets torch's CPU threads."""
+"""A command started on a busy machine lets OpenMP's waiting threads sleep after a short spin; a choice of
+the user's is kept; importing the packages changes nothing; --threads sets torch's CPU threads."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from models.cli import parse_command
-from models.cpu_sharing import SHORT_SPIN, SPIN_COUNT, WAIT_POLICY, started_as_command
+from models.cpu_sharing import SHORT_SPIN, SPIN_COUNT, WAIT_POLICY, machine_is_busy, started_as_command
 from mammo_interp.factor import FactorConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,12 +42,17 @@ def summary_record(tmp_path: Path, env: dict[str, str]) -> dict:
     return record["cpu"]
 
 
-def test_a_command_spins_briefly_unless_the_user_chose(tmp_path):
+def test_a_command_spins_briefly_only_on_a_busy_machine():
+    assert not machine_is_busy(0.3, 2) and machine_is_busy(1.0, 2) and machine_is_busy(2.5, 2)
+    assert not machine_is_busy(7.9, 16) and machine_is_busy(8.0, 16)
+
+
+def test_a_command_keeps_the_users_choice(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in (WAIT_POLICY, SPIN_COUNT)}
-    assert summary_record(tmp_path / "default", env) | {"threads": 0} == {
-        "threads": 0, WAIT_POLICY: None, SPIN_COUNT: SHORT_SPIN}
-    assert summary_record(tmp_path / "policy", {**env, WAIT_POLICY: "ACTIVE"})[SPIN_COUNT] is None
+    assert summary_record(tmp_path / "policy", {**env, WAIT_POLICY: "ACTIVE"}) | {"threads": 0} == {
+        "threads": 0, WAIT_POLICY: "ACTIVE", SPIN_COUNT: None}
     assert summary_record(tmp_path / "spin", {**env, SPIN_COUNT: "5"})[SPIN_COUNT] == "5"
+    assert summary_record(tmp_path / "default", env)[SPIN_COUNT] in (None, SHORT_SPIN)  # by the load at start
 
 
 def test_importing_the_packages_leaves_the_openmp_settings_alone():
