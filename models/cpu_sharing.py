@@ -5,8 +5,9 @@ at every barrier before they sleep. Two such processes on the same cores spin wh
 wait to be scheduled, and each runs about 4x slower than alone, where a fair share of two cores is 2x.
 A short spin (``GOMP_SPINCOUNT=1000``) shares the cores fairly but costs 12-30 % of the idle speed
 (``python -m analyses.thread_policy``; figures in ``docs/measurements.md``, "Sharing the cores"). So a
-command that starts on a busy machine (1-minute load average at least half the cores) spins briefly,
-and one that starts on an idle machine keeps torch's default. libgomp reads the variable once, when
+command that starts on a busy machine (at least half the cores busy over a quarter second, read from
+``/proc/stat``; elsewhere the 1-minute load average) spins briefly, and one that starts on an idle
+machine keeps torch's default. libgomp reads the variable once, when
 torch loads it, so it is set before torch is imported, and only in a process started as one of this
 project's commands (``python -m models.X``, ``mammo_interp.X``, ``analyses.X``): importing the packages
 from your own program changes nothing, and a wait policy or spin count you set yourself is kept.
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from pathlib import Path
 
 COMMAND_PACKAGES = ("models", "mammo_interp", "analyses")
 WAIT_POLICY = "OMP_WAIT_POLICY"
@@ -39,8 +42,24 @@ def started_as_command(argv: list[str]) -> bool:
 
 
 def machine_is_busy(load: float, cores: int) -> bool:
-    """Whether other work keeps at least half of the ``cores`` busy (``load``: the 1-minute load average)."""
+    """Whether other work keeps at least half of the ``cores`` busy (``load``: busy cores, e.g. a load average)."""
     return load >= 0.5 * cores
+
+
+def busy_cores(seconds: float = 0.25) -> float:
+    """How many cores were busy over the next ``seconds`` (``/proc/stat``), else the 1-minute load
+    average (a lagging measure, where ``/proc`` is missing), else 0."""
+    stat = Path("/proc/stat")
+    if stat.is_file():
+        def times() -> list[int]:
+            return [int(value) for value in stat.read_text().splitlines()[0].split()[1:]]
+        before = times()
+        time.sleep(seconds)
+        spent = [after - start for after, start in zip(times(), before)]
+        total = sum(spent)
+        idle = spent[3] + spent[4]  # idle, iowait
+        return (os.cpu_count() or 1) * (total - idle) / total if total else 0.0
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
 
 
 def share_cores_fairly() -> None:
@@ -49,5 +68,5 @@ def share_cores_fairly() -> None:
     loaded (too late)."""
     if ("torch" not in sys.modules and started_as_command(list(getattr(sys, "orig_argv", [])))
             and WAIT_POLICY not in os.environ and SPIN_COUNT not in os.environ
-            and hasattr(os, "getloadavg") and machine_is_busy(os.getloadavg()[0], os.cpu_count() or 1)):
+            and machine_is_busy(busy_cores(), os.cpu_count() or 1)):
         os.environ[SPIN_COUNT] = SHORT_SPIN

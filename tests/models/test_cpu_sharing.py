@@ -7,13 +7,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from models.cli import parse_command
-from models.cpu_sharing import SHORT_SPIN, SPIN_COUNT, WAIT_POLICY, machine_is_busy, started_as_command
+from models.cpu_sharing import (SHORT_SPIN, SPIN_COUNT, WAIT_POLICY, busy_cores, machine_is_busy,
+                                 started_as_command)
 from mammo_interp.factor import FactorConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +47,19 @@ def summary_record(tmp_path: Path, env: dict[str, str]) -> dict:
 def test_a_command_spins_briefly_only_on_a_busy_machine():
     assert not machine_is_busy(0.3, 2) and machine_is_busy(1.0, 2) and machine_is_busy(2.5, 2)
     assert not machine_is_busy(7.9, 16) and machine_is_busy(8.0, 16)
+
+
+def test_busy_cores_sees_a_busy_core():
+    cores = os.cpu_count() or 1
+    idle = busy_cores(0.5)
+    spin = "import time\nend = time.time() + 3\nwhile time.time() < end: pass"
+    spinner = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        time.sleep(0.5)
+        busy = busy_cores(0.5)
+    finally:
+        spinner.kill()
+    assert 0 <= idle <= cores and busy >= 0.8 and busy > idle - 0.2
 
 
 def test_a_command_keeps_the_users_choice(tmp_path):
