@@ -18,19 +18,23 @@ import time
 from dataclasses import dataclass, field
 
 import pandas as pd
+import timm
+import torch
 
 from models.cli import parse_command, run_main
+from models.cpu_sharing import SHORT_SPIN, SPIN_COUNT, WAIT_POLICY
 from models.report_tables import write_table
 
+THREADS = "OMP_NUM_THREADS"
 POLICIES = {
     "torch default": {},
-    "short spin (the commands' choice on a busy machine)": {"GOMP_SPINCOUNT": "1000"},
-    "passive wait": {"OMP_WAIT_POLICY": "PASSIVE"},
-    "one thread per process": {"OMP_NUM_THREADS": "1"},
+    "short spin (the commands' choice on a busy machine)": {SPIN_COUNT: SHORT_SPIN},
+    "passive wait": {WAIT_POLICY: "PASSIVE"},
+    "one thread per process": {THREADS: "1"},
 }
 DEFAULT_POLICY = "torch default"
 # set by this process or the shell; each worker gets exactly its policy's
-POLICY_VARIABLES = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")
+POLICY_VARIABLES = (WAIT_POLICY, THREADS, SPIN_COUNT)
 
 
 @dataclass(frozen=True)
@@ -43,10 +47,6 @@ class ThreadPolicyConfig:
 
 def workload(passes: int, batch: int) -> float:
     """Seconds for ``passes`` forward + backward passes of Lite0 on ``batch`` images (one untimed first)."""
-    import models  # noqa: F401  (torchvision guard before timm)
-    import timm
-    import torch
-
     torch.manual_seed(0)
     network = timm.create_model("tf_efficientnet_lite0", pretrained=False, in_chans=1, num_classes=0)
     images = torch.randn(batch, 1, 256, 160, requires_grad=True)
@@ -91,10 +91,9 @@ def policy_table(config: ThreadPolicyConfig) -> pd.DataFrame:
     fastest idle time (a fair share of two cores between two jobs is 2x)."""
     rows = {policy: measure(policy, config) for policy in POLICIES}
     fastest = min(row["alone"] for row in rows.values())
-    frame = pd.DataFrame([{"policy": policy, **{f"{case} (s)": f"{value:.1f}" for case, value in row.items()},
-                           **{f"{case} / fastest alone": f"{value / fastest:.2f}" for case, value in row.items()}}
-                          for policy, row in rows.items()])
-    return frame
+    return pd.DataFrame([{"policy": policy, **{f"{case} (s)": f"{value:.1f}" for case, value in row.items()},
+                          **{f"{case} / fastest alone": f"{value / fastest:.2f}" for case, value in row.items()}}
+                         for policy, row in rows.items()])
 
 
 def main(argv: list[str] | None = None) -> int:

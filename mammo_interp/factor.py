@@ -133,13 +133,13 @@ def result_lines(result: dict[str, Any]) -> list[str]:
              for label, row in results.items()]
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = ["", *("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows), ""]
-    by_label = {registry.get(name).label: registry.get(name) for name in registry.available()}
-    candidates = [label for label in results if not by_label[label].needs & REFERENCE_NEEDS]
+    name_of = {label: name for name, label in registry.labels().items()}
+    candidates = [label for label in results if not registry.get(name_of[label]).needs & REFERENCE_NEEDS]
     if candidates:
         best = max(candidates, key=lambda label: results[label]["IoU-hit@0.25"].value)
         against = [f"{name}'s {results[label]['IoU-hit@0.25'].format()}"
-                   for name, label in (("the breast prior", registry.get("breast_prior").label),
-                                       ("published FActOR", registry.get("factor").label))
+                   for name, label in (("the breast prior", registry.labels()["breast_prior"]),
+                                       ("published FActOR", registry.labels()["factor"]))
                    if label in results and label != best]
         lines.append(f"best: {best}, IoU-hit@0.25 {results[best]['IoU-hit@0.25'].format()}"
                      + (f", against {' and '.join(against)}" if against else ""))

@@ -1,8 +1,9 @@
 """mammo-interp model stack: data, encoders, CLIP models, training.
 
 Importing this package installs the torchvision guard where it is needed (:mod:`models.runtime`) and
-changes nothing else; in a process started as one of the project's commands it first lets OpenMP's
-waiting threads sleep, so jobs sharing cores share them fairly (:mod:`models.cpu_sharing`).
+changes nothing else; in a process started as one of the project's commands on a busy machine it
+first makes OpenMP's waiting threads sleep after a short spin, so jobs sharing cores share them fairly
+(:mod:`models.cpu_sharing`).
 """
 
 from models import cpu_sharing as _cpu_sharing
